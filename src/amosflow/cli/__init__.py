@@ -1,0 +1,1 @@
+"""The `amos` command line."""

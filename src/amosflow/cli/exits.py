@@ -1,0 +1,28 @@
+"""Exit codes of the CLI, mapped from outcomes and errors in this one place."""
+
+from __future__ import annotations
+
+from amosflow.errors import AmosError, EngineError, ValidationFailedError
+
+OK = 0
+RUN_FAILED = 1
+INVALID = 2
+ENGINE_UNAVAILABLE = 3
+
+_BY_ERROR: tuple[tuple[type[AmosError], int], ...] = (
+    (ValidationFailedError, INVALID),
+    (EngineError, ENGINE_UNAVAILABLE),
+)
+
+
+def for_error(err: AmosError) -> int:
+    """The exit code for an error the CLI could not recover from."""
+    for kind, code in _BY_ERROR:
+        if isinstance(err, kind):
+            return code
+    return RUN_FAILED
+
+
+def for_status(status: str) -> int:
+    """The exit code for a run that ended with ``status``."""
+    return OK if status == "completed" else RUN_FAILED

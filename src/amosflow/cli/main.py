@@ -1,0 +1,22 @@
+"""The `amos` command: one Typer root, one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from amosflow.cli import flow, run, worker
+
+app = typer.Typer(
+    name="amos",
+    help="AMOS FLOW: validate and run amos.flow/v1 documents on a durable engine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("validate")(run.validate)
+app.command("run")(run.run)
+app.command("worker")(worker.worker)
+app.add_typer(flow.app, name="flow")
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

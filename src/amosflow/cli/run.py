@@ -1,0 +1,131 @@
+"""`amos validate` and `amos run`: check a flow, then run it to the end on the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from amosflow.cli import exits
+from amosflow.cli.files import read_flow, read_inputs, resolve_library
+from amosflow.config import EngineSettings
+from amosflow.dsl import validate_inputs
+from amosflow.engine.client import RunRequest, open_engine, progress, result_of, start_run
+from amosflow.engine.worker import build_worker
+from amosflow.errors import AmosError, ValidationFailedError
+
+FlowPath = Annotated[Path, typer.Argument(help="Path of the flow document (JSON).")]
+POLL_S = 0.2
+_STYLE = {"completed": "green", "failed": "red", "running": "yellow", "skipped": "dim"}
+
+
+def _fail(err: AmosError) -> typer.Exit:
+    if isinstance(err, ValidationFailedError):
+        for diagnostic in err.diagnostics:
+            typer.echo(str(diagnostic), err=True)
+    else:
+        typer.echo(f"error: {err}", err=True)
+    return typer.Exit(exits.for_error(err))
+
+
+def validate(flow_file: FlowPath) -> None:
+    """Validate a flow: print `ok`, or each error as `POINTER: message` on stderr (exit 1)."""
+    try:
+        read_flow(flow_file)
+    except ValidationFailedError as err:
+        for diagnostic in err.diagnostics:
+            typer.echo(str(diagnostic), err=True)
+        raise typer.Exit(1) from None
+    typer.echo("ok")
+
+
+def run(
+    flow_file: FlowPath,
+    input_json: Annotated[
+        str | None, typer.Option("--input", help="Run inputs as a JSON object.")
+    ] = None,
+    input_file: Annotated[
+        Path | None, typer.Option("--input-file", help="File holding the run inputs (JSON).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only the result object as JSON.")
+    ] = False,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Use this run id.")] = None,
+) -> None:
+    """Run a flow to its end. Exit 0 completed, 1 failed, 2 invalid flow or inputs."""
+    try:
+        flow, doc = read_flow(flow_file)
+        inputs = validate_inputs(flow, read_inputs(input_json, input_file))
+        library = resolve_library(flow, flow_file.resolve().parent)
+    except AmosError as err:
+        raise _fail(err) from None
+    request = RunRequest(flow=doc, inputs=inputs, library=library, run_id=run_id or "")
+    console = Console(stderr=True)
+    try:
+        result = _run_async(_execute(request, EngineSettings(), None if as_json else console))
+    except AmosError as err:
+        raise _fail(err) from None
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        _print_result(console, result)
+    raise typer.Exit(exits.for_status(str(result["status"])))
+
+
+def _run_async(coro: Any) -> Any:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, absent on some platforms
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+async def _execute(
+    request: RunRequest, settings: EngineSettings, console: Console | None
+) -> dict[str, Any]:
+    async with open_engine(settings) as client, build_worker(client, settings):
+        handle = await start_run(client, request, task_queue=settings.task_queue, eager=True)
+        if console is None:
+            return await result_of(handle)
+        waiter = asyncio.ensure_future(result_of(handle))
+        with Live(_table(handle.id, {}), console=console, transient=False) as live:
+            while not waiter.done():
+                await asyncio.wait({waiter}, timeout=POLL_S)
+                try:
+                    live.update(_table(handle.id, await progress(handle)))
+                except Exception:  # noqa: S112 - progress is best effort; the result is not
+                    continue
+        return waiter.result()
+
+
+def _table(run_id: str, steps: dict[str, Any]) -> Table:
+    table = Table(title=f"run {run_id}", title_justify="left", expand=False)
+    for column in ("step", "status", "attempt", "runs"):
+        table.add_column(column)
+    for step_id, rec in steps.items():
+        status = str(rec.get("status", ""))
+        table.add_row(
+            step_id,
+            f"[{_STYLE.get(status, 'white')}]{status}[/]",
+            str(rec.get("attempt", "")),
+            str(rec.get("runs", "")),
+        )
+    return table
+
+
+def _print_result(console: Console, result: dict[str, Any]) -> None:
+    status = str(result["status"])
+    console.print(f"[{_STYLE.get(status, 'red')}]run {result['run_id']} {status}[/]")
+    if result.get("error"):
+        error = result["error"]
+        console.print(
+            f"[red]{error.get('type')}: {error.get('message')} (step {error.get('step')})"
+        )
+    sys.stdout.write(json.dumps(result.get("output"), indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,5 @@
+"""Typed settings, one class per area."""
+
+from amosflow.config.settings import EngineSettings
+
+__all__ = ["EngineSettings"]

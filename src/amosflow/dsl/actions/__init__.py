@@ -1,0 +1,79 @@
+"""The closed vocabulary of actions: one module per family registers its ActionSpecs."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from amosflow.dsl.models import RENDERED, Duration, Expr
+from amosflow.errors import UnknownActionError
+
+__all__ = [
+    "BUILTIN_MODULES",
+    "ActionSpec",
+    "Duration",
+    "Expr",
+    "WithModel",
+    "all_actions",
+    "get_action",
+    "register",
+    "validate_with",
+]
+
+# Adding an action family is one module here plus its name in this tuple.
+BUILTIN_MODULES = ("core", "http")
+
+
+class WithModel(BaseModel):
+    """Base of every action's ``with``: closed, immutable, JSON types only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What the DSL knows about one action: its name, capability and typed ``with``."""
+
+    name: str
+    capability: str
+    with_model: type[BaseModel]
+    description: str
+    local: bool = False
+
+
+_REGISTRY: dict[str, ActionSpec] = {}
+
+
+def register(spec: ActionSpec) -> ActionSpec:
+    """Add an action to the registry; a second, different spec under one name is an error."""
+    known = _REGISTRY.get(spec.name)
+    if known is not None and known != spec:
+        raise ValueError(f"action {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_action(name: str) -> ActionSpec:
+    """Return the spec of a registered action or raise UnknownActionError."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownActionError(name) from None
+
+
+def all_actions() -> list[ActionSpec]:
+    """Return every registered action, sorted by name."""
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def validate_with(action: str, rendered: dict[str, Any]) -> BaseModel:
+    """Validate a rendered ``with`` against the action's model; no expression may remain."""
+    spec = get_action(action)
+    return spec.with_model.model_validate(rendered, context={RENDERED: True})
+
+
+for _module in BUILTIN_MODULES:
+    importlib.import_module(f"{__name__}.{_module}")

@@ -1,0 +1,99 @@
+"""Validate flow documents and run inputs, reporting every problem by JSON Pointer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from pydantic import ValidationError
+
+from amosflow.dsl._pointers import diagnostics_from_error, join
+from amosflow.dsl._semantics import check_flow
+from amosflow.dsl.models import Flow
+from amosflow.errors import Diagnostic, ValidationFailedError
+
+__all__ = ["load_flow_text", "parse_flow", "validate_flow", "validate_inputs"]
+
+
+# Deeper JSON is refused up front: Pydantic and the serialiser give up a little past 200.
+MAX_NESTING = 128
+
+
+def _too_deep(document: Any) -> Diagnostic | None:
+    """Find a value nested deeper than MAX_NESTING without recursing."""
+    stack: list[tuple[Any, list[str | int]]] = [(document, [])]
+    while stack:
+        value, parts = stack.pop()
+        if len(parts) > MAX_NESTING:
+            return Diagnostic(join(parts), f"nested deeper than {MAX_NESTING} levels")
+        if isinstance(value, dict):
+            stack.extend((item, [*parts, key]) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, [*parts, index]) for index, item in enumerate(value))
+    return None
+
+
+def _check(document: Any) -> tuple[Flow | None, list[Diagnostic]]:
+    if not isinstance(document, dict):
+        return None, [Diagnostic("", "expected a JSON object (an amos.flow/v1 document)")]
+    too_deep = _too_deep(document)
+    if too_deep is not None:
+        return None, [too_deep]
+    try:
+        flow = Flow.model_validate(document)
+    except ValidationError as exc:
+        return None, diagnostics_from_error(exc, document, Flow)
+    return flow, check_flow(flow)
+
+
+def validate_flow(document: Any) -> list[Diagnostic]:
+    """Return every problem of a flow document; an empty list means it is valid."""
+    return _check(document)[1]
+
+
+def parse_flow(document: Any) -> Flow:
+    """Return the Flow of a valid document or raise ValidationFailedError with every problem."""
+    flow, diagnostics = _check(document)
+    if diagnostics or flow is None:
+        raise ValidationFailedError(diagnostics)
+    return flow
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_flow_text(text: str, source: str = "") -> Flow:
+    """Parse JSON text into a Flow; a syntax error is a diagnostic naming line and column."""
+    try:
+        document = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        where = f" in {source}" if source else ""
+        message = f"invalid JSON{where} at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        raise ValidationFailedError([Diagnostic("", message)]) from None
+    except ValueError as exc:
+        raise ValidationFailedError([Diagnostic("", f"invalid JSON: {exc}")]) from None
+    except RecursionError:
+        message = f"invalid JSON: nested deeper than {MAX_NESTING} levels"
+        raise ValidationFailedError([Diagnostic("", message)]) from None
+    return parse_flow(document)
+
+
+def validate_inputs(flow: Flow, inputs: Any) -> dict[str, Any]:
+    """Check run inputs against the flow's input schema and return them as a dict."""
+    values = {} if inputs is None else inputs
+    if not isinstance(values, dict):
+        raise ValidationFailedError([Diagnostic("/inputs", "expected an object")])
+    if flow.inputs is None:
+        return dict(values)
+    try:
+        errors = list(Draft202012Validator(flow.inputs).iter_errors(values))
+    except Exception as exc:
+        # A schema that passed the meta-schema can still hold an unresolvable $ref.
+        raise ValidationFailedError([Diagnostic("/inputs", f"cannot check inputs: {exc}")]) from exc
+    if errors:
+        raise ValidationFailedError(
+            [Diagnostic("/inputs" + join(error.absolute_path), error.message) for error in errors]
+        )
+    return dict(values)

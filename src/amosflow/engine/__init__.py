@@ -1,0 +1,1 @@
+"""The durable engine: the interpreter workflow, the activities and the Temporal plumbing."""

@@ -1,0 +1,153 @@
+"""Start runs, follow their progress and read their results: the engine's public door."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+from temporalio.service import RPCError
+
+from amosflow.dsl import content_hash
+from amosflow.engine.embedded import EmbeddedTemporal, running_address
+from amosflow.engine.types import PROGRESS_QUERY, WORKFLOW_NAME, RunInput
+from amosflow.errors import EngineError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from amosflow.config import EngineSettings
+
+CONNECT_TIMEOUT_S = 30.0
+
+
+async def connect(address: str, namespace: str = "default") -> Client:
+    """Connect to Temporal, waiting for a server that is still starting."""
+    deadline = asyncio.get_running_loop().time() + CONNECT_TIMEOUT_S
+    while True:
+        try:
+            client = await Client.connect(address, namespace=namespace)
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=namespace)
+            )
+        except (RuntimeError, RPCError) as err:
+            if asyncio.get_running_loop().time() > deadline:
+                raise EngineError(f"cannot reach Temporal at {address}: {err}") from err
+            await asyncio.sleep(0.1)
+        else:
+            return client
+
+
+@contextlib.asynccontextmanager
+async def open_engine(settings: EngineSettings) -> AsyncIterator[Client]:
+    """Yield a client: to the configured cluster, a node already running here, or a new one."""
+    if settings.temporal_address:
+        yield await connect(settings.temporal_address, settings.temporal_namespace)
+        return
+    address = running_address(settings.home)
+    if address:
+        yield await connect(address, settings.temporal_namespace)
+        return
+    server = EmbeddedTemporal(settings.home)
+    await asyncio.to_thread(server.start)
+    try:
+        yield await connect(server.address, settings.temporal_namespace)
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A validated flow document with its inputs, ready to start."""
+
+    flow: dict[str, Any]
+    inputs: dict[str, Any]
+    library: dict[str, dict[str, Any]]
+    run_id: str = ""
+    config: dict[str, Any] | None = None
+
+
+def new_run_id(flow_name: str) -> str:
+    """A fresh, readable run id."""
+    return f"{flow_name}-{uuid.uuid4().hex[:12]}"
+
+
+async def start_run(
+    client: Client, request: RunRequest, *, task_queue: str, eager: bool = False
+) -> WorkflowHandle[Any, Any]:
+    """Start one run of the interpreter workflow; the run id is its workflow id."""
+    run_id = request.run_id or new_run_id(str(request.flow["name"]))
+    inp = RunInput(
+        flow=request.flow,
+        flow_hash=content_hash(request.flow),
+        inputs=request.inputs,
+        config=request.config or {},
+        library=request.library,
+        run_id=run_id,
+    )
+    return await client.start_workflow(
+        WORKFLOW_NAME,
+        inp,
+        id=run_id,
+        task_queue=task_queue,
+        request_eager_start=eager,
+        execution_timeout=timedelta(days=365),
+    )
+
+
+async def progress(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+    """The run's per-step progress, from the workflow's query."""
+    result: dict[str, Any] = await handle.query(PROGRESS_QUERY)
+    return result
+
+
+async def result_of(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+    """Wait for the run and return the DSL result object, whatever the outcome."""
+    run_id = handle.id
+    try:
+        result: dict[str, Any] = await handle.result()
+    except WorkflowFailureError as err:
+        return {
+            "run_id": run_id,
+            "status": _status_of(err),
+            "output": None,
+            "error": _error_of(err),
+        }
+    return result
+
+
+def _status_of(err: WorkflowFailureError) -> str:
+    match err.cause:
+        case CancelledError():
+            return "cancelled"
+        case TemporalTimeoutError():
+            return "timed_out"
+        case TerminatedError():
+            return "cancelled"
+        case _:
+            return "failed"
+
+
+def _error_of(err: WorkflowFailureError) -> dict[str, Any]:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+        details = cause.details[0]
+        return {
+            "message": str(details.get("message", cause.message)),
+            "type": str(details.get("type", cause.type)),
+            "step": details.get("step"),
+        }
+    return {"message": str(cause or err), "type": type(cause or err).__name__, "step": None}
+
+
+async def describe_status(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionStatus | None:
+    """The Temporal status of a run, or None when it is unknown."""
+    desc = await handle.describe()
+    return desc.status

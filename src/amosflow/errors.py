@@ -1,0 +1,110 @@
+"""The one error hierarchy of AMOS FLOW.
+
+Every error the product raises on purpose is an ``AmosError`` with a stable ``code``; the
+CLI maps them to exit codes (and, later, the API to problem+json) in exactly one place.
+
+    AmosError
+    ├── ValidationFailedError      a flow document or run inputs are invalid (many diagnostics)
+    ├── ExpressionError            a CEL expression does not compile or fails to evaluate
+    │   └── ExpressionBudgetError  an expression would exceed its cost or size budget
+    ├── FlowRunError               a run ended failed, cancelled or timed out
+    ├── ActionError                an action (side effect) failed
+    │   └── UnknownActionError     the action name is not in the registry
+    ├── ArtifactError              the artifact store cannot read or write a value
+    └── EngineError                Temporal (embedded or remote) cannot be reached or started
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class AmosError(Exception):
+    """Base of every error AMOS FLOW raises on purpose."""
+
+    code = "amos.error"
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One problem in a document, located by its JSON Pointer (RFC 6901)."""
+
+    pointer: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.pointer or '/'}: {self.message}"
+
+
+class ValidationFailedError(AmosError):
+    """A document (flow, inputs) broke its contract; carries every diagnostic found."""
+
+    code = "amos.validation"
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = sorted(diagnostics, key=lambda d: (d.pointer, d.message))
+        super().__init__("\n".join(str(d) for d in self.diagnostics))
+
+
+class ExpressionError(AmosError):
+    """A CEL expression failed to compile or evaluate; names the pointer of the expression."""
+
+    code = "amos.expression"
+
+    def __init__(self, message: str, *, pointer: str = "", source: str = "") -> None:
+        self.pointer = pointer
+        self.source = source
+        self.reason = message
+        super().__init__(f"{pointer}: {message}" if pointer else message)
+
+
+class ExpressionBudgetError(ExpressionError):
+    """An expression would exceed its evaluation budget (cost or size)."""
+
+    code = "amos.expression.budget"
+
+
+@dataclass
+class FlowRunError(AmosError):
+    """A run did not complete; ``status`` is failed, cancelled or timed_out."""
+
+    status: str
+    message: str
+    step: str | None = None
+    type: str = "FlowFailed"
+    code: str = field(default="amos.run", init=False)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+
+class ActionError(AmosError):
+    """An action failed; ``retryable`` tells the engine whether another attempt may help."""
+
+    code = "amos.action"
+
+    def __init__(self, message: str, *, type_: str = "ActionError", retryable: bool = True) -> None:
+        self.type = type_
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class UnknownActionError(ActionError):
+    """The flow names an action that no module registered."""
+
+    code = "amos.action.unknown"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown action {name!r}", type_="UnknownAction", retryable=False)
+
+
+class ArtifactError(AmosError):
+    """The content-addressed artifact store could not read or write a value."""
+
+    code = "amos.artifact"
+
+
+class EngineError(AmosError):
+    """The Temporal backbone could not be started or reached."""
+
+    code = "amos.engine"
