@@ -101,9 +101,7 @@ ESCAPES: list[tuple[str, str, type[ExpressionError], str]] = [
     ("text", "error", "words"),
     [pytest.param(text, error, words, id=case) for case, text, error, words in ESCAPES],
 )
-def test_escape_attempt_fails_cleanly(
-    text: str, error: type[ExpressionError], words: str
-) -> None:
+def test_escape_attempt_fails_cleanly(text: str, error: type[ExpressionError], words: str) -> None:
     """The attempt raises the expected ExpressionError, names the pointer and is quick."""
     started = time.perf_counter()
     with pytest.raises(ExpressionError) as caught:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import typer
 
@@ -23,14 +24,17 @@ def worker() -> None:
 
     async def main() -> None:
         client = await connect(address, settings.temporal_namespace)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         async with build_worker(client, settings):
             typer.echo(f"worker ready on {address} queue {settings.task_queue}", err=True)
-            await asyncio.Event().wait()
+            await stop.wait()
+        typer.echo("worker stopped", err=True)
 
     try:
         asyncio.run(main())
     except EngineError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(3) from None
-    except KeyboardInterrupt:
-        pass

@@ -348,7 +348,10 @@ def _check_budget(expression: _Expression, meter: Meter) -> None:
 
 def _runtime_message(exc: BaseException) -> str:
     """Say what went wrong in words a flow author can act on."""
-    text = str(exc).split("\n", 1)[0]
+    lines = str(exc).splitlines() or [""]
+    text = lines[0]
+    # Regex errors put the reason on a later `error: ...` line; keep it.
+    text += "".join(f" {line.strip()}" for line in lines[1:] if line.startswith("error:"))
     if isinstance(exc, KeyError):
         message = f"no such key {exc.args[0] if exc.args else text!r}"
     elif isinstance(exc, ZeroDivisionError):

@@ -1,0 +1,215 @@
+"""What the benchmarks share: flows, workers, timed runs, CPU accounting and the table."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from baseline import BASELINE_WORKFLOW, BaselineInput, BaselineWorkflow
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from amosflow.artifacts import ArtifactStore
+from amosflow.dsl.actions import ActionSpec, register
+from amosflow.dsl.actions.core import EchoWith
+from amosflow.engine.activities import build_activities, implementation
+from amosflow.engine.activities.core import echo
+from amosflow.engine.client import RunRequest, result_of, start_run
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+    from pathlib import Path
+
+    from temporalio.client import Client
+    from temporalio.worker import WorkflowRunner
+
+LOCAL_ECHO = "core.echo"
+REMOTE_ECHO = "bench.echo"
+STEPS = 20
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def register_remote_echo() -> None:
+    """Register ``bench.echo``: ``core.echo`` as a regular activity, in this process only.
+
+    Product behaviour is untouched: ``core.echo`` stays local; the twin has the same ``with``
+    model and the same implementation, and exists only while a benchmark runs.
+    """
+    register(
+        ActionSpec(
+            name=REMOTE_ECHO,
+            capability="core",
+            with_model=EchoWith,
+            description="core.echo as a regular (non-local) activity; benchmarks only.",
+            local=False,
+        )
+    )
+    implementation(REMOTE_ECHO)(echo)
+
+
+def echo_flow(action: str, steps: int = STEPS) -> dict[str, Any]:
+    """A flow of ``steps`` echo actions with literal values, as the baseline runs them."""
+    return {
+        "dsl": "amos.flow/v1",
+        "name": "bench-echo",
+        "steps": [
+            {"id": f"s{i}", "type": "action", "action": action, "with": {"value": i}}
+            for i in range(steps)
+        ],
+    }
+
+
+def set_flow(steps: int) -> dict[str, Any]:
+    """A flow of ``steps`` control-flow-only ``set`` steps that count in ``vars.x``."""
+    body: list[dict[str, Any]] = [{"id": "s0", "type": "set", "values": {"x": 0}}]
+    body += [
+        {"id": f"s{i}", "type": "set", "values": {"x": "${vars.x + 1}"}} for i in range(1, steps)
+    ]
+    return {
+        "dsl": "amos.flow/v1",
+        "name": f"bench-set-{steps}",
+        "outputs": {"x": "${vars.x}"},
+        "steps": body,
+    }
+
+
+def baseline_worker(
+    client: Client, artifacts: Path, task_queue: str, runner: WorkflowRunner | None = None
+) -> Worker:
+    """A worker for the baseline workflow with the settings of `build_worker`."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[BaselineWorkflow],
+        activities=build_activities(ArtifactStore(artifacts)),
+        workflow_runner=runner or UnsandboxedWorkflowRunner(),
+        max_concurrent_activities=200,
+        max_concurrent_local_activities=200,
+    )
+
+
+async def run_flow(client: Client, doc: dict[str, Any], task_queue: str, *, eager: bool) -> Any:
+    """Run a flow through the interpreter to its end; an unfinished run is an error."""
+    handle = await start_run(
+        client, RunRequest(flow=doc, inputs={}, library={}), task_queue=task_queue, eager=eager
+    )
+    result = await result_of(handle)
+    if result["status"] != "completed":
+        raise RuntimeError(f"flow {doc['name']} ended {result['status']}: {result['error']}")
+    return result["output"]
+
+
+async def run_baseline(
+    client: Client, task_queue: str, *, action: str, local: bool, eager: bool, steps: int = STEPS
+) -> Any:
+    """Run the hand-written workflow to its end."""
+    handle = await client.start_workflow(
+        BASELINE_WORKFLOW,
+        BaselineInput(steps=steps, action=action, local=local),
+        id=f"bench-baseline-{uuid.uuid4().hex[:12]}",
+        task_queue=task_queue,
+        request_eager_start=eager,
+    )
+    result = await handle.result()
+    if len(result["output"]) != steps:
+        raise RuntimeError(f"baseline returned {len(result['output'])} outputs, not {steps}")
+    return result["output"]
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by another process, from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:  # noqa: PTH123 - a /proc read
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+@dataclass
+class Sample:
+    """Wall time and CPU time (this process, the server) of one measured piece of work."""
+
+    wall: float
+    cpu_self: float
+    cpu_server: float
+
+
+async def measure(work: Callable[[], Awaitable[Any]], server_pid: int) -> Sample:
+    """Time one awaited piece of work, with the CPU this process and the server spent on it."""
+    cpu0, srv0, t0 = time.process_time(), process_cpu(server_pid), time.perf_counter()
+    await work()
+    wall = time.perf_counter() - t0
+    return Sample(wall, time.process_time() - cpu0, process_cpu(server_pid) - srv0)
+
+
+async def latencies(
+    works: dict[str, Callable[[], Awaitable[Any]]], server_pid: int, runs: int, warmup: int
+) -> dict[str, list[Sample]]:
+    """Run each piece of work ``warmup`` + ``runs`` times, interleaved so drift hits all alike."""
+    samples: dict[str, list[Sample]] = {name: [] for name in works}
+    for index in range(warmup + runs):
+        for name, work in works.items():
+            sample = await measure(work, server_pid)
+            if index >= warmup:
+                samples[name].append(sample)
+    return samples
+
+
+async def burst(work: Callable[[], Awaitable[Any]], count: int, server_pid: int) -> Sample:
+    """Start ``count`` runs at once and wait for all of them."""
+
+    async def everything() -> None:
+        await asyncio.gather(*(work() for _ in range(count)))
+
+    return await measure(everything, server_pid)
+
+
+def median(samples: list[Sample]) -> float:
+    """Median wall time."""
+    return statistics.median(s.wall for s in samples)
+
+
+def p90(samples: list[Sample]) -> float:
+    """90th percentile of wall time (nearest rank)."""
+    walls = sorted(s.wall for s in samples)
+    return walls[max(0, round(0.9 * len(walls)) - 1)]
+
+
+def cpu_per_run(samples: list[Sample]) -> tuple[float, float]:
+    """Median CPU seconds per run: this process, the server."""
+    return (
+        statistics.median(s.cpu_self for s in samples),
+        statistics.median(s.cpu_server for s in samples),
+    )
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table with right-aligned columns after the first."""
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join([first, *rest])
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def run_loop(main: Callable[[], Coroutine[Any, Any, int]], *, use_uvloop: bool = True) -> int:
+    """Run the benchmark on uvloop when it is installed (as `amos run` does), else asyncio."""
+    if use_uvloop:
+        try:
+            import uvloop  # noqa: PLC0415 - optional speed-up
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main())
+    return asyncio.run(main())
+
+
+def loop_name() -> str:
+    """Which event loop is running."""
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
