@@ -10,7 +10,6 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from baseline import BASELINE_WORKFLOW, BaselineInput, BaselineWorkflow
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from amosflow.artifacts import ArtifactStore
@@ -19,6 +18,7 @@ from amosflow.dsl.actions.core import EchoWith
 from amosflow.engine.activities import build_activities, implementation
 from amosflow.engine.activities.core import echo
 from amosflow.engine.client import RunRequest, result_of, start_run
+from baseline import BASELINE_WORKFLOW, BaselineInput, BaselineWorkflow
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine

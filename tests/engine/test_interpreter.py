@@ -229,3 +229,78 @@ def test_human_step_is_not_yet_supported(settings: EngineSettings) -> None:
     doc = flow({"id": "h", "type": "human", "task": "approval", "title": "ok?"})
     result = run(settings, doc)
     assert result["error"]["type"] == "NotSupported"
+
+
+def test_check_failure_is_retried_then_fails(settings: EngineSettings, http_server) -> None:
+    """A `check` that does not hold fails the attempt with 'post-condition failed' and is retried."""
+    step = {
+        "id": "get", "type": "action", "action": "http.request",
+        "with": {"url": f"{http_server.url}/thing"},
+        "check": "${output.status == inputs.want}",
+        "retry": {"max_attempts": 2, "backoff": "10ms"},
+    }
+    result = run(settings, flow(step), {"want": 201})
+    assert result["status"] == "failed"
+    assert result["error"]["type"] == "PostConditionFailed"
+    assert "post-condition failed" in result["error"]["message"]
+    assert len(http_server.requests) == 2
+
+
+def test_check_that_holds_passes(settings: EngineSettings, http_server) -> None:
+    """A `check` over the output and the inputs that holds lets the step complete."""
+    step = {
+        "id": "get", "type": "action", "action": "http.request",
+        "with": {"url": f"{http_server.url}/thing"},
+        "check": "${output.status == inputs.want && size(output.json.items) > 0}",
+    }
+    result = run(settings, flow(step, outputs={"s": "${steps.get.output.status}"}), {"want": 200})
+    assert result["output"] == {"s": 200}
+
+
+def test_http_retries_reuse_the_idempotency_key(settings: EngineSettings, http_server) -> None:
+    """A 503 answer is retried and every attempt carries the same idempotency key."""
+    http_server.fail_first["/flaky"] = 2
+    step = {
+        "id": "call", "type": "action", "action": "http.request",
+        "with": {"url": f"{http_server.url}/flaky", "expect": [200]},
+        "retry": {"max_attempts": 5, "backoff": "10ms"},
+    }
+    result = run(settings, flow(step, outputs={"key": "${steps.call.output.json.idempotency_key}"}), run_id="flaky-run-1")
+    assert result["status"] == "completed"
+    assert result["output"] == {"key": "flaky-run-1/call/0"}
+
+
+def test_large_output_travels_by_reference(settings: EngineSettings) -> None:
+    """An action output over 64 KiB becomes an artifact reference stored in the data directory."""
+    from amosflow.artifacts import ArtifactStore
+
+    big = "x" * (70 * 1024)
+    result = run(settings, flow(echo("big", big), outputs={"ref": "${steps.big.output}"}))
+    ref = result["output"]["ref"]
+    assert ref["$ref"].startswith("artifact://sha256/")
+    assert ref["size"] > 64 * 1024
+    assert ArtifactStore(settings.artifacts_dir).get_json(ref) == big
+
+
+def test_progress_query_reports_each_step(settings: EngineSettings) -> None:
+    """The progress query returns status, attempt and timing for every step that ran."""
+    import asyncio
+
+    from amosflow.engine.client import RunRequest, connect, progress, result_of, start_run
+    from amosflow.engine.worker import build_worker
+
+    doc = flow(echo("a", 1), {"id": "w", "type": "wait", "duration": "10ms"}, echo("skip", 2, when="${false}"))
+
+    async def go() -> dict:
+        client = await connect(str(settings.temporal_address))
+        async with build_worker(client, settings):
+            handle = await start_run(client, RunRequest(flow=doc, inputs={}, library={}), task_queue=settings.task_queue)
+            await result_of(handle)
+            return await progress(handle)
+
+    steps = asyncio.run(go())
+    assert steps["a"]["status"] == "completed"
+    assert steps["a"]["attempt"] == 1
+    assert steps["a"]["started_at"] <= steps["a"]["ended_at"]
+    assert steps["w"]["status"] == "completed"
+    assert steps["skip"]["status"] == "skipped"

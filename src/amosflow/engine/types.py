@@ -65,6 +65,7 @@ class ActionCall:
     secret_slots: list[dict[str, Any]] = field(default_factory=list)
     check: str | None = None
     pointer: str = ""
+    check_scope: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -73,6 +73,18 @@ class ActionContext:
                 text = text.replace(value, REDACTED)
         return text
 
+    def redact_value(self, value: Any) -> Any:
+        """Mask every secret value this attempt resolved in the strings of a JSON value."""
+        if not self.secrets_in_use:
+            return value
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list):
+            return [self.redact_value(item) for item in value]
+        if isinstance(value, dict):
+            return {self.redact(str(k)): self.redact_value(v) for k, v in value.items()}
+        return value
+
 
 def _parts(slot: dict[str, Any]) -> tuple[str | expr.SecretRef, ...]:
     return tuple(
@@ -114,6 +126,7 @@ class _Runner:
                 type=type(err).__name__,
                 non_retryable=True,
             ) from None
+        output = ctx.redact_value(output)  # an upstream may echo a secret back: keep it out
         return ActionResult(output=self._spill(output), attempt=activity.info().attempt)
 
     async def _attempt(self, ctx: ActionContext) -> Any:
@@ -160,7 +173,8 @@ class _Runner:
 
     def _check(self, ctx: ActionContext, output: Any) -> None:
         try:
-            ok = expr.evaluate_condition(ctx.call.check or "", {"output": output}, "/check")
+            scope = {**ctx.call.check_scope, "output": output}
+            ok = expr.evaluate_condition(ctx.call.check or "", scope, f"{ctx.call.pointer}/check")
         except ExpressionError as err:
             raise ActionError(
                 ctx.redact(str(err)), type_="ExpressionError", retryable=False

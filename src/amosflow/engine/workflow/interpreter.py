@@ -291,6 +291,7 @@ class FlowWorkflow:
             idempotency_key=f"{self._run_id}/{step.id}/{key}",
             secret_slots=[{"pointer": s.pointer, "parts": _slot_parts(s)} for s in slots],
             check=step.check,
+            check_scope=self._check_scope(step, frame),
             pointer=pointer,
         )
         defaults = self._flow.defaults
@@ -320,6 +321,14 @@ class FlowWorkflow:
                 raise asyncio.CancelledError from err
             raise _failure_from(err, step.id) from None
         return result
+
+    def _check_scope(self, step: ActionStep, frame: Frame) -> dict[str, Any]:
+        """The names a `check` reads besides `output`, bound now since the activity runs it."""
+        if step.check is None:
+            return {}
+        scope = self._scope(frame)
+        names = expr.compile_template(step.check).names - {"output"}
+        return {name: scope[name] for name in sorted(names) if name in scope}
 
     async def _switch(self, step: SwitchStep, frame: Frame, pointer: str) -> Any:
         value = self._render(step.value, frame, f"{pointer}/value")
