@@ -11,19 +11,18 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from amosflow.cli import exits
 from amosflow.cli.files import read_flow, read_inputs, resolve_library
+from amosflow.cli.progress import STYLE, step_table
 from amosflow.config import EngineSettings
-from amosflow.dsl import validate_inputs
+from amosflow.dsl import iter_steps, parse_flow, validate_inputs
 from amosflow.engine.client import RunRequest, open_engine, progress, result_of, start_run
 from amosflow.engine.worker import build_worker
 from amosflow.errors import AmosError, ValidationFailedError
 
 FlowPath = Annotated[Path, typer.Argument(help="Path of the flow document (JSON).")]
 POLL_S = 0.2
-_STYLE = {"completed": "green", "failed": "red", "running": "yellow", "skipped": "dim"}
 
 
 def _fail(err: AmosError) -> typer.Exit:
@@ -95,34 +94,21 @@ async def _execute(
         if console is None:
             return await result_of(handle)
         waiter = asyncio.ensure_future(result_of(handle))
-        with Live(_table(handle.id, {}), console=console, transient=False) as live:
+        order = [step.id for _, step in iter_steps(parse_flow(request.flow).steps)]
+        with Live(step_table(handle.id, order, {}), console=console) as live:
             while not waiter.done():
                 await asyncio.wait({waiter}, timeout=POLL_S)
                 try:
-                    live.update(_table(handle.id, await progress(handle)))
+                    live.update(step_table(handle.id, order, await progress(handle)))
                 except Exception:  # noqa: S112 - progress is best effort; the result is not
                     continue
+        console.print()
         return waiter.result()
-
-
-def _table(run_id: str, steps: dict[str, Any]) -> Table:
-    table = Table(title=f"run {run_id}", title_justify="left", expand=False)
-    for column in ("step", "status", "attempt", "runs"):
-        table.add_column(column)
-    for step_id, rec in steps.items():
-        status = str(rec.get("status", ""))
-        table.add_row(
-            step_id,
-            f"[{_STYLE.get(status, 'white')}]{status}[/]",
-            str(rec.get("attempt", "")),
-            str(rec.get("runs", "")),
-        )
-    return table
 
 
 def _print_result(console: Console, result: dict[str, Any]) -> None:
     status = str(result["status"])
-    console.print(f"[{_STYLE.get(status, 'red')}]run {result['run_id']} {status}[/]")
+    console.print(f"[{STYLE.get(status, 'red')}]run {result['run_id']} {status}[/]")
     if result.get("error"):
         error = result["error"]
         console.print(
