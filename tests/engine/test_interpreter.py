@@ -234,7 +234,9 @@ def test_human_step_is_not_yet_supported(settings: EngineSettings) -> None:
 def test_check_failure_is_retried_then_fails(settings: EngineSettings, http_server) -> None:
     """A `check` that does not hold fails the attempt with 'post-condition failed' and is retried."""
     step = {
-        "id": "get", "type": "action", "action": "http.request",
+        "id": "get",
+        "type": "action",
+        "action": "http.request",
         "with": {"url": f"{http_server.url}/thing"},
         "check": "${output.status == inputs.want}",
         "retry": {"max_attempts": 2, "backoff": "10ms"},
@@ -249,7 +251,9 @@ def test_check_failure_is_retried_then_fails(settings: EngineSettings, http_serv
 def test_check_that_holds_passes(settings: EngineSettings, http_server) -> None:
     """A `check` over the output and the inputs that holds lets the step complete."""
     step = {
-        "id": "get", "type": "action", "action": "http.request",
+        "id": "get",
+        "type": "action",
+        "action": "http.request",
         "with": {"url": f"{http_server.url}/thing"},
         "check": "${output.status == inputs.want && size(output.json.items) > 0}",
     }
@@ -261,11 +265,17 @@ def test_http_retries_reuse_the_idempotency_key(settings: EngineSettings, http_s
     """A 503 answer is retried and every attempt carries the same idempotency key."""
     http_server.fail_first["/flaky"] = 2
     step = {
-        "id": "call", "type": "action", "action": "http.request",
+        "id": "call",
+        "type": "action",
+        "action": "http.request",
         "with": {"url": f"{http_server.url}/flaky", "expect": [200]},
         "retry": {"max_attempts": 5, "backoff": "10ms"},
     }
-    result = run(settings, flow(step, outputs={"key": "${steps.call.output.json.idempotency_key}"}), run_id="flaky-run-1")
+    result = run(
+        settings,
+        flow(step, outputs={"key": "${steps.call.output.json.idempotency_key}"}),
+        run_id="flaky-run-1",
+    )
     assert result["status"] == "completed"
     assert result["output"] == {"key": "flaky-run-1/call/0"}
 
@@ -289,12 +299,18 @@ def test_progress_query_reports_each_step(settings: EngineSettings) -> None:
     from amosflow.engine.client import RunRequest, connect, progress, result_of, start_run
     from amosflow.engine.worker import build_worker
 
-    doc = flow(echo("a", 1), {"id": "w", "type": "wait", "duration": "10ms"}, echo("skip", 2, when="${false}"))
+    doc = flow(
+        echo("a", 1),
+        {"id": "w", "type": "wait", "duration": "10ms"},
+        echo("skip", 2, when="${false}"),
+    )
 
     async def go() -> dict:
         client = await connect(str(settings.temporal_address))
         async with build_worker(client, settings):
-            handle = await start_run(client, RunRequest(flow=doc, inputs={}, library={}), task_queue=settings.task_queue)
+            handle = await start_run(
+                client, RunRequest(flow=doc, inputs={}, library={}), task_queue=settings.task_queue
+            )
             await result_of(handle)
             return await progress(handle)
 

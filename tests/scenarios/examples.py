@@ -6,7 +6,6 @@ replay test checks come from exactly the runs the scenarios assert on.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -48,41 +47,17 @@ def load_example(name: str) -> dict[str, Any]:
 
 
 async def run_example(
-    client: Client, settings: EngineSettings, name: str, inputs: dict[str, Any]
+    client: Client,
+    settings: EngineSettings,
+    name: str,
+    inputs: dict[str, Any],
+    *,
+    run_id: str = "",
 ) -> tuple[dict[str, Any], WorkflowHistory]:
     """Run an example to its end with the flows it calls pinned; return result and history."""
     doc = load_example(name)
     library = resolve_library(parse_flow(doc), EXAMPLES_DIR)
-    run_id = new_run_id(name)
+    run_id = run_id or new_run_id(name)
     result = await run_flow(settings, doc, inputs, library=library, run_id=run_id, client=client)
     history = await client.get_workflow_handle(run_id).fetch_history()
     return result, history
-
-
-def payloads(history: WorkflowHistory) -> list[Any]:
-    """Every payload in the history, decoded (JSON values, or text when not JSON)."""
-    found: list[Any] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            data = node.get("data")
-            if isinstance(data, str) and "metadata" in node:
-                text = base64.b64decode(data).decode("utf-8", errors="replace")
-                try:
-                    found.append(json.loads(text))
-                except ValueError:
-                    found.append(text)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(json.loads(history.to_json()))
-    return found
-
-
-def history_text(history: WorkflowHistory) -> str:
-    """The history as JSON plus every payload decoded, so a search sees every value in it."""
-    decoded = [json.dumps(p, ensure_ascii=False) for p in payloads(history)]
-    return "\n".join([history.to_json(), *decoded])

@@ -175,6 +175,9 @@ def running_address(home: Path) -> str | None:
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m amosflow.engine.embedded
+    # Block the signals first so sigwait receives them instead of the default handlers.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     with EmbeddedTemporal(Path(sys.argv[1] if len(sys.argv) > 1 else ".amos")) as server:
         sys.stdout.write(f"{server.address}\n")
+        sys.stdout.flush()
         signal.sigwait({signal.SIGINT, signal.SIGTERM})

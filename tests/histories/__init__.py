@@ -1,0 +1,1 @@
+"""Recorded workflow histories of the examples, replayed by tests/engine/test_replay.py."""
