@@ -1,5 +1,11 @@
 """Typed settings, one class per area."""
 
-from amosflow.config.settings import EngineSettings
+from amosflow.config.settings import (
+    ApiSettings,
+    BusSettings,
+    CatalogSettings,
+    EngineSettings,
+    StoreSettings,
+)
 
-__all__ = ["EngineSettings"]
+__all__ = ["ApiSettings", "BusSettings", "CatalogSettings", "EngineSettings", "StoreSettings"]
