@@ -11,7 +11,12 @@ CLI maps them to exit codes (and, later, the API to problem+json) in exactly one
     ├── ActionError                an action (side effect) failed
     │   └── UnknownActionError     the action name is not in the registry
     ├── ArtifactError              the artifact store cannot read or write a value
-    └── EngineError                Temporal (embedded or remote) cannot be reached or started
+    ├── EngineError                Temporal (embedded or remote) cannot be reached or started
+    ├── NotFoundError              a flow, run, version or other object does not exist
+    ├── ConflictError              the change clashes with the current state
+    ├── BusError                   the NATS event bus cannot be started, reached or written
+    ├── StoreError                 the relational store cannot be opened, reached or migrated
+    └── CatalogError               the Git catalog cannot be opened, read or synchronised
 """
 
 from __future__ import annotations
@@ -108,3 +113,41 @@ class EngineError(AmosError):
     """The Temporal backbone could not be started or reached."""
 
     code = "amos.engine"
+
+
+class NotFoundError(AmosError):
+    """A named object (flow, version, run, trigger …) does not exist."""
+
+    code = "amos.not_found"
+
+
+class ConflictError(AmosError):
+    """A change clashes with the current state (already exists, already finished …)."""
+
+    code = "amos.conflict"
+
+
+class BusError(AmosError):
+    """The NATS JetStream event bus could not be started, reached or written to.
+
+    ``retryable`` is false when the server refused the message itself, so sending it again
+    cannot help.
+    """
+
+    code = "amos.bus"
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        self.retryable = retryable
+        super().__init__(message)
+
+
+class StoreError(AmosError):
+    """The relational store could not be opened, reached or migrated."""
+
+    code = "amos.store"
+
+
+class CatalogError(AmosError):
+    """The Git catalog could not be opened, read, or synchronised with its remote."""
+
+    code = "amos.catalog"

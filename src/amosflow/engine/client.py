@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
@@ -72,6 +73,7 @@ class RunRequest:
     library: dict[str, dict[str, Any]]
     run_id: str = ""
     config: dict[str, Any] | None = None
+    config_hash: str = ""
 
 
 def new_run_id(flow_name: str) -> str:
@@ -80,7 +82,12 @@ def new_run_id(flow_name: str) -> str:
 
 
 async def start_run(
-    client: Client, request: RunRequest, *, task_queue: str, eager: bool = False
+    client: Client,
+    request: RunRequest,
+    *,
+    task_queue: str,
+    eager: bool = False,
+    start_delay: timedelta | None = None,
 ) -> WorkflowHandle[Any, Any]:
     """Start one run of the interpreter workflow; the run id is its workflow id."""
     run_id = request.run_id or new_run_id(str(request.flow["name"]))
@@ -89,6 +96,7 @@ async def start_run(
         flow_hash=content_hash(request.flow),
         inputs=request.inputs,
         config=request.config or {},
+        config_hash=request.config_hash,
         library=request.library,
         run_id=run_id,
     )
@@ -99,6 +107,11 @@ async def start_run(
         task_queue=task_queue,
         request_eager_start=eager,
         execution_timeout=timedelta(days=365),
+        # A run id names one run forever: a replayed start joins the running one and a
+        # finished id is never reused, so a webhook delivery or a retry starts one run.
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        start_delay=start_delay,
     )
 
 

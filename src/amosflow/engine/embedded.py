@@ -72,6 +72,11 @@ class EmbeddedTemporal:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The server process while it runs."""
+        return self._process
+
+    @property
     def state_file(self) -> Path:
         """File that tells other `amos` processes which server owns this home."""
         return self.home / "temporal.json"

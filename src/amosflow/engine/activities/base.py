@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import importlib
 import json
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from amosflow import secrets
 from amosflow.dsl import expr
 from amosflow.dsl.actions import validate_with
 from amosflow.engine.types import ActionCall, ActionResult
@@ -42,15 +42,6 @@ def implementation(name: str) -> Callable[[Impl], Impl]:
         return func
 
     return register
-
-
-def env_secret(name: str) -> str:
-    """Interim secret source until the vault lands: ``AMOS_SECRET_<NAME>`` in the environment."""
-    key = "AMOS_SECRET_" + "".join(c if c.isalnum() else "_" for c in name).upper()
-    value = os.environ.get(key)
-    if value is None:
-        raise ActionError(f"secret {name!r} is not bound", type_="SecretMissing", retryable=False)
-    return value
 
 
 @dataclass
@@ -195,7 +186,7 @@ def build_activities(
     artifacts: ArtifactStore,
     *,
     inline_limit: int = 64 * 1024,
-    resolve_secret: Callable[[str], str] = env_secret,
+    resolve_secret: Callable[[str], str] = secrets.resolve,
 ) -> list[Callable[..., Any]]:
     """Make one Temporal activity per implemented action, named after the action."""
     for module in BUILTIN_MODULES:
