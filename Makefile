@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 EXAMPLE ?= examples/hello.json
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck deps unit bench clean
 
 install: $(STAMP)
 
@@ -27,7 +27,16 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+## deps: system packages the tests need: PostgreSQL server binaries for the store tests.
+deps:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
+	  else \
+	    echo "PostgreSQL server binaries are missing: run 'sudo apt-get install postgresql'" >&2; exit 1; \
+	  fi
+
+unit: install deps
 	$(BIN)/python -m pytest
 
 ## test: install, then lint, type-check and run the whole suite.

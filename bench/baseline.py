@@ -2,7 +2,8 @@
 
 It calls the very activities the interpreter calls (``core.echo`` as a local activity, or its
 bench-only twin ``bench.echo`` as a regular one) with the same payload types, timeouts and
-retry policy, so the difference to the interpreter is the interpreter's own work.
+retry policy, so the difference to the interpreter is the interpreter's own work. The
+settings comparison uses ``bench.noop`` instead: the bare cost of an activity.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from amosflow.engine.types import NON_RETRYABLE, ActionCall, ActionResult
 
 BASELINE_WORKFLOW = "bench.baseline"
+NOOP_ACTIVITY = "bench.noop"
 # The interpreter's defaults for a step without timeout or retry (see interpreter.py).
 TIMEOUT = timedelta(minutes=5)
 HEARTBEAT = timedelta(seconds=30)
@@ -76,3 +78,9 @@ class BaselineWorkflow:
                 )
             outputs.append(result.output)
         return {"run_id": run_id, "status": "completed", "output": outputs, "error": None}
+
+
+@activity.defn(name=NOOP_ACTIVITY)
+async def noop(call: ActionCall) -> ActionResult:
+    """Return the echo value with nothing around it: no validation, no heartbeat, no check."""
+    return ActionResult(output=call.with_.get("value"))

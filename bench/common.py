@@ -8,9 +8,10 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
 from amosflow.artifacts import ArtifactStore
 from amosflow.dsl.actions import ActionSpec, register
@@ -18,15 +19,17 @@ from amosflow.dsl.actions.core import EchoWith
 from amosflow.engine.activities import build_activities, implementation
 from amosflow.engine.activities.core import echo
 from amosflow.engine.client import RunRequest, result_of, start_run
-from baseline import BASELINE_WORKFLOW, BaselineInput, BaselineWorkflow
+from amosflow.engine.workflow import FlowWorkflow
+from baseline import BASELINE_WORKFLOW, BaselineInput, BaselineWorkflow, noop
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
     from pathlib import Path
 
-    from temporalio.client import Client
+    from temporalio.client import Client, WorkflowHandle, WorkflowHistory
     from temporalio.worker import WorkflowRunner
 
+T = TypeVar("T")
 LOCAL_ECHO = "core.echo"
 REMOTE_ECHO = "bench.echo"
 STEPS = 20
@@ -85,7 +88,7 @@ def baseline_worker(
         client,
         task_queue=task_queue,
         workflows=[BaselineWorkflow],
-        activities=build_activities(ArtifactStore(artifacts)),
+        activities=[*build_activities(ArtifactStore(artifacts)), noop],
         workflow_runner=runner or UnsandboxedWorkflowRunner(),
         max_concurrent_activities=200,
         max_concurrent_local_activities=200,
@@ -103,21 +106,51 @@ async def run_flow(client: Client, doc: dict[str, Any], task_queue: str, *, eage
     return result["output"]
 
 
-async def run_baseline(
+async def start_baseline(
     client: Client, task_queue: str, *, action: str, local: bool, eager: bool, steps: int = STEPS
-) -> Any:
-    """Run the hand-written workflow to its end."""
-    handle = await client.start_workflow(
+) -> WorkflowHandle[Any, Any]:
+    """Start the hand-written workflow with the start options `start_run` uses."""
+    return await client.start_workflow(
         BASELINE_WORKFLOW,
         BaselineInput(steps=steps, action=action, local=local),
         id=f"bench-baseline-{uuid.uuid4().hex[:12]}",
         task_queue=task_queue,
         request_eager_start=eager,
+        execution_timeout=timedelta(days=365),
+    )
+
+
+async def run_baseline(
+    client: Client, task_queue: str, *, action: str, local: bool, eager: bool, steps: int = STEPS
+) -> Any:
+    """Run the hand-written workflow to its end."""
+    handle = await start_baseline(
+        client, task_queue, action=action, local=local, eager=eager, steps=steps
     )
     result = await handle.result()
     if len(result["output"]) != steps:
         raise RuntimeError(f"baseline returned {len(result['output'])} outputs, not {steps}")
     return result["output"]
+
+
+async def replay_cpu(histories: dict[str, WorkflowHistory], times: int) -> dict[str, float]:
+    """CPU seconds per replay of each history: the workflow side alone, without any server."""
+    replayer = Replayer(
+        workflows=[FlowWorkflow, BaselineWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
+    )
+    best: dict[str, float] = {}
+    for _ in range(2):
+        for name, history in histories.items():
+
+            async def copies(h: WorkflowHistory = history) -> AsyncIterator[WorkflowHistory]:
+                for _ in range(times):
+                    yield h
+
+            cpu0 = time.process_time()
+            await replayer.replay_workflows(copies(), raise_on_replay_failure=True)
+            spent = (time.process_time() - cpu0) / times
+            best[name] = min(best.get(name, spent), spent)
+    return best
 
 
 def process_cpu(pid: int) -> float:
@@ -178,10 +211,10 @@ def p90(samples: list[Sample]) -> float:
 
 
 def cpu_per_run(samples: list[Sample]) -> tuple[float, float]:
-    """Median CPU seconds per run: this process, the server."""
+    """Mean CPU seconds per run: this process, the server (whose clock ticks are coarse)."""
     return (
-        statistics.median(s.cpu_self for s in samples),
-        statistics.median(s.cpu_server for s in samples),
+        statistics.fmean(s.cpu_self for s in samples),
+        statistics.fmean(s.cpu_server for s in samples),
     )
 
 
@@ -198,7 +231,7 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
-def run_loop(main: Callable[[], Coroutine[Any, Any, int]], *, use_uvloop: bool = True) -> int:
+def run_loop(main: Callable[[], Coroutine[Any, Any, T]], *, use_uvloop: bool = True) -> T:
     """Run the benchmark on uvloop when it is installed (as `amos run` does), else asyncio."""
     if use_uvloop:
         try:

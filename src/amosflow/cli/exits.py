@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amosflow.errors import AmosError, EngineError, ValidationFailedError
+from amosflow.errors import AmosError, BusError, EngineError, ValidationFailedError
 
 OK = 0
 RUN_FAILED = 1
@@ -12,6 +12,7 @@ ENGINE_UNAVAILABLE = 3
 _BY_ERROR: tuple[tuple[type[AmosError], int], ...] = (
     (ValidationFailedError, INVALID),
     (EngineError, ENGINE_UNAVAILABLE),
+    (BusError, ENGINE_UNAVAILABLE),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from amosflow.cli import flow, run, worker
+from amosflow.cli import events, flow, run, up, worker
 
 app = typer.Typer(
     name="amos",
@@ -16,7 +16,9 @@ app = typer.Typer(
 app.command("validate")(run.validate)
 app.command("run")(run.run)
 app.command("worker")(worker.worker)
+app.command("up")(up.up)
 app.add_typer(flow.app, name="flow")
+app.add_typer(events.app, name="events")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

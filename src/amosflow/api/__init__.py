@@ -1,0 +1,1 @@
+"""The REST API of the control plane under /api/v1 (FastAPI, OpenAPI 3.1)."""

@@ -1,0 +1,152 @@
+"""Composition root of the API process: builds the control plane and mounts the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from amosflow import __version__
+from amosflow.api import problems
+from amosflow.api.routes import flows, health, hooks, runs, triggers
+from amosflow.catalog import Catalog
+from amosflow.config import BusSettings, CatalogSettings, EngineSettings, StoreSettings
+from amosflow.engine.client import connect
+from amosflow.engine.embedded import running_address
+from amosflow.errors import EngineError
+from amosflow.services import triggers as trigger_service
+from amosflow.services.runs import ControlPlane
+from amosflow.services.watcher import RunWatcher
+from amosflow.store import open_store
+from amosflow.triggers import schedules
+
+log = logging.getLogger(__name__)
+OPENAPI_URL = "/api/v1/openapi.json"
+
+
+@dataclass
+class NodeConfig:
+    """Where the control plane finds Temporal, its store, its catalog and the bus."""
+
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    store_url: str = field(default_factory=lambda: StoreSettings().url)
+    catalog_path: Path = field(default_factory=lambda: CatalogSettings().path)
+    nats_url: str | None = field(default_factory=lambda: BusSettings().nats_url)
+
+    def temporal_address(self) -> str:
+        """The configured Temporal, or the embedded one a node runs in this home."""
+        address = self.engine.temporal_address or running_address(self.engine.home)
+        if address is None:
+            raise EngineError("no Temporal: set AMOS_TEMPORAL_ADDRESS or start `amos up`")
+        return address
+
+
+async def _relay_forever(app: FastAPI, nats_url: str, stop: asyncio.Event) -> None:
+    """Publish the outbox to the bus; reconnect whenever NATS goes away."""
+    from amosflow.bus.publisher import connect_bus  # noqa: PLC0415 - optional at import time
+    from amosflow.bus.relay import OutboxRelay  # noqa: PLC0415
+
+    cp: ControlPlane = app.state.control_plane
+    while not stop.is_set():
+        try:
+            bus = await connect_bus(nats_url)
+        except Exception as err:
+            log.warning("event bus unavailable: %s", err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=2)
+            continue
+        try:
+            await bus.ensure_stream()
+        except Exception as err:
+            log.warning("event stream unavailable: %s", err)
+            await bus.close()
+            continue
+        app.state.bus = bus
+        try:
+            await OutboxRelay(cp.store, bus).run_forever(stop)
+        finally:
+            app.state.bus = None
+            await bus.close()
+
+
+def create_app(config: NodeConfig | None = None) -> FastAPI:
+    """The FastAPI application of one control-plane node."""
+    node = config or NodeConfig()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = await connect(node.temporal_address(), node.engine.temporal_namespace)
+        store = open_store(node.store_url)
+        cp = ControlPlane(
+            settings=node.engine, store=store, catalog=Catalog(node.catalog_path), client=client
+        )
+        watcher = RunWatcher(cp)
+        app.state.control_plane = cp
+        app.state.watcher = watcher
+        app.state.bus = None
+        await watcher.resume()
+
+        async def fire(fire: schedules.Fire) -> str:
+            record = await trigger_service.fire_schedule(cp, fire)
+            watcher.watch(record.run_id)
+            return record.run_id
+
+        control_worker = Worker(
+            client,
+            task_queue=schedules.control_queue(node.engine.task_queue),
+            workflows=[schedules.TriggerWorkflow],
+            activities=[schedules.fire_activity(fire)],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        )
+        stop = asyncio.Event()
+        relay = (
+            asyncio.create_task(_relay_forever(app, node.nats_url, stop)) if node.nats_url else None
+        )
+        async with control_worker:
+            try:
+                yield
+            finally:
+                stop.set()
+                if relay is not None:
+                    await relay
+                await watcher.close()
+        store.dispose()
+
+    app = FastAPI(
+        title="AMOS FLOW API",
+        version=__version__,
+        openapi_url=OPENAPI_URL,
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    problems.install(app)
+    default_openapi = app.openapi
+
+    def openapi_with_problems() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                problems.component_schemas()
+            )
+        return app.openapi_schema or {}
+
+    app.openapi = openapi_with_problems  # type: ignore[method-assign]
+    app.include_router(health.router)
+    app.include_router(flows.router)
+    app.include_router(runs.router)
+    app.include_router(triggers.router)
+    app.include_router(hooks.router)
+    return app
+
+
+def openapi_document() -> dict[str, object]:
+    """The OpenAPI 3.1 document, without starting anything."""
+    return create_app(NodeConfig(store_url="sqlite://", catalog_path=Path())).openapi()

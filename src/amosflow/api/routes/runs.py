@@ -1,0 +1,118 @@
+"""/api/v1/runs: start, list, inspect, cancel, re-run and stream runs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+from sse_starlette import EventSourceResponse
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.service import RPCError
+
+from amosflow.api import problems
+from amosflow.api.deps import ControlPlaneDep, WatcherDep
+from amosflow.api.schemas import RunCreate, RunDetail, RunPage, RunPublic, RunStatus
+from amosflow.engine.client import progress
+from amosflow.services import runs as run_service
+from amosflow.services.progress import follow
+from amosflow.store import runs as run_store
+
+router = APIRouter(prefix="/api/v1/runs", tags=["runs"], responses=problems.RESPONSES)
+
+
+def _public(record: run_store.RunRecord) -> RunPublic:
+    data = record.model_dump()
+    data["flow"] = data.pop("flow_name")
+    return RunPublic.model_validate(data)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
+async def start_run(
+    body: RunCreate, cp: ControlPlaneDep, watcher: WatcherDep, response: Response
+) -> RunPublic:
+    """Start a run of a catalog flow; inputs and requirements are checked before it starts."""
+    record = await run_service.start(
+        cp,
+        run_service.StartRequest(
+            flow=body.flow,
+            version=body.version,
+            inputs=body.inputs,
+            environment=body.environment,
+            trigger="deferred" if body.start_at else "manual",
+            run_id=body.run_id,
+            start_at=body.start_at,
+        ),
+    )
+    watcher.watch(record.run_id)
+    response.headers["Location"] = f"/api/v1/runs/{record.run_id}"
+    return _public(record)
+
+
+@router.get("", response_model=RunPage)
+def list_runs(
+    cp: ControlPlaneDep,
+    *,
+    flow: Annotated[str | None, Query(max_length=63)] = None,
+    run_status: Annotated[RunStatus | None, Query(alias="status")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> RunPage:
+    """Runs, newest first, filtered by flow, status and creation time, paged by cursor."""
+    with cp.store.session() as session:
+        page = run_store.list_runs(
+            session,
+            flow=flow,
+            status=run_status,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+        )
+    return RunPage(items=[_public(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/{run_id}", response_model=RunDetail)
+async def get_run(run_id: str, cp: ControlPlaneDep) -> RunDetail:
+    """A run with its per-step timeline from the workflow."""
+    with cp.store.session() as session:
+        record = run_store.get_run(session, run_id)
+    steps: dict[str, Any] = {}
+    try:
+        steps = await progress(cp.client.get_workflow_handle(run_id))
+    except (RPCError, WorkflowQueryFailedError):
+        steps = {}
+    return RunDetail(**_public(record).model_dump(), steps=steps)
+
+
+@router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=RunPublic)
+async def cancel_run(run_id: str, cp: ControlPlaneDep) -> RunPublic:
+    """Ask a run to cancel; it ends `cancelled` once its current step lets go."""
+    await run_service.cancel(cp, run_id)
+    with cp.store.session() as session:
+        return _public(run_store.get_run(session, run_id))
+
+
+@router.post("/{run_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
+async def rerun(run_id: str, cp: ControlPlaneDep, watcher: WatcherDep) -> RunPublic:
+    """Start a new run of the same flow version with the same inputs."""
+    record = await run_service.rerun(cp, run_id)
+    watcher.watch(record.run_id)
+    return _public(record)
+
+
+@router.get("/{run_id}/events", response_class=EventSourceResponse)
+async def run_events(run_id: str, cp: ControlPlaneDep) -> EventSourceResponse:
+    """Server-Sent Events: each step event of the run as it happens, then the run's end."""
+    with cp.store.session() as session:
+        run_store.get_run(session, run_id)
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        async for event in follow(cp.client.get_workflow_handle(run_id)):
+            yield {"event": event.kind, "data": json.dumps(event.data, default=str)}
+
+    return EventSourceResponse(stream())

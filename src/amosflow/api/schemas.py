@@ -1,0 +1,122 @@
+"""Request and response bodies: `XCreate` in, `XPublic` out."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["pending", "running", "completed", "failed", "cancelled", "timed_out"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VersionPublic(BaseModel):
+    """One saved version of a catalog object."""
+
+    commit: str = Field(description="Git commit that saved this version.")
+    content_hash: str = Field(description="sha256 of the document's RFC 8785 canonical JSON.")
+    author: str
+    message: str
+    committed_at: datetime
+
+
+class FlowCreate(_Body):
+    """A flow document to save, with the commit message."""
+
+    document: dict[str, Any] = Field(description="The amos.flow/v1 document.")
+    message: str = Field(default="", max_length=2000, description="Commit message.")
+    author: str = Field(
+        default="api <api@amosflow.local>", max_length=200, description="Commit author."
+    )
+
+
+class FlowPublic(BaseModel):
+    """A flow as stored in the catalog, at one version."""
+
+    name: str
+    document: dict[str, Any]
+    version: VersionPublic
+
+
+class FlowSummary(BaseModel):
+    """A flow in a listing."""
+
+    name: str
+    description: str | None = None
+    version: VersionPublic
+
+
+class FlowDelete(_Body):
+    """Who deletes a flow, and why."""
+
+    message: str = Field(default="", max_length=2000)
+    author: str = Field(default="api <api@amosflow.local>", max_length=200)
+
+
+class DiffPublic(BaseModel):
+    """A unified diff between two versions of a flow."""
+
+    name: str
+    from_version: str
+    to_version: str
+    diff: str
+
+
+class RunCreate(_Body):
+    """Start a run of a catalog flow."""
+
+    flow: str = Field(description="Flow name in the catalog.", min_length=1, max_length=63)
+    version: str | None = Field(
+        default=None, description="Commit, commit prefix or content hash; latest when absent."
+    )
+    inputs: dict[str, Any] = Field(default_factory=dict, description="Run inputs.")
+    environment: str | None = Field(default=None, description="Config environment layer.")
+    start_at: datetime | None = Field(default=None, description="Deferred start time.")
+    run_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+        description="Run id to use; the same id never starts a second run.",
+    )
+
+
+class RunPublic(BaseModel):
+    """A run: what started it, with which pinned versions, and how it ended."""
+
+    run_id: str
+    flow: str
+    flow_version: str
+    flow_hash: str
+    config_hash: str
+    status: RunStatus
+    trigger: str
+    trigger_ref: str | None = None
+    inputs: dict[str, Any]
+    output: Any = None
+    error: dict[str, Any] | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class RunDetail(RunPublic):
+    """A run with its per-step timeline from the workflow."""
+
+    steps: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class RunPage(BaseModel):
+    """One page of runs, newest first."""
+
+    items: list[RunPublic]
+    next_cursor: str | None = None
+
+
+class Health(BaseModel):
+    """Liveness or readiness, with the state of each dependency."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

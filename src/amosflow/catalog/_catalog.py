@@ -1,0 +1,319 @@
+"""The catalog: flows, config bundles and triggers as versioned JSON files in one Git repository."""
+
+from __future__ import annotations
+
+import difflib
+import fcntl
+import io
+import json
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dulwich import porcelain
+from dulwich.objects import Blob
+from dulwich.repo import Repo
+
+from amosflow.catalog import _git
+from amosflow.catalog._kinds import check_document, object_path, render_document
+from amosflow.dsl import content_hash
+from amosflow.errors import CatalogError, ConflictError, NotFoundError
+
+if TYPE_CHECKING:
+    import builtins
+    from collections.abc import Iterator
+
+    from dulwich.objects import Commit, ObjectID
+
+__all__ = ["Catalog", "Entry", "Version"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One version of a catalog object: the commit that made it and the hash of its content."""
+
+    commit: str
+    content_hash: str
+    author: str
+    message: str
+    committed_at: datetime
+    deleted: bool = False
+    """True for the commit that removed the object; its ``content_hash`` is then empty."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A catalog object as stored at one version."""
+
+    kind: str
+    name: str
+    document: dict[str, Any]
+    version: Version
+
+
+class Catalog:
+    """A Git repository of flows, config bundles and triggers, safe for threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = Path(path)
+        _git.open_or_init(self._path)
+        with self._open() as repo:
+            self._lock_path = Path(repo.controldir()) / "amos.lock"
+            self._bare = repo.bare
+        self._lock = threading.Lock()
+        self._hashes: dict[bytes, str] = {}
+
+    @classmethod
+    def clone(cls, source: str, path: Path) -> Catalog:
+        """Clone a remote catalog into ``path`` and open it, so pull and push have an origin."""
+        try:
+            porcelain.clone(source, str(path), errstream=io.BytesIO()).close()
+        except (OSError, porcelain.Error) as exc:
+            raise CatalogError(f"cannot clone the catalog from {source}: {exc}") from exc
+        return cls(path)
+
+    @property
+    def path(self) -> Path:
+        """The directory of the repository (its working copy, unless it is bare)."""
+        return self._path
+
+    def head(self) -> str:
+        """Return the current commit, so a caller can pin a consistent view of the catalog."""
+        with self._open() as repo:
+            return self._head(repo).decode()
+
+    def save(
+        self, kind: str, name: str, document: dict[str, Any], *, author: str, message: str
+    ) -> Version:
+        """Validate and commit a document; identical content returns the current version."""
+        text = render_document(document)
+        check_document(kind, name, document)
+        path = object_path(kind, name)
+        who = _git.identity(author)
+        data = text.encode()
+        with self._write_lock(), self._open() as repo:
+            head = self._head(repo)
+            current = _git.entry_id(repo, _git.commit_at(repo, head).tree, path.encode())
+            if current is not None and current == _blob_id(data):
+                return self._version(
+                    repo, next(_git.file_changes(repo, head, path.encode()))[0], current
+                )
+            commit = _git.commit_change(
+                repo, head, path.encode(), data, who=who, message=message or f"Save {path}"
+            )
+            self._sync_working_copy(repo, path, data)
+            return self._version(repo, commit, _blob_id(data))
+
+    def delete(self, kind: str, name: str, *, author: str, message: str) -> Version:
+        """Commit the removal of an object; its history stays readable."""
+        path = object_path(kind, name)
+        who = _git.identity(author)
+        with self._write_lock(), self._open() as repo:
+            head = self._head(repo)
+            if _git.entry_id(repo, _git.commit_at(repo, head).tree, path.encode()) is None:
+                raise NotFoundError(f"no {kind} named {name!r} in the catalog")
+            commit = _git.commit_change(
+                repo, head, path.encode(), None, who=who, message=message or f"Delete {path}"
+            )
+            self._sync_working_copy(repo, path, None)
+            return self._version(repo, commit, None)
+
+    def get(self, kind: str, name: str, version: str | None = None) -> Entry:
+        """Return the latest object, or the one at a commit (id or prefix) or content hash."""
+        path = object_path(kind, name)
+        with self._open() as repo:
+            commit, blob = self._locate(repo, kind, name, path.encode(), version)
+            return Entry(kind, name, self._document(repo, blob), self._version(repo, commit, blob))
+
+    def history(self, kind: str, name: str) -> list[Version]:
+        """Return every version of an object, newest first, including its deletions."""
+        path = object_path(kind, name).encode()
+        with self._open() as repo:
+            versions = [
+                self._version(repo, commit, blob)
+                for commit, blob in _git.file_changes(repo, self._head(repo), path)
+            ]
+        if not versions:
+            raise NotFoundError(f"no {kind} named {name!r} in the catalog")
+        return versions
+
+    def diff(self, kind: str, name: str, from_version: str, to_version: str | None = None) -> str:
+        """Return the unified diff between two versions (``to_version`` None = latest)."""
+        path = object_path(kind, name)
+        texts = []
+        with self._open() as repo:
+            for version in (from_version, to_version):
+                commit, blob = self._locate(repo, kind, name, path.encode(), version)
+                label = f"{path}@{commit.id.decode()[:12]}"
+                texts.append((label, _git.read_blob(repo, blob).decode()))
+        (old_label, old), (new_label, new) = texts
+        lines = difflib.unified_diff(
+            old.splitlines(keepends=True), new.splitlines(keepends=True), old_label, new_label
+        )
+        return "".join(lines)
+
+    def pull(self) -> str:
+        """Fast-forward the working copy from its remote and return the new head commit."""
+        with self._write_lock():
+            with self._open() as repo:
+                self._require_remote(repo)
+                branch = _git.current_branch(repo)
+            try:
+                porcelain.pull(
+                    str(self._path),
+                    refspecs=[branch],
+                    outstream=io.BytesIO(),
+                    errstream=io.BytesIO(),
+                    fast_forward=True,
+                )
+            except KeyError:
+                pass  # the remote has no such branch yet: nothing to pull
+            except porcelain.DivergedBranches as exc:
+                raise ConflictError(
+                    "the catalog and its remote have diverged; merge with git"
+                ) from exc
+            except (OSError, porcelain.Error) as exc:
+                raise CatalogError(f"cannot pull the catalog: {exc}") from exc
+        return self.head()
+
+    def push(self) -> str:
+        """Push the current branch to the remote and return the commit pushed."""
+        with self._write_lock():
+            with self._open() as repo:
+                self._require_remote(repo)
+                branch = _git.current_branch(repo)
+                head = self._head(repo)
+            try:
+                result = porcelain.push(
+                    str(self._path),
+                    refspecs=[branch + b":" + branch],
+                    outstream=io.BytesIO(),
+                    errstream=io.BytesIO(),
+                )
+            except porcelain.DivergedBranches as exc:
+                raise ConflictError("the remote has commits the catalog lacks; pull first") from exc
+            except (OSError, porcelain.Error) as exc:
+                raise CatalogError(f"cannot push the catalog: {exc}") from exc
+        refused = {ref: status for ref, status in (result.ref_status or {}).items() if status}
+        if refused:
+            raise ConflictError(f"the remote refused the push: {refused}")
+        return head.decode()
+
+    def list(self, kind: str) -> builtins.list[Entry]:
+        """Return the latest version of every object of a kind, sorted by name."""
+        folder = object_path(kind, "x").rsplit("/", 1)[0].encode()
+        with self._open() as repo:
+            head = self._head(repo)
+            tree = _git.commit_at(repo, head).tree
+            folder_id = _git.entry_id(repo, tree, folder)
+            if folder_id is None:
+                return []
+            names = sorted(
+                item.path.decode()[: -len(".json")]
+                for item in repo[folder_id].items()  # type: ignore[attr-defined]
+                if item.path.endswith(b".json")
+            )
+            paths = [folder + b"/" + name.encode() + b".json" for name in names]
+            changes = _git.last_changes(repo, head, paths, folder)
+            entries = []
+            for name, path in zip(names, paths, strict=True):
+                blob = _git.entry_id(repo, tree, path)
+                assert blob is not None
+                version = self._version(repo, changes[path], blob)
+                entries.append(Entry(kind, name, self._document(repo, blob), version))
+            return entries
+
+    @contextmanager
+    def _open(self) -> Iterator[Repo]:
+        # A fresh Repo per call: dulwich objects are not shared across threads.
+        with Repo(str(self._path)) as repo:
+            yield repo
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        with self._lock, self._lock_path.open("a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    @staticmethod
+    def _head(repo: Repo) -> ObjectID:
+        head = _git.head_id(repo)
+        if head is None:
+            raise CatalogError("the catalog repository has no commit on its current branch")
+        return head
+
+    def _require_remote(self, repo: Repo) -> None:
+        try:
+            repo.get_config().get((b"remote", b"origin"), b"url")
+        except KeyError:
+            raise CatalogError(f"the catalog at {self._path} has no remote 'origin'") from None
+
+    def _locate(
+        self, repo: Repo, kind: str, name: str, path: bytes, version: str | None
+    ) -> tuple[Commit, ObjectID]:
+        """Find the commit that made the requested version and the blob it holds."""
+        missing = f"no {kind} named {name!r}" + (f" at version {version}" if version else "")
+        if version is not None and version.startswith("sha256:"):
+            for commit, blob in _git.file_changes(repo, self._head(repo), path):
+                if blob is not None and self._content_hash(repo, blob) == version:
+                    return commit, blob
+            raise NotFoundError(missing)
+        start = self._head(repo) if version is None else _git.resolve_commit(repo, version)
+        latest = next(_git.file_changes(repo, start, path), None)
+        if latest is None or latest[1] is None:
+            raise NotFoundError(missing)
+        return latest[0], latest[1]
+
+    def _document(self, repo: Repo, blob: ObjectID) -> dict[str, Any]:
+        document: dict[str, Any] = json.loads(_git.read_blob(repo, blob))
+        return document
+
+    def _content_hash(self, repo: Repo, blob: ObjectID) -> str:
+        cached = self._hashes.get(blob)
+        if cached is None:
+            cached = self._hashes[blob] = content_hash(self._document(repo, blob))
+        return cached
+
+    def _version(self, repo: Repo, commit: Commit, blob: ObjectID | None) -> Version:
+        author = commit.author.decode(errors="replace").removesuffix(" <>")
+        return Version(
+            commit=commit.id.decode(),
+            content_hash="" if blob is None else self._content_hash(repo, blob),
+            author=author,
+            message=commit.message.decode(errors="replace").rstrip("\n"),
+            committed_at=datetime.fromtimestamp(commit.commit_time, UTC),
+            deleted=blob is None,
+        )
+
+    def _sync_working_copy(self, repo: Repo, path: str, data: bytes | None) -> None:
+        """Mirror a commit into the working copy and index, so `git status` stays clean."""
+        if self._bare:
+            return
+        target = self._path / path
+        try:
+            if data is None:
+                target.unlink(missing_ok=True)
+                if target.parent.is_dir() and not any(target.parent.iterdir()):
+                    target.parent.rmdir()
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                partial = target.with_name(f".{target.name}.tmp")
+                partial.write_bytes(data)
+                partial.replace(target)
+            repo.get_worktree().stage([path])
+        except OSError:
+            # The commit stands; only the checkout lags, and the next pull or save repairs it.
+            _log.warning("could not update %s in the catalog working copy", path, exc_info=True)
+
+
+def _blob_id(data: bytes) -> ObjectID:
+    return Blob.from_string(data).id

@@ -1,0 +1,231 @@
+"""`amos up`: start every part of a node, keep them running, stop them cleanly.
+
+Each child is a separate process so that one crash takes nothing else down: the supervisor
+restarts it (with a growing pause) and the others carry on. Temporal and NATS keep their state
+in the home directory, so runs, flows and schedules survive any restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+
+from amosflow.bus.embedded import EmbeddedNats
+from amosflow.engine.embedded import EmbeddedTemporal
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+log = logging.getLogger(__name__)
+HEALTH_TIMEOUT_S = 60.0
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class Child:
+    """One supervised part: how to start it, how to tell it is healthy, how to stop it."""
+
+    name: str
+    start: Callable[[], subprocess.Popen[bytes] | None]
+    healthy: Callable[[], bool]
+    stop: Callable[[], None]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    backoff_until: float = 0.0
+
+    def alive(self) -> bool:
+        """Tell whether the child's process still runs."""
+        return self.process is not None and self.process.poll() is None
+
+
+def _popen_stopper(child: Child) -> Callable[[], None]:
+    def stop() -> None:
+        proc = child.process
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    return stop
+
+
+@dataclass
+class NodePlan:
+    """What `amos up` runs and where."""
+
+    home: Path
+    api_host: str = "127.0.0.1"
+    api_port: int = 8686
+    temporal_address: str | None = None
+    nats_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Supervisor:
+    """Starts the children in order, restarts any that dies, and stops them in reverse."""
+
+    def __init__(self, plan: NodePlan) -> None:
+        self.plan = plan
+        self.children: list[Child] = []
+        self._stop = threading.Event()
+        self.temporal: EmbeddedTemporal | None = None
+        self.nats: EmbeddedNats | None = None
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the API."""
+        return f"http://{self.plan.api_host}:{self.plan.api_port}"
+
+    def child_env(self) -> dict[str, str]:
+        """Environment every Python child gets: where Temporal, NATS and the home are."""
+        env = {**os.environ, **self.plan.env, "AMOS_HOME": str(self.plan.home)}
+        env["AMOS_TEMPORAL_ADDRESS"] = self.temporal_address
+        if self.nats_url:
+            env["AMOS_NATS_URL"] = self.nats_url
+        return env
+
+    @property
+    def temporal_address(self) -> str:
+        """The Temporal frontend the node uses."""
+        if self.plan.temporal_address:
+            return self.plan.temporal_address
+        assert self.temporal is not None
+        return self.temporal.address
+
+    @property
+    def nats_url(self) -> str | None:
+        """The NATS server the node uses."""
+        if self.plan.nats_url:
+            return self.plan.nats_url
+        return self.nats.url if self.nats else None
+
+    def _python_child(self, name: str, args: list[str], healthy: Callable[[], bool]) -> Child:
+        log_path = self.plan.home / "logs" / f"{name}.log"
+
+        def start() -> subprocess.Popen[bytes]:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with log_path.open("ab") as out:
+                return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                    [sys.executable, *args],
+                    env=self.child_env(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+
+        child = Child(name=name, start=start, healthy=healthy, stop=lambda: None)
+        child.stop = _popen_stopper(child)
+        return child
+
+    def _api_healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200  # noqa: PLR2004
+        except httpx.HTTPError:
+            return False
+
+    def plan_children(self) -> list[Child]:
+        """The children of this node, in start order."""
+        children: list[Child] = []
+        if not self.plan.temporal_address:
+            self.temporal = EmbeddedTemporal(self.plan.home)
+            temporal = self.temporal
+
+            def start_temporal() -> subprocess.Popen[bytes] | None:
+                temporal.start()
+                return temporal.process
+
+            children.append(
+                Child(
+                    name="temporal", start=start_temporal, healthy=lambda: True, stop=temporal.stop
+                )
+            )
+        if not self.plan.nats_url:
+            self.nats = EmbeddedNats(self.plan.home)
+            nats = self.nats
+
+            def start_nats() -> subprocess.Popen[bytes] | None:
+                nats.start()
+                return nats._process  # noqa: SLF001 - the bus module exposes no handle yet
+
+            children.append(
+                Child(name="nats", start=start_nats, healthy=lambda: True, stop=nats.stop)
+            )
+        children.append(
+            self._python_child("worker", ["-m", "amosflow.cli.main", "worker"], lambda: True)
+        )
+        api_args = [
+            "-m",
+            "uvicorn",
+            "--factory",
+            "amosflow.api.app:create_app",
+            "--host",
+            self.plan.api_host,
+            "--port",
+            str(self.plan.api_port),
+            "--log-level",
+            "warning",
+        ]
+        children.append(self._python_child("api", api_args, self._api_healthy))
+        return children
+
+    def start(self) -> None:
+        """Start every child in order and wait until each is healthy."""
+        self.plan.home.mkdir(parents=True, exist_ok=True)
+        self.children = self.plan_children()
+        for child in self.children:
+            self._start_child(child)
+
+    def _start_child(self, child: Child) -> None:
+        child.process = child.start()
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        while not child.healthy():
+            if child.process is not None and child.process.poll() is not None:
+                msg = f"{child.name} exited with {child.process.returncode} while starting"
+                raise RuntimeError(msg)
+            if time.monotonic() > deadline:
+                msg = f"{child.name} did not become healthy in {HEALTH_TIMEOUT_S:.0f}s"
+                raise RuntimeError(msg)
+            self._stop.wait(0.1)
+
+    def watch(self, on_restart: Callable[[Child], None] | None = None) -> None:
+        """Restart children that die, until `shutdown` is called."""
+        while not self._stop.wait(0.5):
+            for child in self.children:
+                if child.alive() or time.monotonic() < child.backoff_until:
+                    continue
+                child.restarts += 1
+                pause = min(MAX_BACKOFF_S, 0.5 * 2 ** min(child.restarts, 6))
+                child.backoff_until = time.monotonic() + pause
+                log.warning("%s stopped; restarting (restart %d)", child.name, child.restarts)
+                try:
+                    self._start_child(child)
+                except RuntimeError as err:
+                    log.warning("restart of %s failed: %s", child.name, err)
+                    continue
+                if on_restart is not None:
+                    on_restart(child)
+
+    def shutdown(self) -> None:
+        """Stop every child, last started first."""
+        self._stop.set()
+        for child in reversed(self.children):
+            with contextlib.suppress(Exception):
+                child.stop()

@@ -1,0 +1,1 @@
+"""Use cases of the control plane: every state change goes through here."""

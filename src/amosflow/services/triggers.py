@@ -1,0 +1,127 @@
+"""Triggers as use cases: save (and sync the schedule), fire, and accept webhook deliveries."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from amosflow.bus.events import cloud_event, subject_for
+from amosflow.catalog import register_kind
+from amosflow.errors import Diagnostic, NotFoundError, ValidationFailedError
+from amosflow.services import runs
+from amosflow.store import outbox
+from amosflow.triggers import schedules
+from amosflow.triggers.models import ScheduleTrigger, WebhookTrigger, parse_trigger
+
+if TYPE_CHECKING:
+    from amosflow.catalog import Version
+    from amosflow.services.runs import ControlPlane
+    from amosflow.store.runs import RunRecord
+
+KIND = "triggers"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+
+
+def validate_trigger(document: Any) -> ScheduleTrigger | WebhookTrigger:
+    """Validate a trigger document, reporting every problem with its JSON Pointer."""
+    try:
+        return parse_trigger(document)
+    except ValidationError as err:
+        found = []
+        for e in err.errors(include_url=False):
+            loc = [str(p) for p in e["loc"] if p not in {"schedule", "webhook"}]
+            found.append(Diagnostic("/" + "/".join(loc), e["msg"]))
+        raise ValidationFailedError(found) from None
+
+
+def _check_saved(name: str, document: dict[str, Any]) -> None:
+    trigger = validate_trigger(document)
+    if trigger.name != name:
+        raise ValidationFailedError(
+            [Diagnostic("/name", f"must be {name!r}, the name it is saved as")]
+        )
+
+
+register_kind(KIND, _check_saved)
+
+
+def load(cp: ControlPlane, name: str) -> ScheduleTrigger | WebhookTrigger:
+    """The latest definition of a trigger."""
+    return validate_trigger(cp.catalog.get(KIND, name).document)
+
+
+async def save(cp: ControlPlane, document: Any, *, author: str, message: str) -> Version:
+    """Validate, commit to the catalog, then make Temporal's schedule match."""
+    trigger = validate_trigger(document)
+    cp.catalog.get("flows", trigger.flow, trigger.version)
+    version = cp.catalog.save(KIND, trigger.name, document, author=author, message=message)
+    if isinstance(trigger, ScheduleTrigger):
+        await schedules.sync(cp.client, trigger, schedules.control_queue(cp.settings.task_queue))
+    return version
+
+
+async def delete(cp: ControlPlane, name: str, *, author: str, message: str) -> Version:
+    """Remove a trigger from the catalog and its schedule from Temporal."""
+    trigger = load(cp, name)
+    version = cp.catalog.delete(KIND, name, author=author, message=message)
+    if isinstance(trigger, ScheduleTrigger):
+        await schedules.remove(cp.client, name)
+    return version
+
+
+def _announce(cp: ControlPlane, trigger: str, record: RunRecord) -> None:
+    event = cloud_event(
+        "io.amosflow.trigger.fired",
+        source=runs.EVENT_SOURCE,
+        subject=trigger,
+        data={"trigger": trigger, "run_id": record.run_id, "flow": record.flow_name},
+        id=f"{trigger}/{record.run_id}",
+    )
+    with cp.store.session() as session:
+        outbox.enqueue(session, subject_for("io.amosflow.trigger.fired", trigger), event)
+
+
+async def fire_schedule(cp: ControlPlane, fire: schedules.Fire) -> RunRecord:
+    """Start the run of one schedule fire; a repeated fire finds the run already there."""
+    trigger = load(cp, fire.trigger)
+    if not isinstance(trigger, ScheduleTrigger):
+        raise NotFoundError(f"trigger {fire.trigger!r} is not a schedule")
+    record = await runs.start(
+        cp,
+        runs.StartRequest(
+            flow=trigger.flow,
+            version=trigger.version,
+            inputs=dict(trigger.inputs),
+            environment=trigger.environment,
+            trigger="schedule",
+            trigger_name=trigger.name,
+            trigger_ref=fire.run_id,
+            run_id=_UNSAFE.sub("-", fire.run_id),
+        ),
+    )
+    _announce(cp, trigger.name, record)
+    return record
+
+
+async def accept_delivery(
+    cp: ControlPlane, trigger: WebhookTrigger, delivery_id: str, inputs: dict[str, Any]
+) -> RunRecord:
+    """Start the run of one webhook delivery; the delivery id names the run, so repeats join it."""
+    run_id = _UNSAFE.sub("-", f"{trigger.name}-{delivery_id}")[:128]
+    record = await runs.start(
+        cp,
+        runs.StartRequest(
+            flow=trigger.flow,
+            version=trigger.version,
+            inputs=inputs,
+            environment=trigger.environment,
+            trigger="webhook",
+            trigger_name=trigger.name,
+            trigger_ref=delivery_id,
+            run_id=run_id,
+        ),
+    )
+    _announce(cp, trigger.name, record)
+    return record

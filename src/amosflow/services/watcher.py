@@ -1,0 +1,109 @@
+"""Keep the run index in step with Temporal and announce what runs do on the event bus.
+
+One task per unfinished run follows its history; each step event and the final status go
+into the transactional outbox, from which the relay publishes them. After a restart every
+unfinished run in the store is followed again, so no ending is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from temporalio.service import RPCError, RPCStatusCode
+
+from amosflow.bus.events import cloud_event, subject_for
+from amosflow.services.progress import RunEvent, follow
+from amosflow.services.runs import EVENT_SOURCE, TERMINAL
+from amosflow.store import outbox
+from amosflow.store import runs as run_store
+
+if TYPE_CHECKING:
+    from amosflow.services.runs import ControlPlane
+
+log = logging.getLogger(__name__)
+RETRY_S = 1.0
+
+
+class RunWatcher:
+    """Follows unfinished runs until they end."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self._cp = cp
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def watch(self, run_id: str) -> None:
+        """Follow ``run_id`` unless it is already followed."""
+        if run_id not in self._tasks:
+            task = asyncio.create_task(self._follow(run_id), name=f"watch-{run_id}")
+            self._tasks[run_id] = task
+            task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
+
+    async def resume(self) -> int:
+        """Follow every run the store still thinks is unfinished."""
+        count = 0
+        with self._cp.store.session() as session:
+            for status in ("pending", "running"):
+                cursor: str | None = None
+                while True:
+                    page = run_store.list_runs(session, status=status, cursor=cursor, limit=200)
+                    for record in page.items:
+                        self.watch(record.run_id)
+                        count += 1
+                    cursor = page.next_cursor
+                    if not cursor:
+                        break
+        return count
+
+    async def close(self) -> None:
+        """Stop following (runs go on; a later start resumes them)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _follow(self, run_id: str) -> None:
+        handle = self._cp.client.get_workflow_handle(run_id)
+        while True:
+            try:
+                async for event in follow(handle):
+                    self._record(event)
+                    if event.kind.removeprefix("run.") in TERMINAL:
+                        return
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    log.warning("run %s is not known to Temporal yet", run_id)
+                else:
+                    log.warning("following run %s failed: %s", run_id, err)
+            await asyncio.sleep(RETRY_S)
+
+    def _record(self, event: RunEvent) -> None:
+        type_ = f"io.amosflow.{event.kind}"
+        if event.kind.startswith("run.") and event.kind != "run.completed":
+            type_ = "io.amosflow.run.failed"
+        # Stable ids let the bus drop the repeats a resumed watcher sends again.
+        if event.kind.startswith("run."):
+            event_id = f"{event.run_id}/run/{event.kind}"
+        else:
+            event_id = (
+                f"{event.run_id}/{event.data.get('step')}/{event.data.get('runs')}/{event.kind}"
+            )
+        ce = cloud_event(
+            type_, source=EVENT_SOURCE, subject=event.run_id, data=event.data, id=event_id
+        )
+        with self._cp.store.session() as session:
+            if event.kind.startswith("run."):
+                run_store.set_status(
+                    session,
+                    event.run_id,
+                    event.kind.removeprefix("run."),
+                    output=event.data.get("output"),
+                    error=event.data.get("error"),
+                    ended_at=datetime.now(UTC),
+                )
+            outbox.enqueue(session, subject_for(type_, event.run_id), ce)

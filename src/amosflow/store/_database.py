@@ -1,0 +1,116 @@
+"""Open the store: one engine per process, tuned per backend, migrated to head on open."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from amosflow.errors import StoreError
+from amosflow.store.migrate import upgrade
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Iterator
+
+    from sqlalchemy.engine import URL
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class Store:
+    """The relational store of the control plane: an engine and a unit-of-work factory."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readers = sessionmaker(
+            engine.execution_options(amos_read_only=True), expire_on_commit=False
+        )
+
+    @property
+    def dialect(self) -> str:
+        """Backend name (``sqlite`` or ``postgresql``), for the few places that differ."""
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """Yield one transaction that commits on success and rolls back on any error.
+
+        On SQLite a writing session takes the single write lock when it begins, so two
+        writers queue instead of failing; ``read_only=True`` skips that for pure reads.
+        """
+        factory = self._readers if read_only else self._sessions
+        with factory() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        """Close every pooled connection (call once when the process stops)."""
+        self.engine.dispose()
+
+
+def _normalise(url: str) -> URL:
+    parsed = make_url(url)
+    if parsed.drivername in {"postgresql", "postgres"}:
+        # psycopg (v3) is the driver we ship; bare postgresql:// would ask for psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    in_memory = database in {"", ":memory:"} or database.startswith("file::memory:")
+    if not in_memory:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None hands transaction control to the begin hook below.
+    connect_args: dict[str, Any] = {
+        "check_same_thread": False,
+        "timeout": BUSY_TIMEOUT_S,
+        "isolation_level": None,
+    }
+    extra: dict[str, Any] = {"poolclass": StaticPool} if in_memory else {}
+    engine = create_engine(url, connect_args=connect_args, **extra)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front: one writer at a time, waiting on the busy
+        # timeout, never the lock-upgrade deadlock that DEFERRED transactions run into.
+        read_only = connection.get_execution_options().get("amos_read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def open_store(url: str) -> Store:
+    """Create the engine for ``url``, migrate the schema to head and return the store."""
+    parsed = _normalise(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = _sqlite_engine(parsed)
+    else:
+        engine = create_engine(parsed, pool_pre_ping=True)
+    try:
+        upgrade(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open the store at {parsed!r}: {exc}") from exc
+    return Store(engine)

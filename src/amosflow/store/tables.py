@@ -1,0 +1,87 @@
+"""The store's tables as typed SQLAlchemy models; migrations must match them exactly."""
+
+from __future__ import annotations
+
+from datetime import datetime  # noqa: TC003 - Mapped[] annotations are read at run time
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Index, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from amosflow.store._types import JSONValue, UTCDateTime, utcnow
+
+RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "timed_out")
+RUN_TRIGGERS = ("manual", "schedule", "webhook", "deferred", "rerun", "cli")
+
+# Deterministic constraint names keep migrations identical on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    """Declarative base whose metadata is the target of every migration."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RunRow(Base):
+    """One run as the control plane knows it (Temporal holds the history)."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", RUN_STATUSES), name="status"),
+        CheckConstraint(_one_of("trigger", RUN_TRIGGERS), name="trigger"),
+        Index(None, "created_at", "run_id"),
+        Index(None, "flow_name", "created_at"),
+        Index(None, "status", "created_at"),
+    )
+
+    run_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    flow_name: Mapped[str] = mapped_column(String(200))
+    flow_version: Mapped[str] = mapped_column(String(64), default="")
+    flow_hash: Mapped[str] = mapped_column(String(128))
+    config_hash: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))
+    trigger_ref: Mapped[str | None] = mapped_column(String(500))
+    inputs: Mapped[Any] = mapped_column(JSONValue)
+    output: Mapped[Any | None] = mapped_column(JSONValue)
+    error: Mapped[Any | None] = mapped_column(JSONValue)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class OutboxEntry(Base):
+    """An event waiting to be published, written in the transaction of the change it announces."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index(None, "published_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(500))
+    event: Mapped[Any] = mapped_column(JSONValue)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """A webhook delivery id already accepted, kept to refuse replays."""
+
+    __tablename__ = "webhook_deliveries"
+
+    hook: Mapped[str] = mapped_column(String(200), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    run_id: Mapped[str] = mapped_column(String(200))

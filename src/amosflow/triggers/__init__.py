@@ -1,0 +1,1 @@
+"""Triggers: schedules (Temporal Schedules), signed webhooks and deferred starts."""

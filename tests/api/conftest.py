@@ -1,0 +1,100 @@
+"""A real control-plane node for API tests: uvicorn on loopback, a worker, NATS, SQLite, Git."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from amosflow.api.app import NodeConfig, create_app
+from amosflow.bus.embedded import EmbeddedNats
+from amosflow.config import EngineSettings
+from amosflow.engine.client import connect
+from amosflow.engine.embedded import free_port
+from amosflow.engine.worker import build_worker
+
+
+@dataclass
+class Node:
+    """Where a test node answers and what it keeps."""
+
+    url: str
+    client: httpx.Client
+    config: NodeConfig
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """One embedded NATS JetStream server for the API tests."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class _Worker(threading.Thread):
+    """A flow worker on its own event loop, stopped when the test ends."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._halt: asyncio.Event | None = None
+
+    def run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._halt = asyncio.Event()
+        client = await connect(str(self.settings.temporal_address))
+        async with build_worker(client, self.settings):
+            self.ready.set()
+            await self._halt.wait()
+
+    def stop(self) -> None:
+        if self._halt is not None:
+            self._loop.call_soon_threadsafe(self._halt.set)
+        self.join(timeout=30)
+
+
+@pytest.fixture
+def node(settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[Node]:
+    """A running API with its own store and catalog, against the session Temporal server."""
+    worker = _Worker(settings)
+    worker.start()
+    assert worker.ready.wait(30), "worker did not start"
+    config = NodeConfig(
+        engine=settings,
+        store_url=f"sqlite:///{tmp_path / 'amos.db'}",
+        catalog_path=tmp_path / "catalog",
+        nats_url=nats_server.url,
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(300):
+            if server.started:
+                break
+            threading.Event().wait(0.05)
+        assert server.started, "API did not start"
+        try:
+            yield Node(url=url, client=client, config=config)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=30)
+            worker.stop()
