@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-EXAMPLE ?= examples/hello.json
 
 .PHONY: install run test lint typecheck deps unit bench clean
 
@@ -15,9 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run: install, then run an example flow to completion on the embedded node.
+## run: install, then start the single node with the example flows in its catalog.
 run: install
-	$(BIN)/amos run $(EXAMPLE)
+	$(BIN)/amos up --examples examples --smoke hello
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Self
 
 from amosflow.engine.embedded import free_port
 from amosflow.errors import BusError
+from amosflow.procs import die_with_parent
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -108,6 +109,7 @@ class EmbeddedNats:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl call, no locks
             )
         finally:
             log.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,15 +38,38 @@ def load_examples(api_url: str, directory: Path) -> list[str]:
     return loaded
 
 
+def smoke_run(api_url: str, flow: str, timeout_s: float = 60) -> str:
+    """Start one run of ``flow`` through the API and describe how it ended."""
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        started = client.post("/api/v1/runs", json={"flow": flow, "inputs": {}})
+        if started.status_code != httpx.codes.CREATED:
+            return f"{flow} not started: {started.text}"
+        run_id = started.json()["run_id"]
+        deadline = time.monotonic() + timeout_s
+        run: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            run = client.get(f"/api/v1/runs/{run_id}").json()
+            if run.get("status") in {"completed", "failed", "cancelled", "timed_out"}:
+                break
+            time.sleep(0.1)  # polling the run's recorded status
+        output = json.dumps(run.get("output"), ensure_ascii=False)
+        return f"{run_id} {run.get('status', 'unknown')}: {output}"
+
+
 def up(
     examples: Annotated[
         Path | None,
         typer.Option("--examples", help="Load the flows of this directory into the catalog."),
     ] = None,
     api_port: Annotated[int | None, typer.Option("--api-port", help="Port of the API.")] = None,
+    smoke: Annotated[
+        str | None,
+        typer.Option("--smoke", help="Once up, run this catalog flow and print its result."),
+    ] = None,
 ) -> None:
     """Start the single node and keep it running; Ctrl-C stops everything cleanly."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     engine, api, bus = EngineSettings(), ApiSettings(), BusSettings()
     plan = NodePlan(
         home=engine.home,
@@ -60,7 +84,7 @@ def up(
     def on_signal(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
-        node.shutdown()
+        node.request_stop()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -78,11 +102,14 @@ def up(
     typer.echo(f"Temporal   {node.temporal_address}")
     typer.echo(f"NATS       {node.nats_url}")
     typer.echo(f"home       {plan.home}")
+    if smoke is not None:
+        typer.echo(f"smoke run  {smoke_run(node.api_url, smoke)}")
     typer.echo("node is up; Ctrl-C stops it", err=True)
 
     def restarted(child: Child) -> None:
         typer.echo(f"restarted {child.name}", err=True)
 
     node.watch(restarted)
+    node.shutdown()
     if stopping:
         typer.echo("node stopped", err=True)

@@ -57,11 +57,13 @@ async def open_engine(settings: EngineSettings) -> AsyncIterator[Client]:
         yield await connect(address, settings.temporal_namespace)
         return
     server = EmbeddedTemporal(settings.home)
-    await asyncio.to_thread(server.start)
+    # Started from this (the main) thread on purpose: the server dies with the thread that
+    # started it, and nothing else runs on the loop yet, so blocking for the start is fine.
+    server.start()
     try:
         yield await connect(server.address, settings.temporal_namespace)
     finally:
-        await asyncio.to_thread(server.stop)
+        server.stop()
 
 
 @dataclass(frozen=True)

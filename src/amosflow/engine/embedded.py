@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from amosflow.errors import EngineError
+from amosflow.procs import die_with_parent
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -120,6 +121,7 @@ class EmbeddedTemporal:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl call, no locks
             )
         finally:
             log.close()

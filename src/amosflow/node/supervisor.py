@@ -22,6 +22,7 @@ import httpx
 
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.engine.embedded import EmbeddedTemporal
+from amosflow.procs import die_with_parent
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -129,6 +130,7 @@ class Supervisor:
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl call, no locks
                 )
 
         child = Child(name=name, start=start, healthy=healthy, stop=lambda: None)
@@ -197,6 +199,9 @@ class Supervisor:
         child.process = child.start()
         deadline = time.monotonic() + HEALTH_TIMEOUT_S
         while not child.healthy():
+            if self._stop.is_set():
+                msg = f"stopped while {child.name} was starting"
+                raise RuntimeError(msg)
             if child.process is not None and child.process.poll() is not None:
                 msg = f"{child.name} exited with {child.process.returncode} while starting"
                 raise RuntimeError(msg)
@@ -209,6 +214,8 @@ class Supervisor:
         """Restart children that die, until `shutdown` is called."""
         while not self._stop.wait(0.5):
             for child in self.children:
+                if self._stop.is_set():
+                    return
                 if child.alive() or time.monotonic() < child.backoff_until:
                     continue
                 child.restarts += 1
@@ -222,6 +229,10 @@ class Supervisor:
                     continue
                 if on_restart is not None:
                     on_restart(child)
+
+    def request_stop(self) -> None:
+        """Ask `watch` to return; safe to call from a signal handler."""
+        self._stop.set()
 
     def shutdown(self) -> None:
         """Stop every child, last started first."""

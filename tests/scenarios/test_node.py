@@ -1,0 +1,195 @@
+"""The single node end to end: `amos up`, runs from the API, a webhook and a schedule, SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from amosflow.engine.embedded import free_port
+from amosflow.triggers.webhooks import sign
+
+pytestmark = [pytest.mark.slow]
+
+AMOS = str(Path(sys.executable).with_name("amos"))
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+HOOK_KEY = "node-hook-key-0c2b"
+
+
+@dataclass
+class RunningNode:
+    """An `amos up` process and where its API answers."""
+
+    process: subprocess.Popen[str]
+    url: str
+    home: Path
+
+
+def _start(home: Path, port: int) -> RunningNode:
+    env = {
+        **os.environ,
+        "AMOS_HOME": str(home),
+        "AMOS_API_PORT": str(port),
+        "AMOS_SECRET_HOOKS_NODE": HOOK_KEY,
+    }
+    for key in ("AMOS_TEMPORAL_ADDRESS", "AMOS_NATS_URL", "AMOS_DATABASE_URL", "AMOS_TASK_QUEUE"):
+        env.pop(key, None)
+    proc = subprocess.Popen(
+        [AMOS, "up", "--examples", str(EXAMPLES)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "node is up" in line:
+            break
+    else:
+        raise AssertionError(f"amos up exited with {proc.wait()} before it was up")
+    return RunningNode(proc, f"http://127.0.0.1:{port}", home)
+
+
+def _stop(node: RunningNode) -> None:
+    if node.process.poll() is None:
+        node.process.send_signal(signal.SIGTERM)
+        node.process.wait(timeout=60)
+    if node.process.stderr is not None:
+        node.process.stderr.close()
+
+
+def _until(predicate: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)  # polling the live node's HTTP API for a condition
+    raise AssertionError("condition not met in time")
+
+
+def _run(client: httpx.Client, run_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = client.get(f"/api/v1/runs/{run_id}").json()
+    return body
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[RunningNode]:
+    running = _start(tmp_path / "home", free_port())
+    try:
+        yield running
+    finally:
+        _stop(running)
+
+
+def test_node_runs_from_api_webhook_and_schedule(node: RunningNode) -> None:
+    """The node is ready, loads the examples, and runs flows from the API, a webhook and cron."""
+    with httpx.Client(base_url=node.url, timeout=30) as client:
+        assert _until(lambda: client.get("/readyz").status_code == 200)
+        names = {f["name"] for f in client.get("/api/v1/flows").json()}
+        assert {"hello", "job-polling", "send-welcome"} <= names
+        run = client.post("/api/v1/runs", json={"flow": "hello", "inputs": {"who": "node"}}).json()
+        done = _until(lambda: (r := _run(client, run["run_id"]))["status"] == "completed" and r)
+        assert done["output"]["greeting"] == "Hello, node!"
+
+        hook = {"name": "node-hook", "type": "webhook", "flow": "hello", "secret": "hooks.node"}
+        assert client.put("/api/v1/triggers/node-hook", json={"document": hook}).status_code == 200
+        body = json.dumps({"who": "hook"}).encode()
+        stamp = str(int(time.time()))
+        headers = {
+            "content-type": "application/json",
+            "X-Amos-Timestamp": stamp,
+            "X-Amos-Delivery": "n1",
+        }
+        bad = client.post(
+            "/api/v1/hooks/node-hook",
+            content=body,
+            headers={**headers, "X-Amos-Signature": sign(b"wrong", stamp, body)},
+        )
+        assert bad.status_code == 401
+        good = client.post(
+            "/api/v1/hooks/node-hook",
+            content=body,
+            headers={**headers, "X-Amos-Signature": sign(HOOK_KEY.encode(), stamp, body)},
+        )
+        assert good.status_code == 202, good.text
+        assert _until(lambda: _run(client, good.json()["run_id"])["status"] == "completed")
+
+        tick = {
+            "name": "node-tick",
+            "type": "schedule",
+            "flow": "hello",
+            "cron": "@every 1s",
+            "inputs": {"who": "cron"},
+        }
+        assert client.put("/api/v1/triggers/node-tick", json={"document": tick}).status_code == 200
+        fired = _until(
+            lambda: [
+                r
+                for r in client.get("/api/v1/runs", params={"flow": "hello"}).json()["items"]
+                if r["trigger"] == "schedule" and r["status"] == "completed"
+            ]
+        )
+        assert fired[0]["output"]["greeting"] == "Hello, cron!"
+        client.request("DELETE", "/api/v1/triggers/node-tick")
+
+
+def test_sigkill_mid_run_then_restart_completes_once(tmp_path: Path) -> None:
+    """SIGKILL of `amos up` mid-run takes every child down; after a restart the run completes once."""
+    home, port = tmp_path / "home", free_port()
+    first = _start(home, port)
+    flow = {
+        "dsl": "amos.flow/v1",
+        "name": "slow-steps",
+        "steps": [
+            {"id": "one", "type": "action", "action": "core.echo", "with": {"value": 1}},
+            {"id": "pause", "type": "wait", "duration": "3s"},
+            {"id": "two", "type": "action", "action": "core.echo", "with": {"value": 2}},
+        ],
+        "outputs": {"two": "${steps.two.output}"},
+    }
+    with httpx.Client(base_url=first.url, timeout=30) as client:
+        assert client.put("/api/v1/flows/slow-steps", json={"document": flow}).status_code == 200
+        run_id = client.post("/api/v1/runs", json={"flow": "slow-steps", "inputs": {}}).json()[
+            "run_id"
+        ]
+        _until(
+            lambda: (
+                _run(client, run_id).get("steps", {}).get("pause", {}).get("status") == "running"
+            )
+        )
+    first.process.send_signal(signal.SIGKILL)
+    _stop(first)
+    with httpx.Client(base_url=first.url, timeout=2) as client:
+        _until(lambda: _api_down(client), timeout=30)
+
+    second = _start(home, port)
+    try:
+        with httpx.Client(base_url=second.url, timeout=30) as client:
+            done = _until(lambda: (r := _run(client, run_id))["status"] == "completed" and r)
+            assert done["output"] == {"two": 2}
+            listed = [
+                r["run_id"]
+                for r in client.get("/api/v1/runs", params={"flow": "slow-steps"}).json()["items"]
+            ]
+            assert listed == [run_id]
+    finally:
+        _stop(second)
+
+
+def _api_down(client: httpx.Client) -> bool:
+    try:
+        client.get("/healthz")
+    except httpx.HTTPError:
+        return True
+    return False
