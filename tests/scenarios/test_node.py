@@ -193,3 +193,17 @@ def _api_down(client: httpx.Client) -> bool:
     except httpx.HTTPError:
         return True
     return False
+
+
+def test_crashed_child_is_restarted(node: RunningNode) -> None:
+    """A worker killed with SIGKILL is restarted by the node, and runs complete again."""
+    state_file = node.home / "node.json"
+    worker = json.loads(state_file.read_text())["children"]["worker"]
+    os.kill(worker, signal.SIGKILL)
+    restarted = _until(
+        lambda: (pid := json.loads(state_file.read_text())["children"]["worker"]) != worker and pid
+    )
+    assert restarted != worker
+    with httpx.Client(base_url=node.url, timeout=30) as client:
+        run = client.post("/api/v1/runs", json={"flow": "hello", "inputs": {"who": "again"}}).json()
+        assert _until(lambda: _run(client, run["run_id"])["status"] == "completed")

@@ -8,6 +8,7 @@ in the home directory, so runs, flows and schedules survive any restart.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -188,12 +189,28 @@ class Supervisor:
         children.append(self._python_child("api", api_args, self._api_healthy))
         return children
 
+    @property
+    def state_file(self) -> Path:
+        """Where the node says what runs: the API URL and each child's pid."""
+        return self.plan.home / "node.json"
+
+    def _write_state(self) -> None:
+        state = {
+            "api": self.api_url,
+            "pid": os.getpid(),
+            "children": {c.name: c.process.pid for c in self.children if c.process is not None},
+        }
+        partial = self.state_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(state), encoding="utf-8")
+        partial.replace(self.state_file)  # readers never see half a file
+
     def start(self) -> None:
         """Start every child in order and wait until each is healthy."""
         self.plan.home.mkdir(parents=True, exist_ok=True)
         self.children = self.plan_children()
         for child in self.children:
             self._start_child(child)
+        self._write_state()
 
     def _start_child(self, child: Child) -> None:
         child.process = child.start()
@@ -227,6 +244,7 @@ class Supervisor:
                 except RuntimeError as err:
                     log.warning("restart of %s failed: %s", child.name, err)
                     continue
+                self._write_state()
                 if on_restart is not None:
                     on_restart(child)
 
@@ -240,3 +258,4 @@ class Supervisor:
         for child in reversed(self.children):
             with contextlib.suppress(Exception):
                 child.stop()
+        self.state_file.unlink(missing_ok=True)
