@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck deps unit bench clean
+.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api clean
 
 install: $(STAMP)
 
@@ -41,8 +41,14 @@ unit: install deps
 ## test: install, then lint, type-check and run the whole suite.
 test: lint typecheck unit
 
-bench: install
+## bench: every benchmark; each prints ratios against a baseline measured in the same run.
+bench: bench-engine bench-api
+
+bench-engine: install
 	$(BIN)/python bench/engine.py
+
+bench-api: install
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

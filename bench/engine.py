@@ -40,6 +40,16 @@ LATENCY_TARGET_S = 0.2
 RATIO_TARGET = 1.15
 SET_STEPS = 200
 REPLAYS = 50
+THROUGHPUT_COLUMNS = [
+    "case",
+    "wall s",
+    "runs/s",
+    "steps/s",
+    "ms/step CPU",
+    "srv ms/step",
+    "x runs/s",
+    "x by CPU",
+]
 # A typical action `with`: literal keys, a templated URL, typed values from vars and inputs.
 TYPICAL_WITH: dict[str, Any] = {
     "method": "POST",
@@ -136,8 +146,9 @@ async def throughput_section(
             interps.append(await common.burst(flow_work, count, pid))
         base = min(bases, key=lambda s: s.wall)
         interp = min(interps, key=lambda s: s.wall)
+        steps = count * STEPS
+        base_cpu = base.cpu_self + base.cpu_server
         for who, got in (("baseline", base), ("interpreter", interp)):
-            steps = count * STEPS
             rows.append(
                 [
                     f"{who}, {mode} activities",
@@ -147,9 +158,11 @@ async def throughput_section(
                     ms(got.cpu_self / steps),
                     ms(got.cpu_server / steps),
                     f"{base.wall / got.wall:.2f}",
+                    f"{base_cpu / (got.cpu_self + got.cpu_server):.2f}",
                 ]
             )
         facts[mode] = base.wall / interp.wall
+        facts[f"{mode}-cpu"] = base_cpu / (interp.cpu_self + interp.cpu_server)
     return rows, facts
 
 
@@ -274,7 +287,8 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"{STEPS} echo steps per run; {args.runs} measured runs after {args.warmup} warm-up")
     print(
         "(ms/step CPU: this process = worker + client, Python and SDK core;"
-        " server = the Temporal process)\n"
+        " srv = the Temporal process. x by CPU: baseline CPU per step (both processes)"
+        " / this case's, the throughput ratio of a saturated machine)\n"
     )
     print("Latency, sequential runs")
     print(
@@ -289,7 +303,7 @@ async def main_async(args: argparse.Namespace) -> int:
     )
     print(
         common.table(
-            ["case", "wall s", "runs/s", "steps/s", "ms/step CPU", "srv ms/step", "x runs/s"],
+            THROUGHPUT_COLUMNS,
             thr_rows,
         )
     )
@@ -304,6 +318,7 @@ async def main_async(args: argparse.Namespace) -> int:
         print(
             f"  {mode}: interpreter/baseline latency {lat[f'{mode}-ratio']:.2f}"
             f" (target <= {RATIO_TARGET}), throughput {thr[mode]:.2f} of baseline"
+            f" ({thr[f'{mode}-cpu']:.2f} by CPU per step)"
         )
     print(f"  20-step core.echo flow (local): {lat['local'] * 1000:.0f} ms (target < 200 ms)")
     print(
