@@ -117,11 +117,16 @@ async def direct_latency(
     return starts, ends
 
 
-async def soak(client: httpx.AsyncClient, pid: int) -> tuple[int, float, int, int]:
-    """Start runs from several clients for SOAK_S seconds; return count, rate and RSS before/after."""
-    before = rss_kib(pid)
+async def soak(client: httpx.AsyncClient, pid: int) -> tuple[int, float, list[int]]:
+    """Start runs from several clients for SOAK_S seconds; return count, rate and RSS samples."""
+    samples = [rss_kib(pid)]
     deadline = time.monotonic() + SOAK_S
     started = 0
+
+    async def sample() -> None:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(SOAK_S / 6)
+            samples.append(rss_kib(pid))
 
     async def one_client(k: int) -> None:
         nonlocal started
@@ -134,9 +139,9 @@ async def soak(client: httpx.AsyncClient, pid: int) -> tuple[int, float, int, in
             i += 1
 
     t0 = time.monotonic()
-    await asyncio.gather(*(one_client(k) for k in range(SOAK_CONCURRENCY)))
+    await asyncio.gather(sample(), *(one_client(k) for k in range(SOAK_CONCURRENCY)))
     elapsed = time.monotonic() - t0
-    return started, started / elapsed, before, rss_kib(pid)
+    return started, started / elapsed, samples
 
 
 async def main() -> None:
@@ -163,7 +168,7 @@ async def main() -> None:
                     await api_latency(client)  # warm-up: imports, connections, caches
                     api_start, api_end = await api_latency(client)
                     direct_start, direct_end = await direct_latency(temporal, settings)
-                    count, rate, rss0, rss1 = await soak(client, api.pid)
+                    count, rate, rss = await soak(client, api.pid)
         finally:
             if api is not None:
                 api.terminate()
@@ -180,8 +185,9 @@ async def main() -> None:
         print(f"{label:<34}{pct(values, 0.5):>10.1f}{pct(values, 0.99):>10.1f}")
     ratio = statistics.median(api_start) / statistics.median(direct_start)
     print(f"API / in-process start latency (p50 ratio): {ratio:.2f}")
+    series = " -> ".join(f"{kib / 1024:.0f}" for kib in rss)
     print(
-        f"soak: {count} runs started, {rate:.1f} runs/s; API RSS {rss0 / 1024:.1f} MiB -> {rss1 / 1024:.1f} MiB"
+        f"soak: {count} runs started, {rate:.1f} runs/s; API RSS MiB every {SOAK_S / 6:.0f}s: {series}"
     )
 
 

@@ -16,7 +16,8 @@ CLI maps them to exit codes (and, later, the API to problem+json) in exactly one
     ├── ConflictError              the change clashes with the current state
     ├── BusError                   the NATS event bus cannot be started, reached or written
     ├── StoreError                 the relational store cannot be opened, reached or migrated
-    └── CatalogError               the Git catalog cannot be opened, read or synchronised
+    ├── CatalogError               the Git catalog cannot be opened, read or synchronised
+    └── AuditError                 the audit trail cannot be written, or its keys are unsafe
 """
 
 from __future__ import annotations
@@ -151,3 +152,13 @@ class CatalogError(AmosError):
     """The Git catalog could not be opened, read, or synchronised with its remote."""
 
     code = "amos.catalog"
+
+
+class AuditError(AmosError):
+    """The audit trail could not be written or read, or its key files are missing or unsafe.
+
+    Raised by ``audit.append`` on any database failure so that the change it was recording
+    fails with it (fail closed) instead of proceeding unaudited.
+    """
+
+    code = "amos.audit"

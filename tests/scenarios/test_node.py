@@ -92,17 +92,36 @@ def node(tmp_path: Path) -> Iterator[RunningNode]:
         _stop(running)
 
 
-def test_node_runs_from_api_webhook_and_schedule(node: RunningNode) -> None:
-    """The node is ready, loads the examples, and runs flows from the API, a webhook and cron."""
+def test_node_runs_from_api_webhook_and_schedule(node: RunningNode, tmp_path: Path) -> None:
+    """A flow pushed with the CLI runs from the API, a signed webhook and a cron schedule."""
+    flow = json.loads((EXAMPLES / "hello.json").read_text())
+    flow["name"] = "pushed-hello"
+    flow_file = tmp_path / "pushed-hello.json"
+    flow_file.write_text(json.dumps(flow))
+    pushed = subprocess.run(
+        [AMOS, "flow", "push", str(flow_file), "-m", "pushed by the scenario"],
+        env={**os.environ, "AMOS_API_URL": node.url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert pushed.returncode == 0, pushed.stderr
     with httpx.Client(base_url=node.url, timeout=30) as client:
         assert _until(lambda: client.get("/readyz").status_code == 200)
         names = {f["name"] for f in client.get("/api/v1/flows").json()}
-        assert {"hello", "job-polling", "send-welcome"} <= names
-        run = client.post("/api/v1/runs", json={"flow": "hello", "inputs": {"who": "node"}}).json()
+        assert {"hello", "job-polling", "send-welcome", "pushed-hello"} <= names
+        run = client.post(
+            "/api/v1/runs", json={"flow": "pushed-hello", "inputs": {"who": "node"}}
+        ).json()
         done = _until(lambda: (r := _run(client, run["run_id"]))["status"] == "completed" and r)
         assert done["output"]["greeting"] == "Hello, node!"
 
-        hook = {"name": "node-hook", "type": "webhook", "flow": "hello", "secret": "hooks.node"}
+        hook = {
+            "name": "node-hook",
+            "type": "webhook",
+            "flow": "pushed-hello",
+            "secret": "hooks.node",
+        }
         assert client.put("/api/v1/triggers/node-hook", json={"document": hook}).status_code == 200
         body = json.dumps({"who": "hook"}).encode()
         stamp = str(int(time.time()))
@@ -117,6 +136,20 @@ def test_node_runs_from_api_webhook_and_schedule(node: RunningNode) -> None:
             headers={**headers, "X-Amos-Signature": sign(b"wrong", stamp, body)},
         )
         assert bad.status_code == 401
+        old = str(int(time.time()) - 3600)
+        replayed = client.post(
+            "/api/v1/hooks/node-hook",
+            content=body,
+            headers={
+                **headers,
+                "X-Amos-Timestamp": old,
+                "X-Amos-Signature": sign(HOOK_KEY.encode(), old, body),
+            },
+        )
+        assert replayed.status_code == 401
+        assert [
+            r for r in client.get("/api/v1/runs").json()["items"] if r["trigger"] == "webhook"
+        ] == []
         good = client.post(
             "/api/v1/hooks/node-hook",
             content=body,
@@ -128,7 +161,7 @@ def test_node_runs_from_api_webhook_and_schedule(node: RunningNode) -> None:
         tick = {
             "name": "node-tick",
             "type": "schedule",
-            "flow": "hello",
+            "flow": "pushed-hello",
             "cron": "@every 1s",
             "inputs": {"who": "cron"},
         }
@@ -136,7 +169,7 @@ def test_node_runs_from_api_webhook_and_schedule(node: RunningNode) -> None:
         fired = _until(
             lambda: [
                 r
-                for r in client.get("/api/v1/runs", params={"flow": "hello"}).json()["items"]
+                for r in client.get("/api/v1/runs", params={"flow": "pushed-hello"}).json()["items"]
                 if r["trigger"] == "schedule" and r["status"] == "completed"
             ]
         )

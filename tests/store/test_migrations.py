@@ -13,7 +13,14 @@ from amosflow.store import Store, open_store
 from amosflow.store.migrate import alembic_config
 from amosflow.store.tables import Base
 
-TABLES = {"runs", "outbox", "webhook_deliveries", "alembic_version"}
+TABLES = {
+    "runs",
+    "outbox",
+    "webhook_deliveries",
+    "audit_records",
+    "audit_checkpoints",
+    "alembic_version",
+}
 
 
 def _head() -> str:

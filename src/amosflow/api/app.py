@@ -15,7 +15,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from amosflow import __version__
 from amosflow.api import problems
-from amosflow.api.routes import flows, health, hooks, runs, triggers
+from amosflow.api.routes import configs, flows, health, hooks, runs, triggers
 from amosflow.catalog import Catalog
 from amosflow.config import BusSettings, CatalogSettings, EngineSettings, StoreSettings
 from amosflow.engine.client import connect
@@ -141,6 +141,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
     app.openapi = openapi_with_problems  # type: ignore[method-assign]
     app.include_router(health.router)
     app.include_router(flows.router)
+    app.include_router(configs.router)
     app.include_router(runs.router)
     app.include_router(triggers.router)
     app.include_router(hooks.router)

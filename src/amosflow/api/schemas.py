@@ -120,3 +120,45 @@ class Health(BaseModel):
 
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ConfigCreate(_Body):
+    """A config bundle to save, with the commit message."""
+
+    document: dict[str, Any] = Field(
+        description="The config bundle: name, layer (base, environment, trigger), values."
+    )
+    message: str = Field(default="", max_length=2000, description="Commit message.")
+    author: str = Field(
+        default="api <api@amosflow.local>", max_length=200, description="Commit author."
+    )
+
+
+class ConfigPublic(BaseModel):
+    """A config bundle as stored in the catalog, at one version."""
+
+    name: str
+    document: dict[str, Any]
+    version: VersionPublic
+
+
+class ConfigDelete(_Body):
+    """Who deletes a config bundle, and why."""
+
+    message: str = Field(default="", max_length=2000)
+    author: str = Field(default="api <api@amosflow.local>", max_length=200)
+
+
+class ConfigSource(BaseModel):
+    """One bundle that went into an Effective Config, in merge order."""
+
+    name: str
+    commit: str
+
+
+class EffectiveConfigPublic(BaseModel):
+    """The merged config a run would get, its hash and the bundles it came from."""
+
+    values: dict[str, Any]
+    sha256: str = Field(description="sha256 of the RFC 8785 canonical JSON of the values.")
+    sources: list[ConfigSource]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from amosflow.cli import events, flow, run, up, worker
+from amosflow.cli import audit, events, flow, run, up, worker
 
 app = typer.Typer(
     name="amos",
@@ -19,6 +19,7 @@ app.command("worker")(worker.worker)
 app.command("up")(up.up)
 app.add_typer(flow.app, name="flow")
 app.add_typer(events.app, name="events")
+app.add_typer(audit.app, name="audit")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.live import Live
 from amosflow.cli import exits
 from amosflow.cli.files import read_flow, read_inputs, resolve_library
 from amosflow.cli.progress import STYLE, step_table
+from amosflow.cli.remote import DEFAULT_API_URL, ApiOption, RemoteRun, report, start_and_follow
 from amosflow.config import EngineSettings
 from amosflow.dsl import iter_steps, parse_flow, validate_inputs
 from amosflow.engine.client import RunRequest, open_engine, progress, result_of, start_run
@@ -22,6 +24,12 @@ from amosflow.engine.worker import build_worker
 from amosflow.errors import AmosError, ValidationFailedError
 
 FlowPath = Annotated[Path, typer.Argument(help="Path of the flow document (JSON).")]
+RunTarget = Annotated[
+    Path,
+    typer.Argument(
+        metavar="FLOW", help="Path of the flow document (JSON); with --remote, a catalog name."
+    ),
+]
 POLL_S = 0.2
 
 
@@ -45,8 +53,8 @@ def validate(flow_file: FlowPath) -> None:
     typer.echo("ok")
 
 
-def run(
-    flow_file: FlowPath,
+def run(  # noqa: PLR0917 - Typer passes every option as an argument
+    flow_file: RunTarget,
     input_json: Annotated[
         str | None, typer.Option("--input", help="Run inputs as a JSON object.")
     ] = None,
@@ -57,8 +65,32 @@ def run(
         bool, typer.Option("--json", help="Print only the result object as JSON.")
     ] = False,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Use this run id.")] = None,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="Run the catalog flow FLOW through the API.")
+    ] = False,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="With --remote: commit, commit prefix or content hash."),
+    ] = None,
+    environment: Annotated[
+        str | None, typer.Option("--environment", help="With --remote: config environment.")
+    ] = None,
+    api: ApiOption = DEFAULT_API_URL,
 ) -> None:
     """Run a flow to its end. Exit 0 completed, 1 failed, 2 invalid flow or inputs."""
+    if remote:
+        _remote(
+            RemoteRun(
+                api=api,
+                flow=str(flow_file),
+                version=version,
+                environment=environment,
+                run_id=run_id,
+            ),
+            input_json,
+            input_file,
+            as_json=as_json,
+        )
     try:
         flow, doc = read_flow(flow_file)
         inputs = validate_inputs(flow, read_inputs(input_json, input_file))
@@ -76,6 +108,52 @@ def run(
     else:
         _print_result(console, result)
     raise typer.Exit(exits.for_status(str(result["status"])))
+
+
+def _remote(
+    request: RemoteRun, input_json: str | None, input_file: Path | None, *, as_json: bool
+) -> NoReturn:
+    """Start a catalog flow through the API, follow it, print its result and exit."""
+    console = Console(stderr=True)
+    try:
+        inputs = read_inputs(input_json, input_file)
+        result = _follow_remote(request, inputs, None if as_json else console)
+    except AmosError as err:
+        raise report(err) from None
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+    else:
+        _print_result(console, result)
+    raise typer.Exit(exits.for_status(str(result["status"])))
+
+
+def _follow_remote(
+    request: RemoteRun, inputs: dict[str, Any], console: Console | None
+) -> dict[str, Any]:
+    """Run remotely; with a console, show the step table (document order) as events arrive."""
+    if console is None:
+        return start_and_follow(request, inputs, lambda _kind, _data: None)
+    order: list[str] = []
+    steps: dict[str, Any] = {}
+    run_id = ""
+    with contextlib.ExitStack() as stack:
+        live: Live | None = None
+
+        def on_start(started: str, document: dict[str, Any]) -> None:
+            nonlocal live, run_id
+            run_id = started
+            order.extend(step.id for _, step in iter_steps(parse_flow(document).steps))
+            live = stack.enter_context(Live(step_table(run_id, order, steps), console=console))
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            step = data.get("step")
+            if kind.startswith("step.") and isinstance(step, str) and live is not None:
+                steps[step] = data
+                live.update(step_table(run_id, order, steps))
+
+        result = start_and_follow(request, inputs, on_event, on_start)
+    console.print()
+    return result
 
 
 def _run_async(coro: Any) -> Any:

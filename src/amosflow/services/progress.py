@@ -7,10 +7,12 @@ changed. Both the SSE stream and the event bus are fed from here.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from amosflow.engine.client import progress, result_of
@@ -55,21 +57,44 @@ def diff(previous: dict[str, Any], current: dict[str, Any], run_id: str) -> list
     return found
 
 
-async def follow(handle: WorkflowHandle[Any, Any]) -> AsyncIterator[RunEvent]:
-    """Yield step events as the run progresses, then one final `run.<status>` event."""
-    seen: dict[str, Any] = {}
+async def _history_wakeups(handle: WorkflowHandle[Any, Any], wake: asyncio.Queue[None]) -> None:
+    """Put a token on ``wake`` after every workflow task the history shows."""
     try:
         async for event in handle.fetch_history_events(wait_new_event=True):
-            if event.event_type not in _WAKE_UP:
-                continue
+            if event.event_type in _WAKE_UP:
+                await wake.put(None)
+    except RPCError:
+        pass
+
+
+async def follow(handle: WorkflowHandle[Any, Any]) -> AsyncIterator[RunEvent]:
+    """Yield step events as the run progresses, then one final `run.<status>` event.
+
+    The end is read with the result call, which returns as soon as the run closes; the history
+    long-poll only paces the progress queries, so a slow long-poll never delays the end.
+    """
+    wake: asyncio.Queue[None] = asyncio.Queue()
+    watcher = asyncio.create_task(_history_wakeups(handle, wake))
+    ending = asyncio.create_task(result_of(handle))
+    seen: dict[str, Any] = {}
+    try:
+        while True:
+            waiter = asyncio.create_task(wake.get())
+            await asyncio.wait({waiter, ending}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiter.done():
+                waiter.cancel()
             try:
                 current = await progress(handle)
-            except RPCError:
-                continue
+            except (RPCError, WorkflowQueryFailedError):
+                current = seen
             for item in diff(seen, current, handle.id):
                 yield item
             seen = current
-    except RPCError:
-        pass
-    result = await result_of(handle)
+            if ending.done():
+                break
+        result = ending.result()
+    finally:
+        watcher.cancel()
+        if not ending.done():
+            ending.cancel()
     yield RunEvent(f"run.{result['status']}", handle.id, result)

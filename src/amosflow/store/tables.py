@@ -85,3 +85,44 @@ class WebhookDelivery(Base):
     delivery_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     run_id: Mapped[str] = mapped_column(String(200))
+
+
+AUDIT_OUTCOMES = ("ok", "denied", "error")
+
+
+class AuditRow(Base):
+    """One record of the hash-chained audit trail; ``amosflow.audit`` is its only writer."""
+
+    __tablename__ = "audit_records"
+    __table_args__ = (
+        CheckConstraint(_one_of("outcome", AUDIT_OUTCOMES), name="outcome"),
+        Index(None, "at"),
+        Index(None, "actor", "seq"),
+        Index(None, "action", "seq"),
+        Index(None, "resource", "seq"),
+        Index(None, "folder", "seq"),
+    )
+
+    # Assigned by the writer under its lock, never by the database: the chain must be gap-free.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    resource: Mapped[str] = mapped_column(String(500))
+    folder: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(8))
+    details: Mapped[Any] = mapped_column(JSONValue)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpointRow(Base):
+    """A signed statement that the audit chain had ``hash`` at ``seq`` (also kept outside)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    hash: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    signature: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str] = mapped_column(String(64))

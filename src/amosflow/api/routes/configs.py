@@ -1,0 +1,90 @@
+"""/api/v1/configs: layered config bundles in Git, and the Effective Config they merge into."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from amosflow.api import problems
+from amosflow.api.deps import ControlPlaneDep
+from amosflow.api.schemas import (
+    ConfigCreate,
+    ConfigDelete,
+    ConfigPublic,
+    ConfigSource,
+    EffectiveConfigPublic,
+    VersionPublic,
+)
+from amosflow.catalog import effective_config
+from amosflow.errors import Diagnostic, ValidationFailedError
+
+router = APIRouter(prefix="/api/v1", tags=["configs"], responses=problems.RESPONSES)
+KIND = "configs"
+VersionQuery = Annotated[
+    str | None, Query(description="Commit, commit prefix or content hash; latest when absent.")
+]
+LayerQuery = Annotated[str | None, Query(max_length=63, description="Layer to include.")]
+
+
+def _version(version: object) -> VersionPublic:
+    return VersionPublic.model_validate(version, from_attributes=True)
+
+
+@router.put("/configs/{name}", response_model=ConfigPublic)
+def save_config(name: str, body: ConfigCreate, cp: ControlPlaneDep) -> ConfigPublic:
+    """Save a new version of a config bundle (or create it); the bundle's name must match."""
+    if body.document.get("name") != name:
+        raise ValidationFailedError(
+            [Diagnostic("/document/name", f"must be {name!r}, the name in the path")]
+        )
+    version = cp.catalog.save(
+        KIND, name, body.document, author=body.author, message=body.message or f"save {name}"
+    )
+    return ConfigPublic(name=name, document=body.document, version=_version(version))
+
+
+@router.get("/configs", response_model=list[ConfigPublic])
+def list_configs(cp: ControlPlaneDep) -> list[ConfigPublic]:
+    """Every config bundle at its latest version, by name."""
+    return [
+        ConfigPublic(name=e.name, document=e.document, version=_version(e.version))
+        for e in cp.catalog.list(KIND)
+    ]
+
+
+@router.get("/configs/{name}", response_model=ConfigPublic)
+def get_config(name: str, cp: ControlPlaneDep, version: VersionQuery = None) -> ConfigPublic:
+    """A config bundle at its latest version, or at the version asked for."""
+    entry = cp.catalog.get(KIND, name, version)
+    return ConfigPublic(name=entry.name, document=entry.document, version=_version(entry.version))
+
+
+@router.get("/configs/{name}/history", response_model=list[VersionPublic])
+def config_history(name: str, cp: ControlPlaneDep) -> list[VersionPublic]:
+    """Every version of a config bundle, newest first."""
+    return [_version(v) for v in cp.catalog.history(KIND, name)]
+
+
+@router.delete("/configs/{name}", response_model=VersionPublic)
+def delete_config(
+    name: str, cp: ControlPlaneDep, body: ConfigDelete | None = None
+) -> VersionPublic:
+    """Delete a config bundle; the deletion is a commit, so its history stays."""
+    body = body or ConfigDelete()
+    return _version(
+        cp.catalog.delete(KIND, name, author=body.author, message=body.message or f"delete {name}")
+    )
+
+
+@router.get("/config/effective", response_model=EffectiveConfigPublic)
+def get_effective_config(
+    cp: ControlPlaneDep, environment: LayerQuery = None, trigger: LayerQuery = None
+) -> EffectiveConfigPublic:
+    """The config a run would get: base, then the environment's, then the trigger's bundles."""
+    config = effective_config(cp.catalog, environment=environment, trigger=trigger)
+    return EffectiveConfigPublic(
+        values=config.to_dict(),
+        sha256=config.sha256,
+        sources=[ConfigSource(name=name, commit=commit) for name, commit in config.sources],
+    )

@@ -1,0 +1,68 @@
+"""The hash-chained audit trail: append in the caller's transaction, checkpoint, verify.
+
+``append(session, ...)`` adds one record whose SHA-256 covers the RFC 8785 canonical JSON of
+its fields and the previous record's hash; ``Checkpointer`` signs the tail with a per-install
+Ed25519 key into a sink outside the database; ``verify`` names the first bad record.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from amosflow.audit._canonical import GENESIS, record_bytes, record_hash
+from amosflow.audit._checkpoints import Checkpoint, Checkpointer, CheckpointSink, JsonlSink
+from amosflow.audit._keys import (
+    CheckpointSigner,
+    key_id,
+    load_fingerprint_key,
+    load_public_key,
+    public_key_path,
+    signature_valid,
+)
+from amosflow.audit._query import export_jsonl, query
+from amosflow.audit._records import AUDIT_LOCK_KEY, AuditRecord, Outcome, append, fingerprint
+from amosflow.audit._settings import AuditSettings
+from amosflow.audit._verify import VerifyReport, verify
+
+if TYPE_CHECKING:
+    from amosflow.store import Store
+
+
+def open_checkpointer(store: Store, settings: AuditSettings | None = None) -> Checkpointer:
+    """Build the install's checkpointer: its key (created on first use) and its JSONL sink."""
+    settings = settings or AuditSettings()
+    return Checkpointer(
+        store,
+        CheckpointSigner.from_file(settings.key_path),
+        JsonlSink(settings.sink_path),
+        every_records=settings.audit_checkpoint_records,
+        every_seconds=settings.audit_checkpoint_seconds,
+    )
+
+
+__all__ = [
+    "AUDIT_LOCK_KEY",
+    "GENESIS",
+    "AuditRecord",
+    "AuditSettings",
+    "Checkpoint",
+    "CheckpointSigner",
+    "CheckpointSink",
+    "Checkpointer",
+    "JsonlSink",
+    "Outcome",
+    "VerifyReport",
+    "append",
+    "export_jsonl",
+    "fingerprint",
+    "key_id",
+    "load_fingerprint_key",
+    "load_public_key",
+    "open_checkpointer",
+    "public_key_path",
+    "query",
+    "record_bytes",
+    "record_hash",
+    "signature_valid",
+    "verify",
+]

@@ -1,0 +1,204 @@
+"""Signed checkpoints of the chain, written to the store and to a sink outside it.
+
+A chain alone cannot see its own tail cut off, nor a rewrite that recomputes every hash; a
+checkpoint signed with a key the database never holds, kept where a database writer cannot
+reach, can.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from amosflow.audit._canonical import canonical_value, stamp
+from amosflow.errors import AuditError
+from amosflow.store._types import utcnow
+from amosflow.store.tables import AuditCheckpointRow, AuditRow
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from amosflow.audit._keys import CheckpointSigner
+    from amosflow.store import Store
+
+_PAYLOAD_TYPE = "amos.audit.checkpoint/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The chain had ``hash`` at ``seq`` when ``key_id`` signed it at ``at``."""
+
+    seq: int
+    hash: str
+    at: datetime
+    key_id: str
+    signature: str
+
+    def payload(self) -> bytes:
+        """The canonical bytes the signature covers (everything but the signature)."""
+        return canonical_value(
+            {
+                "type": _PAYLOAD_TYPE,
+                "seq": self.seq,
+                "hash": self.hash,
+                "at": stamp(self.at),
+                "key_id": self.key_id,
+            }
+        ).encode()
+
+    def to_json(self) -> str:
+        """One canonical JSON line for a sink."""
+        return canonical_value(asdict(self) | {"at": stamp(self.at)})
+
+    @classmethod
+    def from_json(cls, line: str) -> Checkpoint:
+        """Parse a sink line; raises AuditError when it is not a checkpoint."""
+        try:
+            raw = json.loads(line)
+            return cls(
+                seq=int(raw["seq"]),
+                hash=str(raw["hash"]),
+                at=datetime.fromisoformat(raw["at"]),
+                key_id=str(raw["key_id"]),
+                signature=str(raw["signature"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuditError(f"not a checkpoint line: {line[:80]!r}") from exc
+
+
+class CheckpointSink(Protocol):
+    """Somewhere outside the database that keeps checkpoints (a file, a WORM bucket, a SIEM)."""
+
+    def write(self, checkpoint: Checkpoint) -> None:
+        """Store ``checkpoint`` durably before returning."""
+
+    def read(self) -> list[Checkpoint]:
+        """Return every checkpoint stored, oldest first."""
+
+
+class JsonlSink:
+    """A JSON Lines file, appended to and fsynced once per checkpoint."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def write(self, checkpoint: Checkpoint) -> None:
+        """Append one line and fsync the file (and its directory when the file is new)."""
+        try:
+            self._append(checkpoint.to_json() + "\n")
+        except OSError as exc:
+            raise AuditError(f"cannot write the checkpoint sink {self.path}: {exc}") from exc
+
+    def _append(self, line: str) -> None:
+        with self._lock:
+            new = not self.path.exists()
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as out:
+                out.write(line)
+                out.flush()
+                os.fsync(out.fileno())
+            if new:
+                directory = os.open(self.path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)
+
+    def read(self) -> list[Checkpoint]:
+        """Parse every complete line; a final line without its newline was never acknowledged."""
+        if not self.path.exists():
+            return []
+        text = self.path.read_text(encoding="utf-8")
+        lines = text.split("\n")[:-1]
+        return [Checkpoint.from_json(line) for line in lines if line.strip()]
+
+
+def _insert_checkpoint(dialect: str) -> Any:
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(AuditCheckpointRow)
+
+
+class Checkpointer:
+    """Signs the chain's tail every ``every_records`` records or ``every_seconds`` seconds.
+
+    Call ``maybe_checkpoint()`` after committing appends (and from a timer if you like);
+    ``checkpoint()`` forces one. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        signer: CheckpointSigner,
+        sink: CheckpointSink,
+        *,
+        every_records: int = 1000,
+        every_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if every_records < 1 or every_seconds <= 0:
+            raise ValueError("checkpoint intervals must be positive")
+        self.store = store
+        self.signer = signer
+        self.sink = sink
+        self.every_records = every_records
+        self.every_seconds = every_seconds
+        self._clock = clock
+        self._last_time = clock()
+        self._lock = threading.Lock()
+
+    def _state(self) -> tuple[int, str | None, int]:
+        """Tail seq and hash of the committed chain, and the seq of the newest checkpoint."""
+        with self.store.session(read_only=True) as session:
+            tail = session.execute(
+                select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
+            ).first()
+            last = session.scalar(select(func.max(AuditCheckpointRow.seq)))
+        if tail is None:
+            return 0, None, int(last or 0)
+        return int(tail.seq), str(tail.hash), int(last or 0)
+
+    def _write(self, seq: int, hash_: str) -> Checkpoint:
+        unsigned = Checkpoint(seq, hash_, utcnow(), self.signer.key_id, signature="")
+        checkpoint = Checkpoint(
+            seq, hash_, unsigned.at, unsigned.key_id, self.signer.sign(unsigned.payload())
+        )
+        # The sink first: once the store says "checkpointed", the outside copy exists.
+        self.sink.write(checkpoint)
+        with self.store.session() as session:
+            statement = _insert_checkpoint(self.store.dialect).values(
+                seq=seq,
+                hash=hash_,
+                at=checkpoint.at,
+                signature=checkpoint.signature,
+                key_id=checkpoint.key_id,
+            )
+            session.execute(statement.on_conflict_do_nothing(index_elements=["seq"]))
+        self._last_time = self._clock()
+        return checkpoint
+
+    def maybe_checkpoint(self) -> Checkpoint | None:
+        """Write a checkpoint if one is due; return it, or None when none was due."""
+        with self._lock:
+            seq, hash_, last = self._state()
+            if hash_ is None or seq <= last:
+                return None
+            due = seq - last >= self.every_records
+            due = due or self._clock() - self._last_time >= self.every_seconds
+            return self._write(seq, hash_) if due else None
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Checkpoint the current tail now; None when the chain is empty or already covered."""
+        with self._lock:
+            seq, hash_, last = self._state()
+            if hash_ is None or seq <= last:
+                return None
+            return self._write(seq, hash_)
