@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api clean
+.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api bench-audit clean
 
 install: $(STAMP)
 
@@ -42,13 +42,16 @@ unit: install deps
 test: lint typecheck unit
 
 ## bench: every benchmark; each prints ratios against a baseline measured in the same run.
-bench: bench-engine bench-api
+bench: bench-engine bench-api bench-audit
 
 bench-engine: install
 	$(BIN)/python bench/engine.py
 
 bench-api: install
 	$(BIN)/python bench/api.py
+
+bench-audit: install deps
+	$(BIN)/python bench/audit.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
