@@ -26,13 +26,20 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-## deps: system packages the tests need: PostgreSQL server binaries for the store tests.
+## deps: system packages the tests need: PostgreSQL server binaries for the store tests,
+## SoftHSM2 for the vault's PKCS#11 tests.
 deps:
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; \
 	  else \
 	    echo "PostgreSQL server binaries are missing: run 'sudo apt-get install postgresql'" >&2; exit 1; \
+	  fi
+	@command -v softhsm2-util >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends softhsm2; \
+	  else \
+	    echo "SoftHSM2 is missing: run 'sudo apt-get install softhsm2'" >&2; exit 1; \
 	  fi
 
 unit: install deps

@@ -117,6 +117,29 @@ async def direct_latency(
     return starts, ends
 
 
+async def unfinished(client: httpx.AsyncClient) -> int:
+    """How many runs the control plane has not yet recorded as ended."""
+    total = 0
+    for status in ("pending", "running"):
+        cursor = None
+        while True:
+            params = {"status": status, "limit": 200, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/api/v1/runs", params=params)).json()
+            total += len(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+    return total
+
+
+async def drain(client: httpx.AsyncClient, limit_s: float = 300) -> float:
+    """Wait until every run is recorded as ended; return how long that took."""
+    t0 = time.monotonic()
+    while await unfinished(client) and time.monotonic() - t0 < limit_s:
+        await asyncio.sleep(0.5)
+    return time.monotonic() - t0
+
+
 async def soak(client: httpx.AsyncClient, pid: int) -> tuple[int, float, list[int]]:
     """Start runs from several clients for SOAK_S seconds; return count, rate and RSS samples."""
     samples = [rss_kib(pid)]
@@ -169,6 +192,12 @@ async def main() -> None:
                     api_start, api_end = await api_latency(client)
                     direct_start, direct_end = await direct_latency(temporal, settings)
                     count, rate, rss = await soak(client, api.pid)
+                    backlog = await unfinished(client)
+                    drained = await drain(client)
+                    rss_drained = rss_kib(api.pid)
+                    count2, rate2, rss2 = await soak(client, api.pid)
+                    await drain(client)
+                    rss2_drained = rss_kib(api.pid)
         finally:
             if api is not None:
                 api.terminate()
@@ -185,9 +214,16 @@ async def main() -> None:
         print(f"{label:<34}{pct(values, 0.5):>10.1f}{pct(values, 0.99):>10.1f}")
     ratio = statistics.median(api_start) / statistics.median(direct_start)
     print(f"API / in-process start latency (p50 ratio): {ratio:.2f}")
-    series = " -> ".join(f"{kib / 1024:.0f}" for kib in rss)
+    for label, n, r, samples, after in (
+        ("soak 1", count, rate, rss, rss_drained),
+        ("soak 2", count2, rate2, rss2, rss2_drained),
+    ):
+        series = " -> ".join(f"{kib / 1024:.0f}" for kib in samples)
+        print(
+            f"{label}: {n} runs started, {r:.1f} runs/s; API RSS MiB every {SOAK_S / 6:.0f}s: {series}; after drain {after / 1024:.0f}"
+        )
     print(
-        f"soak: {count} runs started, {rate:.1f} runs/s; API RSS MiB every {SOAK_S / 6:.0f}s: {series}"
+        f"backlog at the end of soak 1: {backlog} runs not yet recorded ended, drained in {drained:.1f}s"
     )
 
 

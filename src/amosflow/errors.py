@@ -17,7 +17,9 @@ CLI maps them to exit codes (and, later, the API to problem+json) in exactly one
     ├── BusError                   the NATS event bus cannot be started, reached or written
     ├── StoreError                 the relational store cannot be opened, reached or migrated
     ├── CatalogError               the Git catalog cannot be opened, read or synchronised
-    └── AuditError                 the audit trail cannot be written, or its keys are unsafe
+    ├── AuditError                 the audit trail cannot be written, or its keys are unsafe
+    └── VaultError                 a secret cannot be sealed or opened, or key material is unsafe
+        └── VaultSealedError       the vault has no key material, so no value can be read
 """
 
 from __future__ import annotations
@@ -162,3 +164,18 @@ class AuditError(AmosError):
     """
 
     code = "amos.audit"
+
+
+class VaultError(AmosError):
+    """A secret could not be encrypted or decrypted, or the vault's key material is unsafe.
+
+    Its message names the secret and the failing part, never a key or a value.
+    """
+
+    code = "amos.vault"
+
+
+class VaultSealedError(VaultError):
+    """The vault has no key material (it is sealed), so it fails closed on every read."""
+
+    code = "amos.vault.sealed"

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
+import os
 import signal
+import subprocess
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 # Resolved in the parent: between fork and exec the child may only make this one plain call.
@@ -20,3 +28,27 @@ def die_with_parent() -> None:
     """
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def terminate_group(proc: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    """Stop a child started in its own session: SIGTERM to its group, SIGKILL after a grace."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=grace_s)
+
+
+def live_state(path: Path) -> dict[str, Any] | None:
+    """Read a server's state file, but only while the process it names is still alive."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state if isinstance(state, dict) else None

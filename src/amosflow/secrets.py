@@ -1,4 +1,4 @@
-"""Where secret values come from until the vault lands: ``AMOS_SECRET_<NAME>`` variables.
+"""Where secret values come from: the vault when the install has one, ``AMOS_SECRET_<NAME>`` else.
 
 Only the worker that runs an action resolves a value; the control plane only asks whether a
 binding exists, so it can refuse a run that would need a missing secret.
@@ -7,8 +7,19 @@ binding exists, so it can refuse a run that would need a missing secret.
 from __future__ import annotations
 
 import os
+import threading
+from typing import TYPE_CHECKING
 
-from amosflow.errors import ActionError
+from amosflow.config import StoreSettings
+from amosflow.errors import ActionError, NotFoundError, VaultError, VaultSealedError
+from amosflow.store import open_store
+from amosflow.vault import Vault, is_configured, open_vault
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from amosflow.store import Store
 
 
 def env_name(name: str) -> str:
@@ -17,13 +28,14 @@ def env_name(name: str) -> str:
 
 
 def is_bound(name: str) -> bool:
-    """Tell whether secret ``name`` has a value, without reading it."""
+    """Tell whether secret ``name`` has an environment binding, without reading it."""
     return env_name(name) in os.environ
 
 
-def bound_names(names: list[str]) -> set[str]:
-    """The subset of ``names`` that have a binding."""
-    return {name for name in names if is_bound(name)}
+def bound_names(names: list[str], store: Store | None = None) -> set[str]:
+    """The subset of ``names`` bound in the vault of ``store`` (no key needed) or the env."""
+    in_vault = Vault(store, None).names(list(names)) if store is not None else set()
+    return in_vault | {name for name in names if is_bound(name)}
 
 
 def resolve(name: str) -> str:
@@ -32,3 +44,48 @@ def resolve(name: str) -> str:
     if value is None:
         raise ActionError(f"secret {name!r} is not bound", type_="SecretMissing", retryable=False)
     return value
+
+
+class VaultResolver:
+    """The local worker's resolver: the install's vault first, environment variables after.
+
+    The vault is opened lazily (the control plane may create it after the worker starts),
+    reading the store and the key file only; no value is cached.
+    """
+
+    def __init__(self, home: Path, store_url: str | None = None) -> None:
+        self.home = home
+        self.store_url = store_url or StoreSettings(home=home).url
+        self._lock = threading.Lock()
+        self._vault: Vault | None = None
+        self._store: Store | None = None
+
+    def _open(self) -> Vault | None:
+        with self._lock:
+            if self._vault is not None and not self._vault.sealed:
+                return self._vault
+            if not is_configured(self.home):
+                return None
+            if self._store is None:
+                self._store = open_store(self.store_url)
+            self._vault = open_vault(self._store, self.home, create=False)
+            return self._vault
+
+    def __call__(self, name: str) -> str:
+        """Resolve ``name``; a sealed vault fails closed and retryable, so the run waits."""
+        try:
+            vault = self._open()
+            if vault is not None:
+                return vault.reveal(name)
+        except NotFoundError:
+            pass
+        except VaultSealedError as err:
+            raise ActionError(str(err), type_="VaultSealed", retryable=True) from None
+        except VaultError as err:
+            raise ActionError(str(err), type_="VaultError", retryable=False) from None
+        return resolve(name)
+
+
+def resolver_for(home: Path) -> Callable[[str], str]:
+    """The resolver a worker in ``home`` uses for ``${secrets.NAME}``."""
+    return VaultResolver(home)

@@ -19,6 +19,8 @@ TABLES = {
     "webhook_deliveries",
     "audit_records",
     "audit_checkpoints",
+    "secrets",
+    "secret_versions",
     "alembic_version",
 }
 

@@ -15,7 +15,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from amosflow import __version__
 from amosflow.api import problems
-from amosflow.api.routes import configs, flows, health, hooks, runs, triggers
+from amosflow.api.routes import configs, flows, health, hooks, runs, secrets, triggers
 from amosflow.catalog import Catalog
 from amosflow.config import BusSettings, CatalogSettings, EngineSettings, StoreSettings
 from amosflow.engine.client import connect
@@ -26,6 +26,7 @@ from amosflow.services.runs import ControlPlane
 from amosflow.services.watcher import RunWatcher
 from amosflow.store import open_store
 from amosflow.triggers import schedules
+from amosflow.vault import open_vault
 
 log = logging.getLogger(__name__)
 OPENAPI_URL = "/api/v1/openapi.json"
@@ -84,6 +85,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = await connect(node.temporal_address(), node.engine.temporal_namespace)
         store = open_store(node.store_url)
+        app.state.vault = open_vault(store, node.engine.home)
         cp = ControlPlane(
             settings=node.engine, store=store, catalog=Catalog(node.catalog_path), client=client
         )
@@ -145,6 +147,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(triggers.router)
     app.include_router(hooks.router)
+    app.include_router(secrets.router)
     return app
 
 

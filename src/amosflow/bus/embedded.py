@@ -6,9 +6,7 @@ It listens on loopback only, exposes no monitoring port, keeps its JetStream sto
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -22,7 +20,7 @@ from typing import TYPE_CHECKING, Self
 
 from amosflow.engine.embedded import free_port
 from amosflow.errors import BusError
-from amosflow.procs import die_with_parent
+from amosflow.procs import die_with_parent, live_state, terminate_group
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -134,16 +132,8 @@ class EmbeddedNats:
         proc, self._process = self._process, None
         if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        with contextlib.suppress(FileNotFoundError):
-            self.state_file.unlink()
+        terminate_group(proc, STOP_TIMEOUT_S)
+        self.state_file.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         self.start()
@@ -160,12 +150,11 @@ class EmbeddedNats:
 
 def running_url(home: Path) -> str | None:
     """Return the URL of an embedded server another process runs for ``home``, if any."""
+    state = live_state(home / "nats.json")
     try:
-        state = json.loads((home / "nats.json").read_text(encoding="utf-8"))
-        os.kill(int(state["pid"]), 0)
-        url = str(state["url"])
+        url = str(state["url"]) if state else ""
         port = int(url.rsplit(":", 1)[1])
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+    except (ValueError, KeyError, IndexError):
         return None
     return url if _jetstream_ready(port) else None
 

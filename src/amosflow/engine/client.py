@@ -117,9 +117,11 @@ async def start_run(
     )
 
 
-async def progress(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+async def progress(
+    handle: WorkflowHandle[Any, Any], *, rpc_timeout: timedelta | None = None
+) -> dict[str, Any]:
     """The run's per-step progress, from the workflow's query."""
-    result: dict[str, Any] = await handle.query(PROGRESS_QUERY)
+    result: dict[str, Any] = await handle.query(PROGRESS_QUERY, rpc_timeout=rpc_timeout)
     return result
 
 

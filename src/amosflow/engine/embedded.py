@@ -6,9 +6,7 @@ rate, eager workflow start, and SQLite in WAL mode with ``synchronous=NORMAL``.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from amosflow.errors import EngineError
-from amosflow.procs import die_with_parent
+from amosflow.procs import die_with_parent, live_state, terminate_group
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -145,16 +143,8 @@ class EmbeddedTemporal:
         proc, self._process = self._process, None
         if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        with contextlib.suppress(FileNotFoundError):
-            self.state_file.unlink()
+        terminate_group(proc)
+        self.state_file.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         self.start()
@@ -171,11 +161,8 @@ class EmbeddedTemporal:
 
 def running_address(home: Path) -> str | None:
     """Return the address of an embedded server another process runs for ``home``, if any."""
-    try:
-        state = json.loads((home / "temporal.json").read_text(encoding="utf-8"))
-        pid = int(state["pid"])
-        os.kill(pid, 0)
-    except (OSError, ValueError, KeyError, TypeError):
+    state = live_state(home / "temporal.json")
+    if state is None:
         return None
     address = str(state["address"])
     return address if _port_open(int(address.rsplit(":", 1)[1])) else None

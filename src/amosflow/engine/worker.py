@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from amosflow import secrets
 from amosflow.artifacts import ArtifactStore
 from amosflow.engine.activities import build_activities
 from amosflow.engine.workflow import FlowWorkflow
@@ -27,7 +28,11 @@ def build_worker(client: Client, settings: EngineSettings) -> Worker:
         client,
         task_queue=settings.task_queue,
         workflows=[FlowWorkflow],
-        activities=build_activities(store, inline_limit=settings.inline_limit),
+        activities=build_activities(
+            store,
+            inline_limit=settings.inline_limit,
+            resolve_secret=secrets.resolver_for(settings.home),
+        ),
         workflow_runner=UnsandboxedWorkflowRunner(),
         max_concurrent_activities=200,
         max_concurrent_local_activities=200,

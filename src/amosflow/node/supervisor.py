@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import httpx
 
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.engine.embedded import EmbeddedTemporal
-from amosflow.procs import die_with_parent
+from amosflow.procs import die_with_parent, terminate_group
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,17 +52,8 @@ class Child:
 
 def _popen_stopper(child: Child) -> Callable[[], None]:
     def stop() -> None:
-        proc = child.process
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        if child.process is not None:
+            terminate_group(child.process, grace_s=15)
 
     return stop
 

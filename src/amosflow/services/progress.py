@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from temporalio.api.enums.v1 import EventType
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from temporalio.client import WorkflowHandle
+
+# A query can wait for a worker to pick it up; never let one hold back the run's end.
+QUERY_TIMEOUT = timedelta(seconds=3)
 
 _WAKE_UP = {
     EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
@@ -84,7 +88,7 @@ async def follow(handle: WorkflowHandle[Any, Any]) -> AsyncIterator[RunEvent]:
             if not waiter.done():
                 waiter.cancel()
             try:
-                current = await progress(handle)
+                current = await progress(handle, rpc_timeout=QUERY_TIMEOUT)
             except (RPCError, WorkflowQueryFailedError):
                 current = seen
             for item in diff(seen, current, handle.id):

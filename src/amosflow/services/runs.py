@@ -78,7 +78,8 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
     flow = parse_flow(entry.document)
     inputs = validate_inputs(flow, req.inputs)
     config = effective_config(cp.catalog, environment=req.environment, trigger=req.trigger_name)
-    missing = missing_requirements(flow, config.values, secrets.bound_names(flow.requires.secrets))
+    bound = secrets.bound_names(flow.requires.secrets, store=cp.store)
+    missing = missing_requirements(flow, config.values, bound)
     if missing:
         raise ValidationFailedError(
             [Diagnostic("/requires", f"no binding for {key}") for key in missing]

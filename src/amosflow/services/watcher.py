@@ -26,14 +26,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
+MAX_FOLLOWED = 64
 
 
 class RunWatcher:
     """Follows unfinished runs until they end."""
 
-    def __init__(self, cp: ControlPlane) -> None:
+    def __init__(self, cp: ControlPlane, *, max_followed: int = MAX_FOLLOWED) -> None:
         self._cp = cp
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Each followed run holds two long-polls on Temporal; past a bound the server refuses
+        # pollers and memory grows with the backlog, so the rest wait their turn. A run that
+        # ended while it waited still gets all of its events, only later.
+        self._slots = asyncio.Semaphore(max_followed)
 
     def watch(self, run_id: str) -> None:
         """Follow ``run_id`` unless it is already followed."""
@@ -68,6 +73,10 @@ class RunWatcher:
                 await task
 
     async def _follow(self, run_id: str) -> None:
+        async with self._slots:
+            await self._follow_now(run_id)
+
+    async def _follow_now(self, run_id: str) -> None:
         handle = self._cp.client.get_workflow_handle(run_id)
         while True:
             try:

@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import datetime  # noqa: TC003 - Mapped[] annotations are read at run time
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, Integer, MetaData, String, Text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from amosflow.store._types import JSONValue, UTCDateTime, utcnow
@@ -126,3 +136,33 @@ class AuditCheckpointRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime())
     signature: Mapped[str] = mapped_column(String(128))
     key_id: Mapped[str] = mapped_column(String(64))
+
+
+class SecretRow(Base):
+    """A named secret of the vault: its folder and current version, never its value."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (Index(None, "folder", "name"),)
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(100))
+    current_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SecretVersionRow(Base):
+    """One version of a secret: AES-256-GCM ciphertext and its wrapped data key, only."""
+
+    __tablename__ = "secret_versions"
+    __table_args__ = (Index(None, "kek_id", "kek_version"),)
+
+    name: Mapped[str] = mapped_column(String(200), ForeignKey("secrets.name"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    kek_id: Mapped[str] = mapped_column(String(200))
+    kek_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,204 @@
+"""The vault service on SQLite and PostgreSQL with each key provider."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from amosflow import secrets
+from amosflow.errors import (
+    ActionError,
+    ConflictError,
+    NotFoundError,
+    ValidationFailedError,
+    VaultError,
+    VaultSealedError,
+)
+from amosflow.store import Store
+from amosflow.store.tables import SecretRow, SecretVersionRow
+from amosflow.vault import KeyFileProvider, KeyProvider, Vault
+from tests.vault.conftest import CANARY
+
+
+def test_set_and_reveal_round_trip(vault: Vault) -> None:
+    """A value set is revealed unchanged; each set adds a version; metadata carries no value."""
+    meta, created = vault.set("erp.token", CANARY)
+    assert created
+    assert (meta.name, meta.folder, meta.version) == ("erp.token", "default", 1)
+    assert vault.reveal("erp.token") == CANARY
+    meta, created = vault.set("erp.token", CANARY + "-2")
+    assert not created
+    assert meta.version == 2
+    assert vault.reveal("erp.token") == CANARY + "-2"
+    assert CANARY not in repr(vault.metadata("erp.token"))
+    assert [m.name for m in vault.list()] == ["erp.token"]
+
+
+def test_only_ciphertext_is_stored(vault: Vault, store: Store) -> None:
+    """No column of a stored version contains the value."""
+    vault.set("erp.token", CANARY)
+    with store.session(read_only=True) as session:
+        row = session.scalars(select(SecretVersionRow)).one()
+    for data in (row.ciphertext, row.nonce, row.wrapped_key, row.kek_id.encode()):
+        assert CANARY.encode() not in data
+
+
+def test_a_wrong_folder_cannot_read_another_folders_secret(vault: Vault, store: Store) -> None:
+    """Asking in another folder finds nothing; moving the row's folder breaks the AAD."""
+    vault.set("ledger.key", CANARY, folder="finance")
+    assert vault.reveal("ledger.key", folder="finance") == CANARY
+    with pytest.raises(NotFoundError):
+        vault.reveal("ledger.key", folder="default")
+    with pytest.raises(ConflictError):
+        vault.set("ledger.key", "other", folder="default")
+    with store.session() as session:
+        session.execute(update(SecretRow).values(folder="default"))
+    with pytest.raises(VaultError, match="failed authentication") as caught:
+        vault.reveal("ledger.key")
+    assert CANARY not in str(caught.value)
+
+
+@pytest.mark.parametrize("column", ["ciphertext", "nonce", "wrapped_key"])
+def test_a_tampered_row_fails_with_a_clear_error(vault: Vault, store: Store, column: str) -> None:
+    """One flipped byte in a stored column makes reveal raise VaultError, without the value."""
+    vault.set("erp.token", CANARY)
+    with store.session() as session:
+        row = session.scalars(select(SecretVersionRow)).one()
+        data = bytearray(getattr(row, column))
+        data[len(data) // 2] ^= 0x80
+        setattr(row, column, bytes(data))
+    with pytest.raises(VaultError) as caught:
+        vault.reveal("erp.token")
+    assert "erp.token" in str(caught.value)
+    assert CANARY not in str(caught.value)
+
+
+def test_rotation_rewraps_online_and_keeps_values(vault: Vault, provider: KeyProvider) -> None:
+    """rotate_kek adds a KEK version and re-wraps every data key; every value still reads."""
+    vault.set("a", CANARY + "-a")
+    vault.set("b", CANARY + "-b")
+    vault.set("b", CANARY + "-b2")
+    rotation = vault.rotate_kek()
+    assert rotation.kek_version == 2
+    assert rotation.rewrapped == 3
+    assert vault.kek_usage() == {2: 3}
+    assert vault.reveal("a") == CANARY + "-a"
+    assert vault.reveal("b") == CANARY + "-b2"
+    assert vault.metadata("a").kek_version == 2
+    vault.retire_kek(1)
+    assert provider.versions() == [2]
+    assert vault.reveal("a") == CANARY + "-a"
+
+
+def test_old_versions_read_until_retired_and_retire_refuses_while_in_use(
+    vault: Vault, provider: KeyProvider
+) -> None:
+    """After a bare KEK rotation old data keys still open; retiring their KEK is refused."""
+    vault.set("a", CANARY)
+    provider.rotate()
+    vault.set("b", CANARY + "-b")
+    assert vault.kek_usage() == {1: 1, 2: 1}
+    assert vault.reveal("a") == CANARY
+    with pytest.raises(ConflictError, match="still wraps 1"):
+        vault.retire_kek(1)
+    assert provider.versions() == [1, 2]
+    assert vault.rewrap_all() == 1
+    vault.retire_kek(1)
+    assert vault.reveal("a") == CANARY
+    assert vault.reveal("b") == CANARY + "-b"
+
+
+def test_delete_destroys_the_ciphertext(vault: Vault, store: Store) -> None:
+    """A deleted secret is gone with every version; setting it again starts it anew."""
+    vault.set("a", CANARY)
+    vault.set("a", CANARY + "-2")
+    assert vault.delete("a").version == 2
+    with store.session(read_only=True) as session:
+        assert session.scalars(select(SecretVersionRow)).all() == []
+    with pytest.raises(NotFoundError):
+        vault.reveal("a")
+    with pytest.raises(NotFoundError):
+        vault.delete("a")
+    assert vault.list() == []
+    meta, created = vault.set("a", "new")
+    assert created
+    assert meta.version == 3
+    assert vault.reveal("a") == "new"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "folder"),
+    [("bad name", "v", None), ("ok", "", None), ("ok", "v", "../etc"), ("ok", "\ud800", None)],
+)
+def test_invalid_names_values_and_folders_are_refused(
+    vault: Vault, name: str, value: str, folder: str | None
+) -> None:
+    """Names, folders and empty values outside the contract are a validation error."""
+    with pytest.raises(ValidationFailedError):
+        vault.set(name, value, folder)
+
+
+def test_a_sealed_vault_fails_closed_and_logs_nothing(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without key material reveal and set raise VaultSealedError; metadata still works."""
+    caplog.set_level(logging.DEBUG)
+    open_vault = Vault(store, KeyFileProvider(tmp_path / "kek.json"))
+    open_vault.set("a", CANARY)
+    sealed = Vault(store, None)
+    assert sealed.sealed
+    assert not open_vault.sealed
+    with pytest.raises(VaultSealedError) as caught:
+        sealed.reveal("a")
+    assert CANARY not in str(caught.value)
+    with pytest.raises(VaultSealedError):
+        sealed.set("b", CANARY)
+    with pytest.raises(VaultSealedError):
+        sealed.rotate_kek()
+    assert [m.name for m in sealed.list()] == ["a"]
+    assert CANARY not in caplog.text
+
+
+def test_bindings_come_from_the_vault_and_the_environment(
+    vault: Vault, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bound_names sees vault secrets (no key needed) and env-bound ones; deleted ones vanish."""
+    vault.set("in.vault", CANARY)
+    monkeypatch.setenv("AMOS_SECRET_IN_ENV", "x")
+    names = ["in.vault", "in.env", "nowhere"]
+    assert secrets.bound_names(names, store=store) == {"in.vault", "in.env"}
+    vault.delete("in.vault")
+    assert secrets.bound_names(names, store=store) == {"in.env"}
+
+
+def test_the_worker_resolver_reads_the_vault_then_the_environment(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker resolver reads the vault, falls back to env, and fails closed when sealed."""
+    from amosflow.store import open_store
+    from amosflow.vault import open_vault
+
+    home = tmp_path / "home"
+    resolver = secrets.VaultResolver(home, store_url)
+    monkeypatch.setenv("AMOS_SECRET_ONLY_ENV", "from-env")
+    assert resolver("only.env") == "from-env"  # no vault in this home yet
+    writer_store = open_store(store_url)
+    try:
+        open_vault(writer_store, home).set("only.vault", CANARY)
+        assert resolver("only.vault") == CANARY
+        assert resolver("only.env") == "from-env"
+        with pytest.raises(ActionError, match="not bound"):
+            resolver("nowhere")
+        monkeypatch.setenv("AMOS_VAULT_PROVIDER", "pkcs11")
+        monkeypatch.setenv("AMOS_VAULT_PKCS11_MODULE", str(tmp_path / "no-such-module.so"))
+        sealed = secrets.VaultResolver(home, store_url)
+        with pytest.raises(ActionError, match="sealed") as caught:
+            sealed("only.vault")
+        assert caught.value.type == "VaultSealed"
+        assert caught.value.retryable
+        assert sealed("only.env") == "from-env"
+    finally:
+        writer_store.dispose()
