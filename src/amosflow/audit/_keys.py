@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import secrets
-import stat
 from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
@@ -18,38 +16,21 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from amosflow.errors import AuditError
+from amosflow.keyfiles import exposure, write_private
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-_PRIVATE_MODE = 0o600
-
 
 def _check_private(path: Path) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise AuditError(
-            f"refusing {path}: mode {mode:04o} lets other users read it; run `chmod 600 {path}`"
-        )
+    problem = exposure(path)
+    if problem is not None:
+        raise AuditError(f"refusing {path}: {problem}")
 
 
 def _create_private(path: Path, content: bytes) -> None:
     """Write ``content`` to ``path`` with mode 0600 unless another process got there first."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_MODE)
-    try:
-        os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        # link() fails when the name exists, so two first starts keep one key, never two.
-        os.link(temporary, path)
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink()
+    write_private(path, content, exclusive=True)
 
 
 def _read_private(path: Path, create: bytes | None) -> bytes:

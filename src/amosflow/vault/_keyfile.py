@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import secrets
-import stat
 import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -15,44 +14,23 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from amosflow.errors import VaultError, VaultSealedError
+from amosflow.keyfiles import exposure, write_private
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 FORMAT = "amos.vault.kek/v1"
-_PRIVATE_MODE = 0o600
 _NONCE_BYTES = 12
 
 
 def _check_private(path: Path) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise VaultError(
-            f"refusing the key file {path}: mode {mode:04o} lets other users read it; "
-            f"run `chmod 600 {path}`"
-        )
+    problem = exposure(path)
+    if problem is not None:
+        raise VaultError(f"refusing the key file {path}: {problem}")
 
 
 def _write_private(path: Path, content: bytes, *, exclusive: bool) -> None:
-    """Write ``content`` through a 0600 temporary file; ``exclusive`` keeps an existing file."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _PRIVATE_MODE)
-    try:
-        os.write(fd, content)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        if exclusive:
-            # link() fails when the name exists, so two first starts keep one key ring.
-            os.link(temporary, path)
-        else:
-            temporary.replace(path)
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_private(path, content, exclusive=exclusive)
 
 
 def _new_key(version: int) -> dict[str, Any]:
