@@ -63,6 +63,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 # First match wins, so subclasses come before their parents.
 _STATUS: tuple[tuple[type[errors.AmosError], int, str], ...] = (
     (errors.VaultSealedError, 503, "vault-sealed"),
+    (errors.AuditError, 503, "audit-unavailable"),
     (errors.NotFoundError, 404, "not-found"),
     (errors.ConflictError, 409, "conflict"),
     (errors.ValidationFailedError, 422, "validation-failed"),

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from amosflow import secrets
+from amosflow import audit, secrets
 from amosflow.bus.events import cloud_event, subject_for
 from amosflow.catalog.config import effective_config, missing_requirements
 from amosflow.dsl import parse_flow, validate_inputs
@@ -52,6 +52,7 @@ class StartRequest:
     trigger_ref: str | None = None
     run_id: str | None = None
     start_at: datetime | None = None
+    actor: str = "api"
 
 
 def _library(cp: ControlPlane, document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -116,6 +117,19 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
                 },
             )
             outbox.enqueue(session, subject_for("io.amosflow.run.started", run_id), event)
+            audit.append(
+                session,
+                actor=req.actor,
+                action="runs.start",
+                resource=f"runs/{run_id}",
+                details={
+                    "flow": flow.name,
+                    "version": entry.version.commit,
+                    "config_hash": config.sha256,
+                    "trigger": req.trigger,
+                    "trigger_ref": req.trigger_ref,
+                },
+            )
     if stored.status in TERMINAL:
         return stored
     delay = req.start_at - now if req.start_at and req.start_at > now else None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from temporalio.service import RPCError, RPCStatusCode
 
+from amosflow import audit
 from amosflow.bus.events import cloud_event, subject_for
 from amosflow.services.progress import RunEvent, follow
 from amosflow.services.runs import EVENT_SOURCE, TERMINAL
@@ -107,7 +108,8 @@ class RunWatcher:
         )
         with self._cp.store.session() as session:
             if event.kind.startswith("run."):
-                run_store.set_status(
+                before = run_store.get_run(session, event.run_id).status
+                after = run_store.set_status(
                     session,
                     event.run_id,
                     event.kind.removeprefix("run."),
@@ -115,4 +117,13 @@ class RunWatcher:
                     error=event.data.get("error"),
                     ended_at=datetime.now(UTC),
                 )
+                if after.status != before:
+                    audit.append(
+                        session,
+                        actor="engine",
+                        action="runs.end",
+                        resource=f"runs/{event.run_id}",
+                        outcome="ok" if after.status == "completed" else "error",
+                        details={"status": after.status, "error": after.error},
+                    )
             outbox.enqueue(session, subject_for(type_, event.run_id), ce)
