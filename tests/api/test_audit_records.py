@@ -33,3 +33,21 @@ def test_run_start_and_end_are_audited_and_the_chain_verifies(node: Node) -> Non
         assert report.checked >= 2
     finally:
         store.dispose()
+
+
+def test_catalog_changes_are_audited(node: Node) -> None:
+    """Saving and deleting a flow and a trigger each leave an audit record naming the commit."""
+    saved = save(node.client, doc())
+    node.client.request("DELETE", "/api/v1/flows/greet")
+    store = open_store(node.config.store_url)
+    try:
+        with store.session(read_only=True) as session:
+            records = audit.query(session, resource="flows/greet").items
+        assert sorted(r.action for r in records) == ["flows.delete", "flows.save"]
+        assert (
+            next(r for r in records if r.action == "flows.save").details["commit"]
+            == saved["version"]["commit"]
+        )
+        assert audit.verify(store, sink=None, public_key=None).ok
+    finally:
+        store.dispose()

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from amosflow.bus.events import cloud_event, subject_for
 from amosflow.catalog import register_kind
 from amosflow.errors import Diagnostic, NotFoundError, ValidationFailedError
-from amosflow.services import runs
+from amosflow.services import auditing, runs
 from amosflow.store import outbox
 from amosflow.triggers import schedules
 from amosflow.triggers.models import ScheduleTrigger, WebhookTrigger, parse_trigger
@@ -56,7 +56,9 @@ async def save(cp: ControlPlane, document: Any, *, author: str, message: str) ->
     """Validate, commit to the catalog, then make Temporal's schedule match."""
     trigger = validate_trigger(document)
     cp.catalog.get("flows", trigger.flow, trigger.version)
-    version = cp.catalog.save(KIND, trigger.name, document, author=author, message=message)
+    version = auditing.save(
+        cp.store, cp.catalog, KIND, trigger.name, document, author=author, message=message
+    )
     if isinstance(trigger, ScheduleTrigger):
         await schedules.sync(cp.client, trigger, schedules.control_queue(cp.settings.task_queue))
     return version
@@ -65,7 +67,7 @@ async def save(cp: ControlPlane, document: Any, *, author: str, message: str) ->
 async def delete(cp: ControlPlane, name: str, *, author: str, message: str) -> Version:
     """Remove a trigger from the catalog and its schedule from Temporal."""
     trigger = load(cp, name)
-    version = cp.catalog.delete(KIND, name, author=author, message=message)
+    version = auditing.delete(cp.store, cp.catalog, KIND, name, author=author, message=message)
     if isinstance(trigger, ScheduleTrigger):
         await schedules.remove(cp.client, name)
     return version

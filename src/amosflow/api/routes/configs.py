@@ -18,6 +18,7 @@ from amosflow.api.schemas import (
 )
 from amosflow.catalog import effective_config
 from amosflow.errors import Diagnostic, ValidationFailedError
+from amosflow.services import auditing
 
 router = APIRouter(prefix="/api/v1", tags=["configs"], responses=problems.RESPONSES)
 KIND = "configs"
@@ -38,8 +39,14 @@ def save_config(name: str, body: ConfigCreate, cp: ControlPlaneDep) -> ConfigPub
         raise ValidationFailedError(
             [Diagnostic("/document/name", f"must be {name!r}, the name in the path")]
         )
-    version = cp.catalog.save(
-        KIND, name, body.document, author=body.author, message=body.message or f"save {name}"
+    version = auditing.save(
+        cp.store,
+        cp.catalog,
+        KIND,
+        name,
+        body.document,
+        author=body.author,
+        message=body.message or f"save {name}",
     )
     return ConfigPublic(name=name, document=body.document, version=_version(version))
 
@@ -73,7 +80,14 @@ def delete_config(
     """Delete a config bundle; the deletion is a commit, so its history stays."""
     body = body or ConfigDelete()
     return _version(
-        cp.catalog.delete(KIND, name, author=body.author, message=body.message or f"delete {name}")
+        auditing.delete(
+            cp.store,
+            cp.catalog,
+            KIND,
+            name,
+            author=body.author,
+            message=body.message or f"delete {name}",
+        )
     )
 
 

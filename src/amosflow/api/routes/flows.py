@@ -17,6 +17,7 @@ from amosflow.api.schemas import (
     VersionPublic,
 )
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
+from amosflow.services import auditing
 
 router = APIRouter(prefix="/api/v1/flows", tags=["flows"], responses=problems.RESPONSES)
 KIND = "flows"
@@ -46,8 +47,14 @@ def create_flow(body: FlowCreate, cp: ControlPlaneDep) -> FlowPublic:
         pass
     else:
         raise ConflictError(f"flow {name!r} already exists; update it with PUT")
-    version = cp.catalog.save(
-        KIND, name, body.document, author=body.author, message=body.message or f"create {name}"
+    version = auditing.save(
+        cp.store,
+        cp.catalog,
+        KIND,
+        name,
+        body.document,
+        author=body.author,
+        message=body.message or f"create {name}",
     )
     return FlowPublic(name=name, document=body.document, version=_version(version))
 
@@ -59,8 +66,14 @@ def update_flow(name: str, body: FlowCreate, cp: ControlPlaneDep) -> FlowPublic:
         raise ValidationFailedError(
             [Diagnostic("/document/name", f"must be {name!r}, the name in the path")]
         )
-    version = cp.catalog.save(
-        KIND, name, body.document, author=body.author, message=body.message or f"update {name}"
+    version = auditing.save(
+        cp.store,
+        cp.catalog,
+        KIND,
+        name,
+        body.document,
+        author=body.author,
+        message=body.message or f"update {name}",
     )
     return FlowPublic(name=name, document=body.document, version=_version(version))
 
@@ -106,5 +119,12 @@ def delete_flow(name: str, cp: ControlPlaneDep, body: FlowDelete | None = None) 
     """Delete a flow; the deletion is a commit, so its history stays."""
     body = body or FlowDelete()
     return _version(
-        cp.catalog.delete(KIND, name, author=body.author, message=body.message or f"delete {name}")
+        auditing.delete(
+            cp.store,
+            cp.catalog,
+            KIND,
+            name,
+            author=body.author,
+            message=body.message or f"delete {name}",
+        )
     )

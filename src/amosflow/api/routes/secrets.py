@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, 
 from pydantic import BaseModel, ConfigDict, Field
 
 from amosflow.api import problems
+from amosflow.api.deps import ControlPlaneDep
 from amosflow.errors import VaultSealedError
+from amosflow.services import auditing
 from amosflow.vault import FOLDER_PATTERN, NAME_PATTERN, Rotation, SecretMetadata, Vault
 from amosflow.vault._service import MAX_VALUE_CHARS
 
@@ -71,10 +73,16 @@ def _unsealed(vault: Vault) -> Vault:
     responses={201: {"model": SecretPublic, "description": "Created"}},
 )
 def put_secret(
-    name: SecretName, body: SecretWrite, vault: VaultDep, response: Response
+    name: SecretName, body: SecretWrite, vault: VaultDep, cp: ControlPlaneDep, response: Response
 ) -> SecretPublic:
     """Create a secret (201) or add a new version of it (200); answers metadata only."""
     meta, created = _unsealed(vault).set(name, body.value, body.folder)
+    auditing.record(
+        cp.store,
+        action="secrets.set",
+        resource=f"secrets/{name}",
+        details={"version": meta.version, "folder": meta.folder, "created": created},
+    )
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return _public(meta)
 
@@ -92,13 +100,16 @@ def get_secret(name: SecretName, vault: VaultDep) -> SecretPublic:
 
 
 @router.delete("/{name}", response_model=SecretPublic)
-def delete_secret(name: SecretName, vault: VaultDep) -> SecretPublic:
+def delete_secret(name: SecretName, vault: VaultDep, cp: ControlPlaneDep) -> SecretPublic:
     """Delete a secret, destroying every version's ciphertext; answers what it was."""
-    return _public(vault.delete(name))
+    meta = vault.delete(name)
+    auditing.record(cp.store, action="secrets.delete", resource=f"secrets/{name}", details={})
+    return _public(meta)
 
 
 @router.post("/rotate", response_model=RotationPublic)
-def rotate_kek(vault: VaultDep) -> RotationPublic:
+def rotate_kek(vault: VaultDep, cp: ControlPlaneDep) -> RotationPublic:
     """Add a KEK version and re-wrap every stored data key with it (values unchanged)."""
     rotation: Rotation = _unsealed(vault).rotate_kek()
+    auditing.record(cp.store, action="secrets.rotate_kek", resource="vault", details={})
     return RotationPublic.model_validate(rotation, from_attributes=True)
