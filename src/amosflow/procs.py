@@ -9,9 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -52,3 +54,31 @@ def live_state(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return state if isinstance(state, dict) else None
+
+
+def spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a server in its own session, logging to ``log_path``, dying with this process."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(  # noqa: S603 - callers pass a fixed binary, no shell
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl call, no locks
+        )
+
+
+def await_ready(
+    proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout_s: float
+) -> str | None:
+    """Wait until ``ready()``; return None then, or why not (the process is stopped by then)."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if proc.poll() is not None:
+            return f"exited with {proc.returncode}"
+        if time.monotonic() > deadline:
+            terminate_group(proc)
+            return "did not start in time"
+        time.sleep(0.05)  # polling a port the server has not opened yet
+    return None

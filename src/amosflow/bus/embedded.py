@@ -10,19 +10,18 @@ import json
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import sysconfig
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from amosflow.engine.embedded import free_port
 from amosflow.errors import BusError
-from amosflow.procs import die_with_parent, live_state, terminate_group
+from amosflow.procs import await_ready, live_state, spawn, terminate_group
 
 if TYPE_CHECKING:
+    import subprocess
     from types import TracebackType
 
     from amosflow.config import BusSettings
@@ -99,30 +98,12 @@ class EmbeddedNats:
         (self.home / "nats").mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
-        log = (self.home / "nats.log").open("ab")
-        try:
-            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl call, no locks
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _jetstream_ready(self.port):
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self._process = None
-                raise BusError(
-                    f"the embedded NATS server exited with {code}; see {self.home / 'nats.log'}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BusError("the embedded NATS server did not start in time")
-            time.sleep(0.05)
+        log_path = self.home / "nats.log"
+        self._process = spawn(self.command(), log_path)
+        problem = await_ready(self._process, lambda: _jetstream_ready(self.port), START_TIMEOUT_S)
+        if problem is not None:
+            self._process = None
+            raise BusError(f"the embedded NATS server {problem}; see {log_path}")
         self.state_file.write_text(
             json.dumps({"url": self.url, "pid": self._process.pid}), encoding="utf-8"
         )

@@ -10,18 +10,17 @@ import json
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import sysconfig
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from amosflow.errors import EngineError
-from amosflow.procs import die_with_parent, live_state, terminate_group
+from amosflow.procs import await_ready, live_state, spawn, terminate_group
 
 if TYPE_CHECKING:
+    import subprocess
     from types import TracebackType
 
 DYNAMIC_CONFIG = {
@@ -111,29 +110,12 @@ class EmbeddedTemporal:
         self.home.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
-        log = (self.home / "temporal.log").open("ab")
-        try:
-            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, no shell
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl call, no locks
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not _port_open(self.port):
-            if self._process.poll() is not None:
-                raise EngineError(
-                    f"the embedded Temporal server exited with {self._process.returncode};"
-                    f" see {self.home / 'temporal.log'}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise EngineError("the embedded Temporal server did not start in time")
-            time.sleep(0.05)
+        log_path = self.home / "temporal.log"
+        self._process = spawn(self.command(), log_path)
+        problem = await_ready(self._process, lambda: _port_open(self.port), START_TIMEOUT_S)
+        if problem is not None:
+            self._process = None
+            raise EngineError(f"the embedded Temporal server {problem}; see {log_path}")
         self.state_file.write_text(
             json.dumps({"address": self.address, "pid": self._process.pid}), encoding="utf-8"
         )
