@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,11 +68,21 @@ def _normalise(url: str) -> URL:
     return parsed
 
 
-def _sqlite_engine(url: URL) -> Engine:
+def _sqlite_file(url: URL) -> Path | None:
+    """The database file of a SQLite URL, or None for an in-memory database or another backend."""
     database = url.database or ""
-    in_memory = database in {"", ":memory:"} or database.startswith("file::memory:")
-    if not in_memory:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    if url.get_backend_name() != "sqlite" or database in {"", ":memory:"}:
+        return None
+    if database.startswith("file::memory:"):
+        return None
+    return Path(database).expanduser()
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    file = _sqlite_file(url)
+    in_memory = file is None
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None hands transaction control to the begin hook below.
     connect_args: dict[str, Any] = {
         "check_same_thread": False,
@@ -87,7 +98,7 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         cursor.execute("PRAGMA foreign_keys = ON")
         if not in_memory:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            # WAL itself is persistent in the file and set once by ``open_store``.
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 
@@ -101,15 +112,50 @@ def _sqlite_engine(url: URL) -> Engine:
     return engine
 
 
+@contextmanager
+def _first_open_lock(url: URL) -> Iterator[bool]:
+    """Serialise the one-time set-up of a SQLite file across processes; yield whether it is a file.
+
+    Switching a file to WAL needs an exclusive lock, and SQLite answers "database is locked"
+    at once, without waiting on the busy timeout, when another connection holds the write
+    lock. Two processes starting on a fresh file would collide there, so they take turns on
+    a lock file beside the database for the switch and the migrations.
+    """
+    path = _sqlite_file(url)
+    if path is None:
+        yield False
+        return
+    with path.with_name(path.name + ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _use_wal(engine: Engine) -> None:
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("PRAGMA journal_mode")
+        row = cursor.fetchone()
+        if row is None or str(row[0]).lower() != "wal":
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+    finally:
+        raw.close()
+
+
 def open_store(url: str) -> Store:
     """Create the engine for ``url``, migrate the schema to head and return the store."""
     parsed = _normalise(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = _sqlite_engine(parsed)
-    else:
-        engine = create_engine(parsed, pool_pre_ping=True)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    engine = _sqlite_engine(parsed) if sqlite else create_engine(parsed, pool_pre_ping=True)
     try:
-        upgrade(engine)
+        with _first_open_lock(parsed) as is_file:
+            if is_file:
+                _use_wal(engine)
+            upgrade(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
         raise StoreError(f"cannot open the store at {parsed!r}: {exc}") from exc
