@@ -18,6 +18,9 @@ CLI maps them to exit codes (and, later, the API to problem+json) in exactly one
     ├── StoreError                 the relational store cannot be opened, reached or migrated
     ├── CatalogError               the Git catalog cannot be opened, read or synchronised
     ├── AuditError                 the audit trail cannot be written, or its keys are unsafe
+    ├── AuthenticationError        the caller could not be identified (no, bad or dead credentials)
+    │   └── RateLimitedError       too many attempts from one address or on one account
+    ├── PermissionDeniedError      the caller is known but may not do this
     └── VaultError                 a secret cannot be sealed or opened, or key material is unsafe
         └── VaultSealedError       the vault has no key material, so no value can be read
 """
@@ -164,6 +167,32 @@ class AuditError(AmosError):
     """
 
     code = "amos.audit"
+
+
+class AuthenticationError(AmosError):
+    """The caller could not be identified: no credentials, or bad, expired or revoked ones.
+
+    Its message is deliberately generic towards the caller (the API answers 401 with it);
+    the reason goes to the audit trail, never to the one who failed.
+    """
+
+    code = "amos.unauthenticated"
+
+
+class RateLimitedError(AuthenticationError):
+    """Too many attempts from one address or on one account; ``retry_after`` in seconds."""
+
+    code = "amos.rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class PermissionDeniedError(AmosError):
+    """The caller is identified but its roles do not allow this action on this resource."""
+
+    code = "amos.forbidden"
 
 
 class VaultError(AmosError):

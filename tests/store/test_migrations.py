@@ -14,6 +14,13 @@ from amosflow.store.migrate import alembic_config
 from amosflow.store.tables import Base
 
 TABLES = {
+    "folders",
+    "catalog_folders",
+    "principals",
+    "groups",
+    "group_members",
+    "role_bindings",
+    "api_tokens",
     "runs",
     "outbox",
     "webhook_deliveries",

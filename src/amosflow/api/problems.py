@@ -54,6 +54,8 @@ def component_schemas() -> dict[str, Any]:
 # Every route answers these as problem+json; declaring them keeps the spec honest.
 RESPONSES: dict[int | str, dict[str, Any]] = {
     400: documented("Bad request"),
+    401: documented("No valid credentials"),
+    403: documented("The caller may not do this"),
     404: documented("Not found"),
     409: documented("Conflict"),
     422: documented("Invalid request or document"),
@@ -64,6 +66,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 _STATUS: tuple[tuple[type[errors.AmosError], int, str], ...] = (
     (errors.VaultSealedError, 503, "vault-sealed"),
     (errors.AuditError, 503, "audit-unavailable"),
+    (errors.RateLimitedError, 429, "rate-limited"),
+    (errors.AuthenticationError, 401, "unauthenticated"),
+    (errors.PermissionDeniedError, 403, "forbidden"),
     (errors.NotFoundError, 404, "not-found"),
     (errors.ConflictError, 409, "conflict"),
     (errors.ValidationFailedError, 422, "validation-failed"),

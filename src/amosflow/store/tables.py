@@ -21,6 +21,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from amosflow.store._types import JSONValue, UTCDateTime, utcnow
 
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "timed_out")
+DEFAULT_FOLDER = "default"
+PRINCIPAL_KINDS = ("user", "service")
+PRINCIPAL_SOURCES = ("local", "scim", "oidc")
+ROLES = ("analyst", "operator", "administrator", "approver", "auditor", "service")
+BINDING_SUBJECTS = ("principal", "group")
 RUN_TRIGGERS = ("manual", "schedule", "webhook", "deferred", "rerun", "cli")
 
 # Deterministic constraint names keep migrations identical on SQLite and PostgreSQL.
@@ -53,6 +58,7 @@ class RunRow(Base):
         Index(None, "created_at", "run_id"),
         Index(None, "flow_name", "created_at"),
         Index(None, "status", "created_at"),
+        Index(None, "folder", "created_at"),
     )
 
     run_id: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -63,6 +69,8 @@ class RunRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     trigger: Mapped[str] = mapped_column(String(16))
     trigger_ref: Mapped[str | None] = mapped_column(String(500))
+    folder: Mapped[str] = mapped_column(String(200), default=DEFAULT_FOLDER)
+    started_by: Mapped[str | None] = mapped_column(String(200))
     inputs: Mapped[Any] = mapped_column(JSONValue)
     output: Mapped[Any | None] = mapped_column(JSONValue)
     error: Mapped[Any | None] = mapped_column(JSONValue)
@@ -165,4 +173,127 @@ class SecretVersionRow(Base):
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     kek_id: Mapped[str] = mapped_column(String(200))
     kek_version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class FolderRow(Base):
+    """A folder: the hard isolation boundary every flow, run, trigger and secret belongs to."""
+
+    __tablename__ = "folders"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class CatalogFolderRow(Base):
+    """Which folder a catalog object (flow, config, trigger) belongs to; Git keeps the object."""
+
+    __tablename__ = "catalog_folders"
+    __table_args__ = (Index(None, "folder", "kind"),)
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(200))
+
+
+class PrincipalRow(Base):
+    """A user (local, SCIM-provisioned or OIDC) or a service account; never a plaintext secret.
+
+    ``password_hash`` is argon2id: the password of a local user, the client secret of a
+    service account, empty for users who sign in through the IdP. Every session token issued
+    before ``tokens_valid_after`` is dead, which is how deactivation revokes them all at once.
+    """
+
+    __tablename__ = "principals"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", PRINCIPAL_KINDS), name="kind"),
+        CheckConstraint(_one_of("source", PRINCIPAL_SOURCES), name="source"),
+        Index(None, "source", "external_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    username: Mapped[str] = mapped_column(String(200), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str | None] = mapped_column(String(320))
+    source: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    tokens_valid_after: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GroupRow(Base):
+    """A group of principals (SCIM-provisioned or local); role bindings name it by display name."""
+
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class GroupMemberRow(Base):
+    """Membership of one principal in one group."""
+
+    __tablename__ = "group_members"
+
+    group_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    principal_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class RoleBindingRow(Base):
+    """A role granted to a principal or a group in one folder (``*``: every folder).
+
+    ``condition`` is an optional CEL expression over ``resource`` and ``principal`` (ABAC);
+    the binding grants nothing where it is false.
+    """
+
+    __tablename__ = "role_bindings"
+    __table_args__ = (
+        CheckConstraint(_one_of("subject_kind", BINDING_SUBJECTS), name="subject_kind"),
+        CheckConstraint(_one_of("role", ROLES), name="role"),
+        Index(None, "subject_kind", "subject"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(32))
+    folder: Mapped[str] = mapped_column(String(200))
+    condition: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiTokenRow(Base):
+    """A personal API token or a service account's issued token: only its SHA-256 is kept.
+
+    The token is 256 random bits, so a plain SHA-256 cannot be guessed back; ``scopes``
+    narrows what the owner's roles allow (null: everything they allow).
+    """
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index(None, "principal_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    principal_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("principals.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[Any | None] = mapped_column(JSONValue)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,1 @@
+"""Identity and access: principals, accounts, tokens, OIDC, and the one policy function."""
