@@ -10,8 +10,11 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
+from temporalio import activity
+
+from amosflow import audit
 from amosflow.config import StoreSettings
-from amosflow.errors import ActionError, NotFoundError, VaultError, VaultSealedError
+from amosflow.errors import ActionError, AuditError, NotFoundError, VaultError, VaultSealedError
 from amosflow.store import open_store
 from amosflow.vault import Vault, is_configured, open_vault
 
@@ -76,14 +79,37 @@ class VaultResolver:
         try:
             vault = self._open()
             if vault is not None:
-                return vault.reveal(name)
+                value = vault.reveal(name)
+                self._audit_read(vault, name)
+                return value
         except NotFoundError:
             pass
         except VaultSealedError as err:
             raise ActionError(str(err), type_="VaultSealed", retryable=True) from None
         except VaultError as err:
             raise ActionError(str(err), type_="VaultError", retryable=False) from None
+        except AuditError as err:
+            # No record, no value: the step waits (retries) until the trail can be written.
+            raise ActionError(str(err), type_="AuditUnavailable", retryable=True) from None
         return resolve(name)
+
+    def _audit_read(self, vault: Vault, name: str) -> None:
+        """Record who read which secret for which run and step; never the value."""
+        details: dict[str, str] = {"secret": name}
+        if activity.in_activity():
+            info = activity.info()
+            details |= {"run_id": info.workflow_id or "", "step": info.activity_id}
+        assert self._store is not None  # _open() made it
+        folder = vault.metadata(name).folder
+        with self._store.session() as session:
+            audit.append(
+                session,
+                actor="engine:worker",
+                action="secrets.read",
+                resource=f"secrets/{name}",
+                folder=folder,
+                details=details,
+            )
 
 
 def resolver_for(home: Path) -> Callable[[str], str]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -18,15 +20,31 @@ from amosflow.config import EngineSettings
 from amosflow.engine.client import connect
 from amosflow.engine.embedded import free_port
 from amosflow.engine.worker import build_worker
+from amosflow.identity.oidc import OidcSettings
+from amosflow.store import open_store
+from tests.support.identity import admin_token, caller_token
 
 
 @dataclass
 class Node:
-    """Where a test node answers and what it keeps."""
+    """Where a test node answers and what it keeps; ``client`` acts as an administrator."""
 
     url: str
     client: httpx.Client
     config: NodeConfig
+
+    def token_for(self, username: str, role: str | None, folder: str = "*", **extra: Any) -> str:
+        """An API token of a (new) user with ``role`` in ``folder``."""
+        store = open_store(self.config.store_url)
+        try:
+            return caller_token(store, self.config.engine.home, username, role, folder, **extra)
+        finally:
+            store.dispose()
+
+    def as_caller(self, token: str | None) -> httpx.Client:
+        """A client of this node that sends ``token`` (or no credentials at all)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, timeout=30, headers=headers)
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +85,13 @@ class _Worker(threading.Thread):
         self.join(timeout=30)
 
 
-@pytest.fixture
-def node(settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[Node]:
+@contextlib.contextmanager
+def running_node(
+    settings: EngineSettings,
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    oidc: OidcSettings | None = None,
+) -> Iterator[Node]:
     """A running API with its own store and catalog, against the session Temporal server."""
     worker = _Worker(settings)
     worker.start()
@@ -78,6 +101,7 @@ def node(settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats) ->
         store_url=f"sqlite:///{tmp_path / 'amos.db'}",
         catalog_path=tmp_path / "catalog",
         nats_url=nats_server.url,
+        oidc=oidc or OidcSettings(home=settings.home, issuer=None),
     )
     port = free_port()
     server = uvicorn.Server(
@@ -86,7 +110,9 @@ def node(settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats) ->
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=url, timeout=30) as client:
+    token = admin_token(config.store_url, settings.home)
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
         for _ in range(300):
             if server.started:
                 break
@@ -98,3 +124,10 @@ def node(settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats) ->
             server.should_exit = True
             thread.join(timeout=30)
             worker.stop()
+
+
+@pytest.fixture
+def node(settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[Node]:
+    """A running API node (see ``running_node``) whose ``client`` is an administrator."""
+    with running_node(settings, tmp_path, nats_server) as running:
+        yield running

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
 from tests.api.conftest import Node
@@ -124,7 +123,7 @@ def test_events_stream_until_the_run_ends(node: Node) -> None:
         "/api/v1/runs", json={"flow": "greet", "inputs": {"who": "s"}}
     ).json()["run_id"]
     kinds: list[str] = []
-    with httpx.stream("GET", f"{node.url}/api/v1/runs/{run_id}/events", timeout=30) as response:
+    with node.client.stream("GET", f"/api/v1/runs/{run_id}/events") as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
             if line.startswith("event:"):

@@ -21,10 +21,14 @@ RESULT_KEYS = {"run_id", "status", "output", "error"}
 pytestmark = pytest.mark.temporal
 
 
-def amos(api_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the installed `amos` executable against the API at ``api_url``."""
+def amos(target: Node | str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed `amos` executable against a node (as its administrator) or a URL."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMOS_")}
-    env["AMOS_API_URL"] = api_url
+    if isinstance(target, Node):
+        env["AMOS_API_URL"] = target.url
+        env["AMOS_TOKEN"] = target.client.headers["Authorization"].removeprefix("Bearer ")
+    else:
+        env["AMOS_API_URL"] = target
     return subprocess.run(
         [AMOS, *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -39,7 +43,7 @@ def flows(node: Node) -> list[dict[str, Any]]:
 def test_push_saves_each_file_and_prints_its_version(node: Node) -> None:
     """Pushing two examples saves both and prints name, short commit and content hash."""
     done = amos(
-        node.url,
+        node,
         "flow",
         "push",
         str(EXAMPLES / "hello.json"),
@@ -60,10 +64,8 @@ def test_push_saves_each_file_and_prints_its_version(node: Node) -> None:
 
 def test_ls_lists_pushed_flows(node: Node) -> None:
     """`flow ls` shows each flow with its short commit and description, and --json the listing."""
-    amos(
-        node.url, "flow", "push", str(EXAMPLES / "hello.json"), str(EXAMPLES / "send-welcome.json")
-    )
-    table = amos(node.url, "flow", "ls")
+    amos(node, "flow", "push", str(EXAMPLES / "hello.json"), str(EXAMPLES / "send-welcome.json"))
+    table = amos(node, "flow", "ls")
     assert table.returncode == 0, table.stderr
     rows = table.stdout.splitlines()
     assert rows[0].split() == ["NAME", "COMMIT", "DESCRIPTION"]
@@ -71,19 +73,19 @@ def test_ls_lists_pushed_flows(node: Node) -> None:
         row = next(r for r in rows[1:] if r.split()[0] == flow["name"])
         assert row.split()[1] == flow["version"]["commit"][:12]
         assert row.endswith(flow["description"])
-    as_json = amos(node.url, "flow", "ls", "--json")
+    as_json = amos(node, "flow", "ls", "--json")
     assert [f["name"] for f in json.loads(as_json.stdout)] == ["hello", "send-welcome"]
 
 
 def test_pull_round_trips_the_document(node: Node, tmp_path: Path) -> None:
     """A pulled flow equals the file pushed, on stdout and through -o."""
     original = json.loads((EXAMPLES / "hello.json").read_text(encoding="utf-8"))
-    amos(node.url, "flow", "push", str(EXAMPLES / "hello.json"))
-    printed = amos(node.url, "flow", "pull", "hello")
+    amos(node, "flow", "push", str(EXAMPLES / "hello.json"))
+    printed = amos(node, "flow", "pull", "hello")
     assert printed.returncode == 0, printed.stderr
     assert json.loads(printed.stdout) == original
     target = tmp_path / "pulled.json"
-    written = amos(node.url, "flow", "pull", "hello", "-o", str(target))
+    written = amos(node, "flow", "pull", "hello", "-o", str(target))
     assert written.returncode == 0, written.stderr
     assert json.loads(target.read_text(encoding="utf-8")) == original
 
@@ -93,9 +95,9 @@ def test_pull_of_an_old_version_and_unknown_name(node: Node) -> None:
     document = json.loads((EXAMPLES / "hello.json").read_text(encoding="utf-8"))
     first = node.client.put("/api/v1/flows/hello", json={"document": document}).json()
     node.client.put("/api/v1/flows/hello", json={"document": {**document, "description": "v2"}})
-    old = amos(node.url, "flow", "pull", "hello", "--version", first["version"]["commit"])
+    old = amos(node, "flow", "pull", "hello", "--version", first["version"]["commit"])
     assert json.loads(old.stdout) == document
-    missing = amos(node.url, "flow", "pull", "nope")
+    missing = amos(node, "flow", "pull", "nope")
     assert missing.returncode == 1
     assert "nope" in missing.stderr
 
@@ -106,7 +108,7 @@ def test_push_of_an_invalid_file_exits_2_and_saves_nothing(node: Node, tmp_path:
     bad["steps"][0]["type"] = "nope"
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad), encoding="utf-8")
-    done = amos(node.url, "flow", "push", str(EXAMPLES / "send-welcome.json"), str(path))
+    done = amos(node, "flow", "push", str(EXAMPLES / "send-welcome.json"), str(path))
     assert done.returncode == 2
     assert done.stderr.splitlines()
     assert all(line.startswith("/steps/0") for line in done.stderr.splitlines())
@@ -115,8 +117,8 @@ def test_push_of_an_invalid_file_exits_2_and_saves_nothing(node: Node, tmp_path:
 
 def test_run_remote_json_prints_the_result_and_exits_0(node: Node) -> None:
     """A remote run of hello prints the result object of a completed run and exits 0."""
-    amos(node.url, "flow", "push", str(EXAMPLES / "hello.json"))
-    done = amos(node.url, "run", "--remote", "hello", "--input", '{"who":"Ada"}', "--json")
+    amos(node, "flow", "push", str(EXAMPLES / "hello.json"))
+    done = amos(node, "run", "--remote", "hello", "--input", '{"who":"Ada"}', "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert set(result) == RESULT_KEYS
@@ -127,8 +129,8 @@ def test_run_remote_json_prints_the_result_and_exits_0(node: Node) -> None:
 
 def test_run_remote_shows_steps_then_the_output(node: Node) -> None:
     """Without --json the steps and the run's end go to stderr and the output to stdout."""
-    amos(node.url, "flow", "push", str(EXAMPLES / "hello.json"))
-    done = amos(node.url, "run", "--remote", "hello", "--input", '{"who":"Ada"}')
+    amos(node, "flow", "push", str(EXAMPLES / "hello.json"))
+    done = amos(node, "run", "--remote", "hello", "--input", '{"who":"Ada"}')
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"greeting": "Hello, Ada!", "long_name": False}
     assert "greet" in done.stderr
@@ -143,7 +145,7 @@ def test_run_remote_of_a_failing_flow_exits_1(node: Node) -> None:
         "steps": [{"id": "stop", "type": "fail", "message": "stopped on purpose"}],
     }
     node.client.put("/api/v1/flows/broken", json={"document": failing})
-    done = amos(node.url, "run", "--remote", "broken", "--json")
+    done = amos(node, "run", "--remote", "broken", "--json")
     assert done.returncode == 1, done.stderr
     result = json.loads(done.stdout)
     assert result["status"] == "failed"
@@ -153,7 +155,7 @@ def test_run_remote_of_a_failing_flow_exits_1(node: Node) -> None:
 
 def test_run_remote_of_an_unknown_flow_exits_2(node: Node) -> None:
     """Running a flow the catalog does not have exits 2 and names it, starting nothing."""
-    done = amos(node.url, "run", "--remote", "ghost", "--json")
+    done = amos(node, "run", "--remote", "ghost", "--json")
     assert done.returncode == 2
     assert "ghost" in done.stderr
     assert node.client.get("/api/v1/runs").json()["items"] == []
@@ -161,8 +163,8 @@ def test_run_remote_of_an_unknown_flow_exits_2(node: Node) -> None:
 
 def test_run_remote_with_invalid_inputs_exits_2(node: Node) -> None:
     """Inputs the flow's schema refuses exit 2 with the pointer of each problem."""
-    amos(node.url, "flow", "push", str(EXAMPLES / "hello.json"))
-    done = amos(node.url, "run", "--remote", "hello", "--input", '{"who": 5}', "--json")
+    amos(node, "flow", "push", str(EXAMPLES / "hello.json"))
+    done = amos(node, "run", "--remote", "hello", "--input", '{"who": 5}', "--json")
     assert done.returncode == 2
     assert any(line.startswith("/inputs") for line in done.stderr.splitlines())
 
@@ -179,3 +181,11 @@ def test_api_down_exits_3() -> None:
         done = amos(down, *args)
         assert done.returncode == 3, args
         assert f"not reachable at {down}" in done.stderr
+
+
+def test_without_a_token_the_cli_says_how_to_get_in(node: Node) -> None:
+    """No AMOS_TOKEN: exit 4 and a message naming the variable, never a traceback."""
+    done = amos(node.url, "flow", "ls")
+    assert done.returncode == 4
+    assert "AMOS_TOKEN" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,13 +27,44 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HOOK_KEY = "node-hook-key-0c2b"
 
 
+PASSWORD = "node-scenario-password-0c2b"
+
+
 @dataclass
 class RunningNode:
-    """An `amos up` process and where its API answers."""
+    """An `amos up` process, where its API answers, and what it printed until it was up."""
 
     process: subprocess.Popen[str]
     url: str
     home: Path
+    printed: list[str]
+
+    def env(self) -> dict[str, str]:
+        """The environment of a CLI command on this node's host."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AMOS_")}
+        return env | {"AMOS_HOME": str(self.home), "AMOS_API_URL": self.url}
+
+    def admin(self) -> httpx.Client:
+        """Create the first administrator with `amos admin create` (once), sign in, return a client."""
+        if not (self.home / "admin-created").exists():
+            created = subprocess.run(
+                [AMOS, "admin", "create", "--username", "ops", "--password-stdin"],
+                input=PASSWORD + "\n",
+                env=self.env(),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert created.returncode == 0, created.stderr
+            (self.home / "admin-created").touch()
+        login = httpx.post(
+            f"{self.url}/api/v1/auth/login", json={"username": "ops", "password": PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        token = login.json()["access_token"]
+        return httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
 
 
 def _start(home: Path, port: int) -> RunningNode:
@@ -47,25 +79,27 @@ def _start(home: Path, port: int) -> RunningNode:
     proc = subprocess.Popen(
         [AMOS, "up", "--examples", str(EXAMPLES)],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
-    assert proc.stderr is not None
-    for line in proc.stderr:
+    assert proc.stdout is not None
+    printed: list[str] = []
+    for line in proc.stdout:
+        printed.append(line)
         if "node is up" in line:
             break
     else:
         raise AssertionError(f"amos up exited with {proc.wait()} before it was up")
-    return RunningNode(proc, f"http://127.0.0.1:{port}", home)
+    return RunningNode(proc, f"http://127.0.0.1:{port}", home, printed)
 
 
 def _stop(node: RunningNode) -> None:
     if node.process.poll() is None:
         node.process.send_signal(signal.SIGTERM)
         node.process.wait(timeout=60)
-    if node.process.stderr is not None:
-        node.process.stderr.close()
+    if node.process.stdout is not None:
+        node.process.stdout.close()
 
 
 def _until(predicate: Any, timeout: float = 60) -> Any:
@@ -98,15 +132,17 @@ def test_node_runs_from_api_webhook_and_schedule(node: RunningNode, tmp_path: Pa
     flow["name"] = "pushed-hello"
     flow_file = tmp_path / "pushed-hello.json"
     flow_file.write_text(json.dumps(flow))
+    client = node.admin()
+    token = client.post("/api/v1/me/tokens", json={"name": "cli"}).json()["token"]
     pushed = subprocess.run(
         [AMOS, "flow", "push", str(flow_file), "-m", "pushed by the scenario"],
-        env={**os.environ, "AMOS_API_URL": node.url},
+        env=node.env() | {"AMOS_TOKEN": token},
         capture_output=True,
         text=True,
         check=False,
     )
     assert pushed.returncode == 0, pushed.stderr
-    with httpx.Client(base_url=node.url, timeout=30) as client:
+    with contextlib.closing(client):
         assert _until(lambda: client.get("/readyz").status_code == 200)
         names = {f["name"] for f in client.get("/api/v1/flows").json()}
         assert {"hello", "job-polling", "send-welcome", "pushed-hello"} <= names
@@ -191,7 +227,7 @@ def test_sigkill_mid_run_then_restart_completes_once(tmp_path: Path) -> None:
         ],
         "outputs": {"two": "${steps.two.output}"},
     }
-    with httpx.Client(base_url=first.url, timeout=30) as client:
+    with first.admin() as client:
         assert client.put("/api/v1/flows/slow-steps", json={"document": flow}).status_code == 200
         run_id = client.post("/api/v1/runs", json={"flow": "slow-steps", "inputs": {}}).json()[
             "run_id"
@@ -208,7 +244,7 @@ def test_sigkill_mid_run_then_restart_completes_once(tmp_path: Path) -> None:
 
     second = _start(home, port)
     try:
-        with httpx.Client(base_url=second.url, timeout=30) as client:
+        with second.admin() as client:
             done = _until(lambda: (r := _run(client, run_id))["status"] == "completed" and r)
             assert done["output"] == {"two": 2}
             listed = [
@@ -237,6 +273,47 @@ def test_crashed_child_is_restarted(node: RunningNode) -> None:
         lambda: (pid := json.loads(state_file.read_text())["children"]["worker"]) != worker and pid
     )
     assert restarted != worker
-    with httpx.Client(base_url=node.url, timeout=30) as client:
+    with node.admin() as client:
         run = client.post("/api/v1/runs", json={"flow": "hello", "inputs": {"who": "again"}}).json()
         assert _until(lambda: _run(client, run["run_id"])["status"] == "completed")
+
+
+def test_a_fresh_node_has_no_way_in_until_the_setup_link_makes_an_admin(node: RunningNode) -> None:
+    """No default account: 401 everywhere; the printed one-time link creates the first admin."""
+    with httpx.Client(base_url=node.url, timeout=30) as anonymous:
+        assert anonymous.get("/api/v1/flows").status_code == 401
+        refused = anonymous.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": "admin"}
+        )
+        assert refused.status_code == 401
+        links = [line for line in node.printed if line.startswith("setup")]
+        assert len(links) == 1, node.printed
+        token = links[0].split("token=", 1)[1].split()[0]
+        body = {"token": token, "username": "first", "password": PASSWORD}
+        assert anonymous.post("/api/v1/setup", json=body).status_code == 201
+        again = {"token": token, "username": "second", "password": PASSWORD}
+        assert anonymous.post("/api/v1/setup", json=again).status_code == 401
+        login = anonymous.post(
+            "/api/v1/auth/login", json={"username": "first", "password": PASSWORD}
+        )
+        assert login.status_code == 200
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        assert anonymous.get("/api/v1/flows", headers=headers).status_code == 200
+    keys = sorted(p.name for p in (node.home / "identity").iterdir())
+    assert "session.key" in keys
+    assert oct((node.home / "identity" / "session.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_node_signs_audit_checkpoints_in_a_process_of_its_own(node: RunningNode) -> None:
+    """The checkpointer child signs the tail on shutdown; `amos audit verify` passes after it."""
+    state = json.loads((node.home / "node.json").read_text())
+    assert "audit-checkpointer" in state["children"]
+    with node.admin() as client:
+        assert client.get("/api/v1/me").status_code == 200
+    _stop(node)
+    sink = node.home / "audit" / "checkpoints.jsonl"
+    assert sink.read_text().strip(), "no checkpoint was written on shutdown"
+    verified = subprocess.run(
+        [AMOS, "audit", "verify"], env=node.env(), capture_output=True, text=True, check=False
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -73,7 +73,7 @@ def test_a_model_change_without_a_migration_is_detected(store: Store) -> None:
     changed = MetaData(naming_convention=Base.metadata.naming_convention)
     for table in Base.metadata.tables.values():
         table.to_metadata(changed)
-    changed.tables["runs"].append_column(Column("folder", String(100)))
+    changed.tables["runs"].append_column(Column("priority", String(100)))
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), changed)
-    assert [(d[0], d[3].name) for d in diff] == [("add_column", "folder")]
+    assert [(d[0], d[3].name) for d in diff] == [("add_column", "priority")]

@@ -26,6 +26,8 @@ TABLES = {
     "webhook_deliveries",
     "audit_records",
     "audit_checkpoints",
+    "audit_holds",
+    "audit_anchor",
     "secrets",
     "secret_versions",
     "alembic_version",

@@ -65,7 +65,8 @@ def test_the_api_never_returns_a_value(node: Node) -> None:
 
 def test_the_cli_reads_values_from_stdin_and_never_prints_them(node: Node) -> None:
     """`amos secret set --value-stdin`, `ls`, `rotate` and `rm` work and never echo the value."""
-    runner = CliRunner()
+    token = node.client.headers["Authorization"].removeprefix("Bearer ")
+    runner = CliRunner(env={"AMOS_TOKEN": token})
     api = ["--api", node.url]
     done = runner.invoke(secret_cli, ["set", "cli.token", "--value-stdin", *api], input=CANARY)
     assert done.exit_code == 0, done.output

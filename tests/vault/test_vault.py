@@ -202,3 +202,26 @@ def test_the_worker_resolver_reads_the_vault_then_the_environment(
         assert sealed("only.env") == "from-env"
     finally:
         writer_store.dispose()
+
+
+def test_every_vault_read_by_a_worker_is_audited_without_the_value(
+    store_url: str, tmp_path: Path
+) -> None:
+    """The resolver appends `secrets.read` naming the secret and its folder, never its value."""
+    from amosflow import audit
+    from amosflow.store import open_store
+    from amosflow.vault import open_vault
+
+    home = tmp_path / "home"
+    writer_store = open_store(store_url)
+    try:
+        open_vault(writer_store, home).set("erp.token", CANARY, "finance")
+        assert secrets.VaultResolver(home, store_url)("erp.token") == CANARY
+        with writer_store.session() as session:
+            records = audit.query(session, action="secrets.read").items
+        assert [(r.resource, r.folder, r.actor) for r in records] == [
+            ("secrets/erp.token", "finance", "engine:worker")
+        ]
+        assert CANARY not in str(records)
+    finally:
+        writer_store.dispose()

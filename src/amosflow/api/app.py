@@ -13,18 +13,37 @@ from typing import Any
 from fastapi import FastAPI
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from amosflow import __version__
+from amosflow import __version__, audit
 from amosflow.api import problems
-from amosflow.api.routes import configs, flows, health, hooks, runs, secrets, triggers
+from amosflow.api.routes import (
+    audit as audit_routes,
+)
+from amosflow.api.routes import (
+    auth,
+    configs,
+    flows,
+    health,
+    hooks,
+    identity,
+    runs,
+    scim,
+    secrets,
+    triggers,
+)
+from amosflow.api.security import AuthMiddleware
 from amosflow.catalog import Catalog
 from amosflow.config import BusSettings, CatalogSettings, EngineSettings, StoreSettings
 from amosflow.engine.client import connect
 from amosflow.engine.embedded import running_address
 from amosflow.errors import EngineError
+from amosflow.identity.authenticate import Authenticator
+from amosflow.identity.oidc import JwksCache, OidcSettings, OidcVerifier
+from amosflow.identity.sessions import SessionSigner
+from amosflow.identity.settings import IdentitySettings
 from amosflow.services import triggers as trigger_service
 from amosflow.services.runs import ControlPlane
 from amosflow.services.watcher import RunWatcher
-from amosflow.store import open_store
+from amosflow.store import Store, open_store
 from amosflow.triggers import schedules
 from amosflow.vault import open_vault
 
@@ -40,6 +59,7 @@ class NodeConfig:
     store_url: str = field(default_factory=lambda: StoreSettings().url)
     catalog_path: Path = field(default_factory=lambda: CatalogSettings().path)
     nats_url: str | None = field(default_factory=lambda: BusSettings().nats_url)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
 
     def temporal_address(self) -> str:
         """The configured Temporal, or the embedded one a node runs in this home."""
@@ -77,6 +97,25 @@ async def _relay_forever(app: FastAPI, nats_url: str, stop: asyncio.Event) -> No
             await bus.close()
 
 
+def _authenticator(node: NodeConfig, store: Store) -> tuple[Authenticator, JwksCache | None]:
+    """The node's authenticator: session key, IdP verifier and audit fingerprint key."""
+    settings = IdentitySettings(home=node.engine.home)
+    audit_settings = audit.AuditSettings(home=node.engine.home)
+    cache: JwksCache | None = None
+    verifier: OidcVerifier | None = None
+    if node.oidc.issuer:
+        cache = JwksCache(node.oidc)
+        verifier = OidcVerifier(node.oidc, cache)
+    authenticator = Authenticator(
+        store=store,
+        settings=settings,
+        signer=SessionSigner.from_settings(settings),
+        oidc=verifier,
+        fingerprint_key=audit.load_fingerprint_key(audit_settings.fingerprint_key_path),
+    )
+    return authenticator, cache
+
+
 def create_app(config: NodeConfig | None = None) -> FastAPI:
     """The FastAPI application of one control-plane node."""
     node = config or NodeConfig()
@@ -86,6 +125,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
         client = await connect(node.temporal_address(), node.engine.temporal_namespace)
         store = open_store(node.store_url)
         app.state.vault = open_vault(store, node.engine.home)
+        app.state.authenticator, jwks = _authenticator(node, store)
         cp = ControlPlane(
             settings=node.engine, store=store, catalog=Catalog(node.catalog_path), client=client
         )
@@ -111,6 +151,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
         relay = (
             asyncio.create_task(_relay_forever(app, node.nats_url, stop)) if node.nats_url else None
         )
+        refresher = asyncio.create_task(jwks.run_refresh_loop(stop)) if jwks else None
         async with control_worker:
             try:
                 yield
@@ -118,6 +159,8 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
                 stop.set()
                 if relay is not None:
                     await relay
+                if refresher is not None:
+                    await refresher
                 await watcher.close()
         store.dispose()
 
@@ -130,6 +173,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
+    app.add_middleware(AuthMiddleware)
     default_openapi = app.openapi
 
     def openapi_with_problems() -> dict[str, Any]:
@@ -141,13 +185,20 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
         return app.openapi_schema or {}
 
     app.openapi = openapi_with_problems  # type: ignore[method-assign]
-    app.include_router(health.router)
-    app.include_router(flows.router)
-    app.include_router(configs.router)
-    app.include_router(runs.router)
-    app.include_router(triggers.router)
-    app.include_router(hooks.router)
-    app.include_router(secrets.router)
+    for module in (
+        health,
+        flows,
+        configs,
+        runs,
+        triggers,
+        hooks,
+        secrets,
+        auth,
+        identity,
+        audit_routes,
+        scim,
+    ):
+        app.include_router(module.router)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -105,9 +106,14 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, errors.ValidationFailedError):
             extra["errors"] = [{"pointer": d.pointer, "detail": d.message} for d in exc.diagnostics]
         title = slug.replace("-", " ").capitalize()
-        return problem(
+        response = problem(
             status, title, str(exc).splitlines()[0] if str(exc) else title, slug=slug, **extra
         )
+        if isinstance(exc, errors.RateLimitedError):
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        if isinstance(exc, errors.AuthenticationError) and status == 401:  # noqa: PLR2004
+            response.headers["WWW-Authenticate"] = 'Bearer realm="amosflow"'
+        return response
 
     async def on_request_validation(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+FOLDER_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
 RunStatus = Literal["pending", "running", "completed", "failed", "cancelled", "timed_out"]
 
 
@@ -29,8 +30,13 @@ class FlowCreate(_Body):
 
     document: dict[str, Any] = Field(description="The amos.flow/v1 document.")
     message: str = Field(default="", max_length=2000, description="Commit message.")
-    author: str = Field(
-        default="api <api@amosflow.local>", max_length=200, description="Commit author."
+    author: str | None = Field(
+        default=None, max_length=200, description="Commit author; the caller when absent."
+    )
+    folder: str | None = Field(
+        default=None,
+        pattern=FOLDER_PATTERN,
+        description="Folder of the object; `default` for a new one, unchanged for an update.",
     )
 
 
@@ -38,6 +44,7 @@ class FlowPublic(BaseModel):
     """A flow as stored in the catalog, at one version."""
 
     name: str
+    folder: str
     document: dict[str, Any]
     version: VersionPublic
 
@@ -46,6 +53,7 @@ class FlowSummary(BaseModel):
     """A flow in a listing."""
 
     name: str
+    folder: str
     description: str | None = None
     version: VersionPublic
 
@@ -54,7 +62,7 @@ class FlowDelete(_Body):
     """Who deletes a flow, and why."""
 
     message: str = Field(default="", max_length=2000)
-    author: str = Field(default="api <api@amosflow.local>", max_length=200)
+    author: str | None = Field(default=None, max_length=200)
 
 
 class DiffPublic(BaseModel):
@@ -94,6 +102,8 @@ class RunPublic(BaseModel):
     status: RunStatus
     trigger: str
     trigger_ref: str | None = None
+    folder: str = "default"
+    started_by: str | None = None
     inputs: dict[str, Any]
     output: Any = None
     error: dict[str, Any] | None = None
@@ -129,8 +139,13 @@ class ConfigCreate(_Body):
         description="The config bundle: name, layer (base, environment, trigger), values."
     )
     message: str = Field(default="", max_length=2000, description="Commit message.")
-    author: str = Field(
-        default="api <api@amosflow.local>", max_length=200, description="Commit author."
+    author: str | None = Field(
+        default=None, max_length=200, description="Commit author; the caller when absent."
+    )
+    folder: str | None = Field(
+        default=None,
+        pattern=FOLDER_PATTERN,
+        description="Folder of the object; `default` for a new one, unchanged for an update.",
     )
 
 
@@ -138,6 +153,7 @@ class ConfigPublic(BaseModel):
     """A config bundle as stored in the catalog, at one version."""
 
     name: str
+    folder: str
     document: dict[str, Any]
     version: VersionPublic
 
@@ -146,7 +162,7 @@ class ConfigDelete(_Body):
     """Who deletes a config bundle, and why."""
 
     message: str = Field(default="", max_length=2000)
-    author: str = Field(default="api <api@amosflow.local>", max_length=200)
+    author: str | None = Field(default=None, max_length=200)
 
 
 class ConfigSource(BaseModel):

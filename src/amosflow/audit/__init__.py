@@ -2,13 +2,16 @@
 
 ``append(session, ...)`` adds one record whose SHA-256 covers the RFC 8785 canonical JSON of
 its fields and the previous record's hash; ``Checkpointer`` signs the tail with a per-install
-Ed25519 key into a sink outside the database; ``verify`` names the first bad record.
+Ed25519 key into a sink outside the database (``run_checkpoints`` does it in a process of its
+own); ``verify`` names the first bad record. ``SiemForwarder`` ships records to a syslog
+receiver as CEF or JSON; ``prune`` removes the oldest records up to any legal hold.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from amosflow.audit._auto import run_checkpoints
 from amosflow.audit._canonical import GENESIS, record_bytes, record_hash
 from amosflow.audit._checkpoints import Checkpoint, Checkpointer, CheckpointSink, JsonlSink
 from amosflow.audit._keys import (
@@ -19,9 +22,18 @@ from amosflow.audit._keys import (
     public_key_path,
     signature_valid,
 )
-from amosflow.audit._query import export_jsonl, query
+from amosflow.audit._query import export_jsonl, export_lines, json_line, query
 from amosflow.audit._records import AUDIT_LOCK_KEY, AuditRecord, Outcome, append, fingerprint
+from amosflow.audit._retention import (
+    Hold,
+    PruneReport,
+    list_holds,
+    place_hold,
+    prune,
+    release_hold,
+)
 from amosflow.audit._settings import AuditSettings
+from amosflow.audit._siem import SiemForwarder, export_cef, to_cef, to_syslog
 from amosflow.audit._verify import VerifyReport, verify
 
 if TYPE_CHECKING:
@@ -49,20 +61,33 @@ __all__ = [
     "CheckpointSigner",
     "CheckpointSink",
     "Checkpointer",
+    "Hold",
     "JsonlSink",
     "Outcome",
+    "PruneReport",
+    "SiemForwarder",
     "VerifyReport",
     "append",
+    "export_cef",
     "export_jsonl",
+    "export_lines",
     "fingerprint",
+    "json_line",
     "key_id",
+    "list_holds",
     "load_fingerprint_key",
     "load_public_key",
     "open_checkpointer",
+    "place_hold",
+    "prune",
     "public_key_path",
     "query",
     "record_bytes",
     "record_hash",
+    "release_hold",
+    "run_checkpoints",
     "signature_valid",
+    "to_cef",
+    "to_syslog",
     "verify",
 ]

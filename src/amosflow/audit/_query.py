@@ -13,6 +13,7 @@ from amosflow.store.paging import Page, check_limit, decode_cursor, encode_curso
 from amosflow.store.tables import AuditRow
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
     from typing import TextIO
 
@@ -92,13 +93,18 @@ def query(
     return Page(rows[:limit], encode_cursor(last.at, str(last.seq)))
 
 
-def export_jsonl(session: Session, out: TextIO, **filters: Any) -> int:
-    """Write matching records oldest first as canonical JSON Lines; return how many.
+def json_line(record: AuditRecord) -> str:
+    """The canonical JSON of a record, ``hash`` included, as ``export_jsonl`` writes it.
 
-    Takes the filters of ``query`` (``actor``, ``action``, ``resource``, ``folder``,
-    ``since``, ``until``). Each line carries ``hash`` and ``prev_hash`` so a SIEM can check
-    the chain on its side.
+    ``at`` is the timestamp text the hash covers, so the line can be re-hashed as is.
     """
+    return canonical_value(record.model_dump(mode="json") | {"at": stamp(record.at)})
+
+
+def export_lines(
+    session: Session, out: TextIO, render: Callable[[AuditRecord], str], **filters: Any
+) -> int:
+    """Write ``render(record)`` and a newline for each matching record, oldest first."""
     after = 0
     written = 0
     while True:
@@ -109,11 +115,18 @@ def export_jsonl(session: Session, out: TextIO, **filters: Any) -> int:
             .limit(_EXPORT_PAGE)
         )
         rows = [AuditRecord.model_validate(row) for row in session.scalars(statement)]
-        for record in rows:
-            # The same timestamp text the hash covers, so the line can be re-hashed as is.
-            line = record.model_dump(mode="json") | {"at": stamp(record.at)}
-            out.write(canonical_value(line) + "\n")
+        out.writelines(render(record) + "\n" for record in rows)
         written += len(rows)
         if len(rows) < _EXPORT_PAGE:
             return written
         after = rows[-1].seq
+
+
+def export_jsonl(session: Session, out: TextIO, **filters: Any) -> int:
+    """Write matching records oldest first as canonical JSON Lines; return how many.
+
+    Takes the filters of ``query`` (``actor``, ``action``, ``resource``, ``folder``,
+    ``since``, ``until``). Each line carries ``hash`` and ``prev_hash`` so a SIEM can check
+    the chain on its side.
+    """
+    return export_lines(session, out, json_line, **filters)

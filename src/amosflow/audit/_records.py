@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from amosflow.audit._canonical import GENESIS, record_hash
 from amosflow.errors import AuditError
 from amosflow.store._types import utcnow
-from amosflow.store.tables import AUDIT_OUTCOMES, AuditRow
+from amosflow.store.tables import AUDIT_OUTCOMES, AuditAnchorRow, AuditRow
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -30,6 +30,7 @@ _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
 _TABLE = cast("Table", AuditRow.__table__)
 _TAIL = select(_TABLE.c.seq, _TABLE.c.hash).order_by(_TABLE.c.seq.desc()).limit(1)
 _INSERT = insert(_TABLE)
+_ANCHOR = select(AuditAnchorRow.seq, AuditAnchorRow.hash).where(AuditAnchorRow.id == 1)
 
 
 class AuditRecord(BaseModel):
@@ -98,6 +99,9 @@ def append(
         if session.get_bind().dialect.name == "postgresql":
             session.execute(_LOCK, {"key": AUDIT_LOCK_KEY})
         tail = session.execute(_TAIL).first()
+        if tail is None:
+            # Empty: the first record, or retention removed every record up to its anchor.
+            tail = session.execute(_ANCHOR).first()
         seq, prev_hash = (1, GENESIS) if tail is None else (tail.seq + 1, tail.hash)
         fields: dict[str, Any] = {
             "seq": seq,

@@ -1,11 +1,13 @@
-"""Where the audit trail keeps its keys and its checkpoints outside the database."""
+"""Where the audit trail keeps its keys and checkpoints, and whether it ships to a SIEM."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_home() -> Path:
@@ -33,6 +35,36 @@ class AuditSettings(BaseSettings):
     audit_checkpoint_seconds: float = Field(
         default=300.0, gt=0, description="Checkpoint new records at least this often."
     )
+    audit_siem_url: str | None = Field(
+        default=None,
+        description="Syslog receiver to ship records to, tcp://host:port or udp://host:port; "
+        "unset: nothing is ever sent.",
+    )
+    audit_siem_format: Literal["cef", "jsonl"] = Field(
+        default="cef",
+        description="Message body: ArcSight CEF, or the canonical JSON line of the record.",
+    )
+    audit_siem_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names or addresses records may be shipped to (comma separated or a "
+        "JSON list); a SIEM URL whose host is not listed is refused.",
+    )
+    audit_siem_cursor: Path | None = Field(
+        default=None,
+        description="File holding the seq of the last record shipped; unset: "
+        "<audit_dir>/siem.cursor.",
+    )
+
+    @field_validator("audit_siem_allow", mode="before")
+    @classmethod
+    def _split_allow(cls, value: Any) -> Any:
+        """Accept ``a,b`` as well as ``["a", "b"]`` from the environment."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
 
     @property
     def directory(self) -> Path:
@@ -58,3 +90,8 @@ class AuditSettings(BaseSettings):
     def sink_path(self) -> Path:
         """The checkpoint sink actually used."""
         return self.audit_sink or self.directory / "checkpoints.jsonl"
+
+    @property
+    def siem_cursor_path(self) -> Path:
+        """The SIEM forwarder's cursor file actually used."""
+        return self.audit_siem_cursor or self.directory / "siem.cursor"

@@ -1,7 +1,9 @@
 """Walk the chain, name the first record that was edited, deleted, inserted or reordered.
 
 Then hold the chain against the signed checkpoints, which catch what the chain cannot see on
-its own: a tail cut off, or every hash recomputed after a change.
+its own: a tail cut off, or every hash recomputed after a change. A chain shortened by
+retention starts at its anchor (the seq and hash of the last record removed), which the
+latest ``audit.prune`` record in the chain must vouch for.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ from amosflow.audit._canonical import GENESIS, record_hash
 from amosflow.audit._checkpoints import Checkpoint, CheckpointSink
 from amosflow.audit._keys import key_id, signature_valid
 from amosflow.errors import AuditError
-from amosflow.store.tables import AuditCheckpointRow, AuditRow
+from amosflow.store.tables import AuditAnchorRow, AuditCheckpointRow, AuditRow
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    from sqlalchemy import Table
+    from sqlalchemy import Select, Table
+    from sqlalchemy.orm import Session
 
     from amosflow.store import Store
+
+    Reader = Callable[[Select[Any]], Sequence[Sequence[Any]]]
 
 PAGE = 5000
 _TABLE = cast("Table", AuditRow.__table__)
@@ -38,6 +43,22 @@ _COLUMNS = [*(_TABLE.c[name] for name in _NAMES), _TABLE.c.prev_hash, _TABLE.c.h
 _RAW_COLUMNS = [
     type_coerce(column, Text) if column.name in {"at", "details"} else column for column in _COLUMNS
 ]
+#: The action of the record retention appends; its details name the anchor it left.
+PRUNE_ACTION = "audit.prune"
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """The last record retention removed: the chain goes on at ``seq + 1``, linked to ``hash``."""
+
+    seq: int
+    hash: str
+
+
+def read_anchor(session: Session) -> Anchor | None:
+    """The store's retention anchor, or None while nothing was ever pruned."""
+    row = session.get(AuditAnchorRow, 1)
+    return None if row is None else Anchor(row.seq, row.hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +70,7 @@ class VerifyReport:
     first_bad_seq: int | None = None
     problem: str | None = None
     last_checkpoint_seq: int | None = None
+    anchor_seq: int | None = None
 
 
 @dataclass(slots=True)
@@ -57,27 +79,36 @@ class _Walk:
     tail: int = 0
     bad: int | None = None
     problem: str | None = None
+    prune: tuple[int, Any] | None = None  # seq and details of the latest audit.prune record
 
 
-def _rows(store: Store, page: int) -> Iterator[Sequence[Any]]:
-    """Every record in seq order as plain values, one page per short read-only transaction."""
-    raw = store.dialect == "sqlite"
-    after: int | None = None
+def rows(
+    read: Reader, *, raw: bool, page: int, after: int = 0, through: int | None = None
+) -> Iterator[Sequence[Any]]:
+    """Records ``after`` < seq ≤ ``through`` in seq order as plain values, a page per ``read``.
+
+    ``raw`` (SQLite) reads the timestamp and JSON as text and converts them here, which is
+    cheaper than SQLAlchemy's per-value conversion.
+    """
     while True:
-        statement = select(*(_RAW_COLUMNS if raw else _COLUMNS)).order_by(_TABLE.c.seq).limit(page)
-        if after is not None:
-            statement = statement.where(_TABLE.c.seq > after)
-        with store.session(read_only=True) as session:
-            rows = session.execute(statement).all()
+        statement = (
+            select(*(_RAW_COLUMNS if raw else _COLUMNS))
+            .where(_TABLE.c.seq > after)
+            .order_by(_TABLE.c.seq)
+            .limit(page)
+        )
+        if through is not None:
+            statement = statement.where(_TABLE.c.seq <= through)
+        batch = read(statement)
         if raw:
-            for seq, at, *middle, details, prev_hash, stored in rows:
+            for seq, at, *middle, details, prev_hash, stored in batch:
                 at_utc = datetime.fromisoformat(at).replace(tzinfo=UTC)
                 yield (seq, at_utc, *middle, json.loads(details), prev_hash, stored)
         else:
-            yield from rows
-        if len(rows) < page:
+            yield from batch
+        if len(batch) < page:
             return
-        after = rows[-1][0]
+        after = batch[-1][0]
 
 
 def _link_problem(seq: int, *, shifted: bool, self_ok: bool) -> tuple[int, str]:
@@ -96,12 +127,19 @@ def _link_problem(seq: int, *, shifted: bool, self_ok: bool) -> tuple[int, str]:
     return seq, f"seq {seq} has the wrong hash and link: edited, moved or reordered"
 
 
-def _walk(store: Store, wanted: set[int], hashes: dict[int, str], page: int) -> _Walk:
-    walk = _Walk()
-    prev, prev2 = GENESIS, None
-    for seq, at, actor, action, resource, folder, outcome, details, prev_hash, stored in _rows(
-        store, page
-    ):
+def walk_chain(
+    records: Iterator[Sequence[Any]],
+    anchor: Anchor | None,
+    wanted: set[int] | None = None,
+    hashes: dict[int, str] | None = None,
+) -> _Walk:
+    """Check seq, hash and link of ``records`` from ``anchor`` (or the start) to the first bad one.
+
+    Records the hashes of the seqs in ``wanted`` into ``hashes`` as it goes.
+    """
+    walk = _Walk(tail=anchor.seq if anchor is not None else 0)
+    prev, prev2 = (anchor.hash if anchor is not None else GENESIS), None
+    for seq, at, actor, action, resource, folder, outcome, details, prev_hash, stored in records:
         expected = walk.tail + 1
         if seq != expected:
             walk.bad = min(seq, expected)
@@ -117,17 +155,62 @@ def _walk(store: Store, wanted: set[int], hashes: dict[int, str], page: int) -> 
         }  # fmt: skip
         self_ok = record_hash(seq=seq, **fields) == stored
         if prev_hash != prev:
+            if anchor is not None and seq == anchor.seq + 1:
+                walk.bad = seq
+                walk.problem = (
+                    f"seq {seq} does not link to the retention anchor at seq {anchor.seq}"
+                )
+                return walk
             shifted = prev_hash == prev2 and record_hash(seq=seq - 1, **fields) == stored
             walk.bad, walk.problem = _link_problem(seq, shifted=shifted, self_ok=self_ok)
             return walk
         if not self_ok:
             walk.bad, walk.problem = seq, f"seq {seq} does not match its hash: edited"
             return walk
-        if seq in wanted:
+        if hashes is not None and wanted is not None and seq in wanted:
             hashes[seq] = stored
-        walk.checked = walk.tail = seq
+        if action == PRUNE_ACTION:
+            walk.prune = (seq, details)
+        walk.checked += 1
+        walk.tail = seq
         prev, prev2 = stored, prev
     return walk
+
+
+def _anchor_problem(anchor: Anchor | None, walk: _Walk) -> tuple[int | None, str | None]:
+    """Hold the anchor against the latest audit.prune record, which the chain protects.
+
+    Someone who deletes the oldest records and writes a matching anchor gets a chain that
+    links; only the prune record (whose details name the anchor it left) tells them apart.
+    """
+    if walk.bad is not None:
+        return None, None  # the walk stopped early: a later prune record may exist
+    claimed: tuple[object, object] = (None, None)
+    if walk.prune is not None:
+        details = walk.prune[1] if isinstance(walk.prune[1], dict) else {}
+        claimed = (details.get("anchor_seq"), details.get("anchor_hash"))
+    if anchor is None:
+        if claimed[0] is not None:
+            return 1, (
+                f"the retention anchor is missing, but the audit.prune record at seq "
+                f"{walk.prune[0] if walk.prune else '-'} left one at seq {claimed[0]}"
+            )
+        return None, None
+    if walk.prune is None:
+        return 1, (
+            f"the chain starts after seq {anchor.seq} but no audit.prune record vouches for "
+            f"its anchor: seq 1..{anchor.seq} were removed outside retention, or the tail "
+            "holding the prune record was cut off"
+        )
+    if claimed != (anchor.seq, anchor.hash):
+        vouched = claimed[0] if isinstance(claimed[0], int) else 0
+        first = min(vouched, anchor.seq) + 1
+        return first, (
+            f"the retention anchor (seq {anchor.seq}) is not the one the audit.prune record at "
+            f"seq {walk.prune[0]} left (seq {vouched}): seq {first}..{max(vouched, anchor.seq)} "
+            "were removed or altered outside retention"
+        )
+    return None, None
 
 
 def _stored_checkpoints(store: Store) -> list[Checkpoint]:
@@ -141,15 +224,22 @@ def _check_checkpoints(
     public_key: Ed25519PublicKey,
     hashes: dict[int, str],
     walk: _Walk,
+    floor: int,
 ) -> tuple[int | None, str | None, int | None]:
-    """Return the first bad seq and problem the checkpoints show, and the last good one."""
+    """Return the first bad seq and problem the checkpoints show, and the last good one.
+
+    Checkpoints below ``floor`` (the retention anchor) sign records that no longer exist:
+    their signatures are still checked, their hashes cannot be and are skipped.
+    """
     expected_id = key_id(public_key)
-    good = 0
+    good, last = floor, None
     for checkpoint in sorted(checkpoints, key=lambda c: c.seq):
         if checkpoint.key_id != expected_id or not signature_valid(
             public_key, checkpoint.payload(), checkpoint.signature
         ):
-            return None, f"the checkpoint at seq {checkpoint.seq} has a bad signature", good
+            return None, f"the checkpoint at seq {checkpoint.seq} has a bad signature", last
+        if checkpoint.seq < floor:
+            continue
         if walk.bad is not None and checkpoint.seq >= walk.bad:
             break  # the chain already failed before this point
         if checkpoint.seq > walk.tail:
@@ -159,7 +249,7 @@ def _check_checkpoints(
                     f"the chain ends at seq {walk.tail} but was checkpointed at seq "
                     f"{checkpoint.seq}: its tail was cut off"
                 ),
-                good,
+                last,
             )
         if hashes.get(checkpoint.seq) != checkpoint.hash:
             return (
@@ -168,10 +258,10 @@ def _check_checkpoints(
                     f"seq {checkpoint.seq} differs from its signed checkpoint: "
                     f"seq {good + 1}..{checkpoint.seq} were rewritten"
                 ),
-                good,
+                last,
             )
-        good = checkpoint.seq
-    return None, None, good
+        good = last = checkpoint.seq
+    return None, None, last
 
 
 def verify(
@@ -185,25 +275,47 @@ def verify(
 
     Checkpoints come from ``sink`` (the copy outside the database, which is what catches a
     truncation or a full rewrite) and from the store's own table; each must carry a valid
-    signature by ``public_key``. Raises AuditError only when the store cannot be read.
+    signature by ``public_key``. A chain pruned by retention is walked from its anchor, which
+    the latest ``audit.prune`` record must name; checkpoints older than the anchor are
+    skipped. Raises AuditError only when the store cannot be read.
     """
+    raw = store.dialect == "sqlite"
+
+    def read(statement: Select[Any]) -> Sequence[Sequence[Any]]:
+        with store.session(read_only=True) as session:
+            return session.execute(statement).all()
+
     try:
         external = sink.read() if sink is not None else []
         stored = _stored_checkpoints(store)
+        with store.session(read_only=True) as session:
+            anchor = read_anchor(session)
         checkpoints = list({(c.seq, c.signature): c for c in external + stored}.values())
         hashes: dict[int, str] = {}
-        walk = _walk(store, {c.seq for c in checkpoints}, hashes, page)
+        after = anchor.seq if anchor is not None else 0
+        records = rows(read, raw=raw, page=page, after=after)
+        walk = walk_chain(records, anchor, {c.seq for c in checkpoints}, hashes)
     except SQLAlchemyError as exc:
         raise AuditError(f"cannot read the audit trail: {exc}") from exc
     except AuditError as exc:  # an unreadable sink line
         return VerifyReport(ok=False, checked=0, problem=str(exc))
     found = [(walk.bad, walk.problem)]
+    if anchor is not None:
+        hashes[anchor.seq] = anchor.hash
     last = None
+    cut = False
     if checkpoints and public_key is None:
         found.append((None, f"{len(checkpoints)} checkpoints but no public key to check them"))
     elif public_key is not None:
-        bad, problem, last = _check_checkpoints(checkpoints, public_key, hashes, walk)
+        bad, problem, last = _check_checkpoints(
+            checkpoints, public_key, hashes, walk, anchor.seq if anchor is not None else 0
+        )
         found.append((bad, problem))
+        cut = walk.bad is None and bad == walk.tail + 1  # only a cut-off tail is blamed there
+    if not cut:
+        # A proven cut-off tail may have taken the latest audit.prune record with it; then
+        # the anchor cannot be held against it, and the cut is what to report.
+        found.append(_anchor_problem(anchor, walk))
     problems = sorted(
         ((bad, problem) for bad, problem in found if problem is not None),
         key=lambda item: item[0] or 0,  # a bad signature (no seq) casts doubt on everything
@@ -214,5 +326,6 @@ def verify(
         checked=walk.checked,
         first_bad_seq=bad,
         problem=problem,
-        last_checkpoint_seq=last or None,
+        last_checkpoint_seq=last,
+        anchor_seq=anchor.seq if anchor is not None else None,
     )

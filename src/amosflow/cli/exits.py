@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from amosflow.errors import AmosError, BusError, EngineError, ValidationFailedError
+from amosflow.errors import (
+    AmosError,
+    AuthenticationError,
+    BusError,
+    EngineError,
+    PermissionDeniedError,
+    ValidationFailedError,
+)
 
 OK = 0
 RUN_FAILED = 1
 INVALID = 2
 ENGINE_UNAVAILABLE = 3
+DENIED = 4
 
 _BY_ERROR: tuple[tuple[type[AmosError], int], ...] = (
     (ValidationFailedError, INVALID),
     (EngineError, ENGINE_UNAVAILABLE),
     (BusError, ENGINE_UNAVAILABLE),
+    (AuthenticationError, DENIED),
+    (PermissionDeniedError, DENIED),
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from amosflow.cli import audit, events, flow, run, secret, up, worker
+from amosflow.cli import admin, audit, events, flow, run, secret, up, worker
 
 app = typer.Typer(
     name="amos",
@@ -21,6 +21,7 @@ app.add_typer(flow.app, name="flow")
 app.add_typer(events.app, name="events")
 app.add_typer(audit.app, name="audit")
 app.add_typer(secret.app, name="secret")
+app.add_typer(admin.app, name="admin")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

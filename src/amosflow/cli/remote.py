@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -15,14 +16,18 @@ import typer
 from amosflow.cli import exits
 from amosflow.errors import (
     AmosError,
+    AuthenticationError,
     ConflictError,
     Diagnostic,
     EngineError,
     NotFoundError,
+    PermissionDeniedError,
     ValidationFailedError,
 )
 
 DEFAULT_API_URL = "http://127.0.0.1:8686"
+#: The bearer token the CLI sends: a personal API token or a session token.
+TOKEN_ENV = "AMOS_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 TIMEOUT_S = 30.0
 POLL_S = 0.1
 RECORD_WAIT_S = 30.0
@@ -65,6 +70,10 @@ def problem_error(response: httpx.Response) -> AmosError:
         return NotFoundError(detail)
     if response.status_code == httpx.codes.CONFLICT:
         return ConflictError(detail)
+    if response.status_code == httpx.codes.UNAUTHORIZED:
+        return AuthenticationError(f"{detail} (set {TOKEN_ENV} to an API token)")
+    if response.status_code == httpx.codes.FORBIDDEN:
+        return PermissionDeniedError(detail)
     return AmosError(detail)
 
 
@@ -83,9 +92,11 @@ def report(err: AmosError) -> typer.Exit:
 class Api:
     """A synchronous client of one API base URL; every failure is an `AmosError`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self._client = httpx.Client(base_url=self.url, timeout=TIMEOUT_S)
+        token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=self.url, timeout=TIMEOUT_S, headers=headers)
 
     def __enter__(self) -> Self:
         return self

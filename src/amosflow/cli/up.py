@@ -12,14 +12,36 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from amosflow.config import ApiSettings, BusSettings, EngineSettings
+from amosflow.config import ApiSettings, BusSettings, EngineSettings, StoreSettings
+from amosflow.identity import accounts, setup
+from amosflow.identity.node import node_token
+from amosflow.identity.settings import IdentitySettings
 from amosflow.node.supervisor import Child, NodePlan, Supervisor
+from amosflow.store import open_store
 
 
-def load_examples(api_url: str, directory: Path) -> list[str]:
+def _client(api_url: str, token: str) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.Client(base_url=api_url, timeout=30, headers=headers)
+
+
+def node_credentials(home: Path) -> tuple[str, str | None]:
+    """The node's own token, and a one-time setup link token while nobody can sign in yet."""
+    settings = IdentitySettings(home=home)
+    store = open_store(StoreSettings().url)
+    try:
+        token = node_token(store, settings)
+        with store.session(read_only=True) as session:
+            people = [p for p in accounts.list_principals(session) if p.kind == "user"]
+    finally:
+        store.dispose()
+    return token, None if people else setup.create_setup_token(settings)
+
+
+def load_examples(api_url: str, directory: Path, token: str) -> list[str]:
     """Save every flow file of ``directory`` into the catalog through the API."""
     loaded: list[str] = []
-    with httpx.Client(base_url=api_url, timeout=30) as client:
+    with _client(api_url, token) as client:
         for path in sorted(directory.glob("*.json")):
             doc: Any = json.loads(path.read_text(encoding="utf-8"))
             name = doc.get("name") if isinstance(doc, dict) else None
@@ -38,9 +60,9 @@ def load_examples(api_url: str, directory: Path) -> list[str]:
     return loaded
 
 
-def smoke_run(api_url: str, flow: str, timeout_s: float = 60) -> str:
+def smoke_run(api_url: str, flow: str, token: str, timeout_s: float = 60) -> str:
     """Start one run of ``flow`` through the API and describe how it ended."""
-    with httpx.Client(base_url=api_url, timeout=30) as client:
+    with _client(api_url, token) as client:
         started = client.post("/api/v1/runs", json={"flow": flow, "inputs": {}})
         if started.status_code != httpx.codes.CREATED:
             return f"{flow} not started: {started.text}"
@@ -94,16 +116,19 @@ def up(
         node.shutdown()
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(3) from None
+    token, setup_token = node_credentials(plan.home)
     if examples is not None:
-        names = load_examples(node.api_url, examples)
+        names = load_examples(node.api_url, examples, token)
         typer.echo(f"catalog: loaded {len(names)} flows from {examples}")
     typer.echo(f"API        {node.api_url}/api/v1  (docs {node.api_url}/api/v1/docs)")
     typer.echo(f"ready      {node.api_url}/readyz")
     typer.echo(f"Temporal   {node.temporal_address}")
     typer.echo(f"NATS       {node.nats_url}")
     typer.echo(f"home       {plan.home}")
+    if setup_token is not None:
+        typer.echo(f"setup      {node.api_url}/setup?token={setup_token}  (one use: first admin)")
     if smoke is not None:
-        typer.echo(f"smoke run  {smoke_run(node.api_url, smoke)}")
+        typer.echo(f"smoke run  {smoke_run(node.api_url, smoke, token)}")
     typer.echo("node is up; Ctrl-C stops it", err=True)
 
     def restarted(child: Child) -> None:

@@ -208,9 +208,10 @@ def authorize(
 
     Raises NotFoundError (``missing`` as its message) when the caller may not even read what
     is in ``folder``, so a resource elsewhere looks exactly like one that does not exist, and
-    PermissionDeniedError when it may read it but not do this.
+    PermissionDeniedError when it may read the folder but not do this — including when an
+    ABAC condition of its bindings is false for this resource.
     """
-    if folder is not None and not allows(principal, _reader_of(permission), folder, resource):
+    if folder is not None and not allows(principal, _reader_of(permission), folder):
         raise NotFoundError(missing)
     if not allows(principal, permission, folder, resource):
         raise PermissionDeniedError(f"{principal.actor} may not {permission}")

@@ -41,7 +41,12 @@ class Principal:
     @property
     def actor(self) -> str:
         """How the audit trail names this caller, e.g. ``user:alice`` or ``service:ci``."""
-        return f"{self.kind}:{self.username}"
+        return actor_of(self.kind, self.username)
+
+
+def actor_of(kind: str, username: str) -> str:
+    """``kind:username``, cut to the 200 characters an audit record's actor holds."""
+    return f"{kind}:{username}"[:200]
 
 
 #: The platform acting on its own (schedules, the run watcher); it never comes from a request.

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from amosflow.audit import AuditSettings
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.engine.embedded import EmbeddedTemporal
 from amosflow.procs import die_with_parent, terminate_group
@@ -177,6 +178,21 @@ class Supervisor:
             "warning",
         ]
         children.append(self._python_child("api", api_args, self._api_healthy))
+        # The signer of audit checkpoints is its own process: the API, which writes the
+        # records, never loads the signing key (decision 0019).
+        children.append(
+            self._python_child(
+                "audit-checkpointer",
+                ["-m", "amosflow.cli.main", "audit", "checkpointer"],
+                lambda: True,
+            )
+        )
+        if AuditSettings().audit_siem_url:
+            children.append(
+                self._python_child(
+                    "audit-shipper", ["-m", "amosflow.cli.main", "audit", "ship"], lambda: True
+                )
+            )
         return children
 
     @property

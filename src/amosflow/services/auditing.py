@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from amosflow import audit
+from amosflow.store import folders
 
 if TYPE_CHECKING:
     from amosflow.catalog import Catalog, Version
@@ -19,11 +20,19 @@ API_ACTOR = "api"
 
 
 def record(
-    store: Store, *, action: str, resource: str, details: dict[str, Any], actor: str = API_ACTOR
+    store: Store,
+    *,
+    action: str,
+    resource: str,
+    details: dict[str, Any],
+    actor: str = API_ACTOR,
+    folder: str = "default",
 ) -> None:
     """Append one audit record in its own transaction."""
     with store.session() as session:
-        audit.append(session, actor=actor, action=action, resource=resource, details=details)
+        audit.append(
+            session, actor=actor, action=action, resource=resource, folder=folder, details=details
+        )
 
 
 def _version_details(version: Version, author: str, message: str) -> dict[str, Any]:
@@ -44,19 +53,49 @@ def save(
     *,
     author: str,
     message: str,
+    actor: str = API_ACTOR,
+    folder: str = "default",
 ) -> Version:
-    """Save a catalog object and audit it as `<kind>.save`."""
+    """Save a catalog object into ``folder`` and audit it as `<kind>.save`."""
+    with store.session(read_only=True) as session:
+        folders.require_folder(session, folder)
     version = catalog.save(kind, name, document, author=author, message=message)
     details = _version_details(version, author, message)
-    record(store, action=f"{kind}.save", resource=f"{kind}/{name}", details=details)
+    with store.session() as session:
+        folders.file_under(session, kind, name, folder)
+        audit.append(
+            session,
+            actor=actor,
+            action=f"{kind}.save",
+            resource=f"{kind}/{name}",
+            folder=folder,
+            details=details,
+        )
     return version
 
 
 def delete(
-    store: Store, catalog: Catalog, kind: str, name: str, *, author: str, message: str
+    store: Store,
+    catalog: Catalog,
+    kind: str,
+    name: str,
+    *,
+    author: str,
+    message: str,
+    actor: str = API_ACTOR,
 ) -> Version:
     """Delete a catalog object (a commit) and audit it as `<kind>.delete`."""
     version = catalog.delete(kind, name, author=author, message=message)
     details = _version_details(version, author, message)
-    record(store, action=f"{kind}.delete", resource=f"{kind}/{name}", details=details)
+    with store.session() as session:
+        folder = folders.folder_of(session, kind, name)
+        folders.forget(session, kind, name)
+        audit.append(
+            session,
+            actor=actor,
+            action=f"{kind}.delete",
+            resource=f"{kind}/{name}",
+            folder=folder,
+            details=details,
+        )
     return version

@@ -15,7 +15,8 @@ from amosflow.dsl import parse_flow, validate_inputs
 from amosflow.dsl.models import CallStep, iter_steps
 from amosflow.engine.client import RunRequest, new_run_id, start_run
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
-from amosflow.store import outbox
+from amosflow.identity.policy import authorize
+from amosflow.store import folders, outbox
 from amosflow.store import runs as run_store
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from amosflow.catalog import Catalog
     from amosflow.config import EngineSettings
+    from amosflow.identity.principal import Principal
     from amosflow.store import Store
 
 EVENT_SOURCE = "urn:amosflow:control-plane"
@@ -53,6 +55,39 @@ class StartRequest:
     run_id: str | None = None
     start_at: datetime | None = None
     actor: str = "api"
+    #: The caller to authorize; None for the platform's own triggers (schedules, webhooks).
+    principal: Principal | None = None
+
+
+def run_resource(record: run_store.RunRecord) -> dict[str, Any]:
+    """What ABAC conditions see of a run as ``resource``."""
+    return {
+        "kind": "run",
+        "id": record.run_id,
+        "flow": record.flow_name,
+        "folder": record.folder,
+        "status": record.status,
+        "trigger": record.trigger,
+        "started_by": record.started_by,
+        "inputs": record.inputs,
+    }
+
+
+def guard_run(
+    cp: ControlPlane, principal: Principal | None, permission: str, run_id: str
+) -> run_store.RunRecord:
+    """Load a run and authorize ``permission`` on it; a run the caller can't see is not found."""
+    with cp.store.session(read_only=True) as session:
+        record = run_store.get_run(session, run_id)
+    if principal is not None:
+        authorize(
+            principal,
+            permission,
+            folder=record.folder,
+            resource=run_resource(record),
+            missing=f"run {run_id!r} not found",
+        )
+    return record
 
 
 def _library(cp: ControlPlane, document: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -76,6 +111,17 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
     record comes first so a crash before Temporal accepts the start is repaired by `reconcile`.
     """
     entry = cp.catalog.get("flows", req.flow, req.version)
+    with cp.store.session(read_only=True) as session:
+        folder = folders.folder_of(session, "flows", req.flow)
+    if req.principal is not None:
+        resource = {"kind": "flow", "flow": req.flow, "folder": folder, "inputs": req.inputs}
+        authorize(
+            req.principal,
+            "runs.start",
+            folder=folder,
+            resource=resource,
+            missing=f"no flows named {req.flow!r} in the catalog",
+        )
     flow = parse_flow(entry.document)
     inputs = validate_inputs(flow, req.inputs)
     config = effective_config(cp.catalog, environment=req.environment, trigger=req.trigger_name)
@@ -97,6 +143,8 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
         status="pending",
         trigger=req.trigger,
         trigger_ref=req.trigger_ref,
+        folder=folder,
+        started_by=req.actor,
         inputs=inputs,
         created_at=now,
     )
@@ -122,6 +170,7 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
                 actor=req.actor,
                 action="runs.start",
                 resource=f"runs/{run_id}",
+                folder=folder,
                 details={
                     "flow": flow.name,
                     "version": entry.version.commit,
@@ -162,10 +211,11 @@ async def _start_workflow(  # noqa: PLR0917 - private, called once
         run_store.set_status(session, record.run_id, "running")
 
 
-async def rerun(cp: ControlPlane, run_id: str) -> run_store.RunRecord:
+async def rerun(
+    cp: ControlPlane, run_id: str, principal: Principal | None = None
+) -> run_store.RunRecord:
     """Start a new run of the same flow version with the same inputs."""
-    with cp.store.session() as session:
-        old = run_store.get_run(session, run_id)
+    old = guard_run(cp, principal, "runs.read", run_id)
     return await start(
         cp,
         StartRequest(
@@ -174,14 +224,24 @@ async def rerun(cp: ControlPlane, run_id: str) -> run_store.RunRecord:
             inputs=dict(old.inputs),
             trigger="rerun",
             trigger_ref=old.run_id,
+            actor=principal.actor if principal is not None else "api",
+            principal=principal,
         ),
     )
 
 
-async def cancel(cp: ControlPlane, run_id: str) -> None:
+async def cancel(cp: ControlPlane, run_id: str, principal: Principal | None = None) -> None:
     """Ask a running run to cancel; a finished run cannot be cancelled."""
-    with cp.store.session() as session:
-        record = run_store.get_run(session, run_id)
+    record = guard_run(cp, principal, "runs.cancel", run_id)
     if record.status in TERMINAL:
         raise ConflictError(f"run {run_id} already ended {record.status}")
+    with cp.store.session() as session:
+        audit.append(
+            session,
+            actor=principal.actor if principal is not None else "api",
+            action="runs.cancel",
+            resource=f"runs/{run_id}",
+            folder=record.folder,
+            details={"status": record.status},
+        )
     await cp.client.get_workflow_handle(run_id).cancel()

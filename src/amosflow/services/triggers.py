@@ -52,22 +52,42 @@ def load(cp: ControlPlane, name: str) -> ScheduleTrigger | WebhookTrigger:
     return validate_trigger(cp.catalog.get(KIND, name).document)
 
 
-async def save(cp: ControlPlane, document: Any, *, author: str, message: str) -> Version:
+async def save(
+    cp: ControlPlane,
+    document: Any,
+    *,
+    author: str,
+    message: str,
+    actor: str = auditing.API_ACTOR,
+    folder: str = "default",
+) -> Version:
     """Validate, commit to the catalog, then make Temporal's schedule match."""
     trigger = validate_trigger(document)
     cp.catalog.get("flows", trigger.flow, trigger.version)
     version = auditing.save(
-        cp.store, cp.catalog, KIND, trigger.name, document, author=author, message=message
+        cp.store,
+        cp.catalog,
+        KIND,
+        trigger.name,
+        document,
+        author=author,
+        message=message,
+        actor=actor,
+        folder=folder,
     )
     if isinstance(trigger, ScheduleTrigger):
         await schedules.sync(cp.client, trigger, schedules.control_queue(cp.settings.task_queue))
     return version
 
 
-async def delete(cp: ControlPlane, name: str, *, author: str, message: str) -> Version:
+async def delete(
+    cp: ControlPlane, name: str, *, author: str, message: str, actor: str = auditing.API_ACTOR
+) -> Version:
     """Remove a trigger from the catalog and its schedule from Temporal."""
     trigger = load(cp, name)
-    version = auditing.delete(cp.store, cp.catalog, KIND, name, author=author, message=message)
+    version = auditing.delete(
+        cp.store, cp.catalog, KIND, name, author=author, message=message, actor=actor
+    )
     if isinstance(trigger, ScheduleTrigger):
         await schedules.remove(cp.client, name)
     return version
@@ -101,6 +121,7 @@ async def fire_schedule(cp: ControlPlane, fire: schedules.Fire) -> RunRecord:
             trigger_name=trigger.name,
             trigger_ref=fire.run_id,
             run_id=_UNSAFE.sub("-", fire.run_id),
+            actor=f"trigger:{trigger.name}",
         ),
     )
     _announce(cp, trigger.name, record)
@@ -123,6 +144,7 @@ async def accept_delivery(
             trigger_name=trigger.name,
             trigger_ref=delivery_id,
             run_id=run_id,
+            actor=f"trigger:{trigger.name}",
         ),
     )
     _announce(cp, trigger.name, record)

@@ -39,6 +39,8 @@ class RunRecord(BaseModel):
     trigger_ref: str | None = Field(
         default=None, max_length=500, description="Trigger name, delivery id or source run."
     )
+    folder: str = Field(default="default", max_length=200, description="The flow's folder.")
+    started_by: str | None = Field(default=None, max_length=200, description="Audit actor.")
     inputs: dict[str, Any] = Field(default_factory=dict)
     output: Any = None
     error: dict[str, Any] | None = None
@@ -130,13 +132,19 @@ def list_runs(
     until: datetime | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    folders: frozenset[str] | None = None,
 ) -> Page[RunRecord]:
-    """List runs newest first with optional filters; ``since`` is inclusive, ``until`` not."""
+    """List runs newest first with optional filters; ``since`` is inclusive, ``until`` not.
+
+    ``folders`` limits the runs to those folders (None: every folder).
+    """
     check_limit(limit)
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise ValidationFailedError([Diagnostic(f"/{name}", "needs a time zone offset")])
     query = select(RunRow)
+    if folders is not None:
+        query = query.where(RunRow.folder.in_(sorted(folders)))
     if flow is not None:
         query = query.where(RunRow.flow_name == flow)
     if status is not None:

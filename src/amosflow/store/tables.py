@@ -297,3 +297,35 @@ class ApiTokenRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AuditHoldRow(Base):
+    """A legal hold: retention removes no audit record of ``folder`` (``*``: any) while active.
+
+    A hold is active until ``released_at`` is set; placing and releasing one is audited.
+    """
+
+    __tablename__ = "audit_holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    folder: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditAnchorRow(Base):
+    """Where the audit chain starts after retention: the last removed record's seq and hash.
+
+    One row at most (``id`` is always 1); the first remaining record links to ``hash`` and
+    has seq ``seq + 1``.
+    """
+
+    __tablename__ = "audit_anchor"
+    __table_args__ = (CheckConstraint("id = 1", name="single"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, default=1)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    pruned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

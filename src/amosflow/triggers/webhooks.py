@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
-import time
-from dataclasses import dataclass, field
 
 SIGNATURE_HEADER = "X-Amos-Signature"
 TIMESTAMP_HEADER = "X-Amos-Timestamp"
@@ -34,43 +31,3 @@ def verify(
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         return "signature does not match"
     return None
-
-
-@dataclass
-class TokenBucket:
-    """A per-hook rate limit: `rate` tokens a second, at most `burst` saved up."""
-
-    rate: float
-    burst: int
-    tokens: float = -1.0
-    stamp: float = field(default_factory=time.monotonic)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self) -> float:
-        """Take a token; return 0 when granted, else the seconds until one is free."""
-        with self.lock:
-            now = time.monotonic()
-            if self.tokens < 0:
-                self.tokens = float(self.burst)
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-            self.stamp = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return 0.0
-            return (1 - self.tokens) / self.rate
-
-
-@dataclass
-class RateLimits:
-    """One bucket per hook, created on first use and replaced when the hook's limits change."""
-
-    buckets: dict[str, TokenBucket] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self, hook: str, rate: float, burst: int) -> float:
-        """Take a token from the hook's bucket."""
-        with self.lock:
-            bucket = self.buckets.get(hook)
-            if bucket is None or bucket.rate != rate or bucket.burst != burst:
-                bucket = self.buckets[hook] = TokenBucket(rate, burst)
-        return bucket.take()

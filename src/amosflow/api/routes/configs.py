@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from amosflow.api import problems
+from amosflow.api import access, problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import (
     ConfigCreate,
@@ -16,8 +16,10 @@ from amosflow.api.schemas import (
     EffectiveConfigPublic,
     VersionPublic,
 )
+from amosflow.api.security import CallerDep
 from amosflow.catalog import effective_config
 from amosflow.errors import Diagnostic, ValidationFailedError
+from amosflow.identity.policy import authorize
 from amosflow.services import auditing
 
 router = APIRouter(prefix="/api/v1", tags=["configs"], responses=problems.RESPONSES)
@@ -33,51 +35,68 @@ def _version(version: object) -> VersionPublic:
 
 
 @router.put("/configs/{name}", response_model=ConfigPublic)
-def save_config(name: str, body: ConfigCreate, cp: ControlPlaneDep) -> ConfigPublic:
+def save_config(
+    name: str, body: ConfigCreate, cp: ControlPlaneDep, caller: CallerDep
+) -> ConfigPublic:
     """Save a new version of a config bundle (or create it); the bundle's name must match."""
     if body.document.get("name") != name:
         raise ValidationFailedError(
             [Diagnostic("/document/name", f"must be {name!r}, the name in the path")]
         )
+    folder = access.guard_write(cp, caller, KIND, name, body.folder)
     version = auditing.save(
         cp.store,
         cp.catalog,
         KIND,
         name,
         body.document,
-        author=body.author,
+        author=access.author_of(caller, body.author),
         message=body.message or f"save {name}",
+        actor=caller.actor,
+        folder=folder,
     )
-    return ConfigPublic(name=name, document=body.document, version=_version(version))
+    return ConfigPublic(name=name, folder=folder, document=body.document, version=_version(version))
 
 
 @router.get("/configs", response_model=list[ConfigPublic])
-def list_configs(cp: ControlPlaneDep) -> list[ConfigPublic]:
-    """Every config bundle at its latest version, by name."""
+def list_configs(cp: ControlPlaneDep, caller: CallerDep) -> list[ConfigPublic]:
+    """Every config bundle the caller may read, at its latest version, by name."""
+    entries = cp.catalog.list(KIND)
+    shown = access.visible(cp, caller, KIND, (e.name for e in entries))
     return [
-        ConfigPublic(name=e.name, document=e.document, version=_version(e.version))
-        for e in cp.catalog.list(KIND)
+        ConfigPublic(
+            name=e.name, folder=shown[e.name], document=e.document, version=_version(e.version)
+        )
+        for e in entries
+        if e.name in shown
     ]
 
 
 @router.get("/configs/{name}", response_model=ConfigPublic)
-def get_config(name: str, cp: ControlPlaneDep, version: VersionQuery = None) -> ConfigPublic:
+def get_config(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, version: VersionQuery = None
+) -> ConfigPublic:
     """A config bundle at its latest version, or at the version asked for."""
+    folder = access.guard(cp, caller, "configs.read", KIND, name)
     entry = cp.catalog.get(KIND, name, version)
-    return ConfigPublic(name=entry.name, document=entry.document, version=_version(entry.version))
+    return ConfigPublic(
+        name=entry.name, folder=folder, document=entry.document, version=_version(entry.version)
+    )
 
 
 @router.get("/configs/{name}/history", response_model=list[VersionPublic])
-def config_history(name: str, cp: ControlPlaneDep) -> list[VersionPublic]:
+def config_history(name: str, cp: ControlPlaneDep, caller: CallerDep) -> list[VersionPublic]:
     """Every version of a config bundle, newest first."""
+    access.guard(cp, caller, "configs.read", KIND, name)
     return [_version(v) for v in cp.catalog.history(KIND, name)]
 
 
 @router.delete("/configs/{name}", response_model=VersionPublic)
 def delete_config(
-    name: str, cp: ControlPlaneDep, body: ConfigDelete | None = None
+    name: str, cp: ControlPlaneDep, caller: CallerDep, body: ConfigDelete | None = None
 ) -> VersionPublic:
     """Delete a config bundle; the deletion is a commit, so its history stays."""
+    access.guard(cp, caller, "configs.write", KIND, name)
     body = body or ConfigDelete()
     return _version(
         auditing.delete(
@@ -85,17 +104,26 @@ def delete_config(
             cp.catalog,
             KIND,
             name,
-            author=body.author,
+            author=access.author_of(caller, body.author),
             message=body.message or f"delete {name}",
+            actor=caller.actor,
         )
     )
 
 
 @router.get("/config/effective", response_model=EffectiveConfigPublic)
 def get_effective_config(
-    cp: ControlPlaneDep, environment: LayerQuery = None, trigger: LayerQuery = None
+    cp: ControlPlaneDep,
+    caller: CallerDep,
+    environment: LayerQuery = None,
+    trigger: LayerQuery = None,
 ) -> EffectiveConfigPublic:
-    """The config a run would get: base, then the environment's, then the trigger's bundles."""
+    """The config a run would get: base, then the environment's, then the trigger's bundles.
+
+    It merges bundles of every folder, so only a caller who may read configs everywhere
+    sees it.
+    """
+    authorize(caller, "configs.read")
     config = effective_config(cp.catalog, environment=environment, trigger=trigger)
     return EffectiveConfigPublic(
         values=config.to_dict(),

@@ -1,4 +1,4 @@
-"""/api/v1/flows: the flow catalog, versioned in Git."""
+"""/api/v1/flows: the flow catalog, versioned in Git, filed in folders."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from amosflow.api import problems
+from amosflow.api import access, problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import (
     DiffPublic,
@@ -16,7 +16,8 @@ from amosflow.api.schemas import (
     FlowSummary,
     VersionPublic,
 )
-from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
+from amosflow.api.security import CallerDep
+from amosflow.errors import ConflictError, Diagnostic, ValidationFailedError
 from amosflow.services import auditing
 
 router = APIRouter(prefix="/api/v1/flows", tags=["flows"], responses=problems.RESPONSES)
@@ -37,68 +38,77 @@ def _name_of(body: FlowCreate) -> str:
     return name
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=FlowPublic)
-def create_flow(body: FlowCreate, cp: ControlPlaneDep) -> FlowPublic:
-    """Save a new flow; a name that exists already is a conflict (use PUT to update)."""
-    name = _name_of(body)
-    try:
-        cp.catalog.get(KIND, name)
-    except NotFoundError:
-        pass
-    else:
-        raise ConflictError(f"flow {name!r} already exists; update it with PUT")
+def _save(
+    cp: ControlPlaneDep, caller: CallerDep, name: str, body: FlowCreate, verb: str
+) -> FlowPublic:
+    folder = access.guard_write(cp, caller, KIND, name, body.folder)
     version = auditing.save(
         cp.store,
         cp.catalog,
         KIND,
         name,
         body.document,
-        author=body.author,
-        message=body.message or f"create {name}",
+        author=access.author_of(caller, body.author),
+        message=body.message or f"{verb} {name}",
+        actor=caller.actor,
+        folder=folder,
     )
-    return FlowPublic(name=name, document=body.document, version=_version(version))
+    return FlowPublic(name=name, folder=folder, document=body.document, version=_version(version))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=FlowPublic)
+def create_flow(body: FlowCreate, cp: ControlPlaneDep, caller: CallerDep) -> FlowPublic:
+    """Save a new flow; a name that exists already is a conflict (use PUT to update)."""
+    name = _name_of(body)
+    if access.exists(cp, KIND, name):
+        access.guard(cp, caller, "flows.read", KIND, name)
+        raise ConflictError(f"flow {name!r} already exists; update it with PUT")
+    return _save(cp, caller, name, body, "create")
 
 
 @router.put("/{name}", response_model=FlowPublic)
-def update_flow(name: str, body: FlowCreate, cp: ControlPlaneDep) -> FlowPublic:
+def update_flow(name: str, body: FlowCreate, cp: ControlPlaneDep, caller: CallerDep) -> FlowPublic:
     """Save a new version of a flow (or create it); the document's name must match."""
     if _name_of(body) != name:
         raise ValidationFailedError(
             [Diagnostic("/document/name", f"must be {name!r}, the name in the path")]
         )
-    version = auditing.save(
-        cp.store,
-        cp.catalog,
-        KIND,
-        name,
-        body.document,
-        author=body.author,
-        message=body.message or f"update {name}",
-    )
-    return FlowPublic(name=name, document=body.document, version=_version(version))
+    return _save(cp, caller, name, body, "update")
 
 
 @router.get("", response_model=list[FlowSummary])
-def list_flows(cp: ControlPlaneDep) -> list[FlowSummary]:
-    """Every flow at its latest version, by name."""
+def list_flows(cp: ControlPlaneDep, caller: CallerDep) -> list[FlowSummary]:
+    """Every flow the caller may read, at its latest version, by name."""
+    entries = cp.catalog.list(KIND)
+    shown = access.visible(cp, caller, KIND, (e.name for e in entries))
     return [
         FlowSummary(
-            name=e.name, description=e.document.get("description"), version=_version(e.version)
+            name=e.name,
+            folder=shown[e.name],
+            description=e.document.get("description"),
+            version=_version(e.version),
         )
-        for e in cp.catalog.list(KIND)
+        for e in entries
+        if e.name in shown
     ]
 
 
 @router.get("/{name}", response_model=FlowPublic)
-def get_flow(name: str, cp: ControlPlaneDep, version: VersionQuery = None) -> FlowPublic:
+def get_flow(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, version: VersionQuery = None
+) -> FlowPublic:
     """A flow at its latest version, or at the version asked for."""
+    folder = access.guard(cp, caller, "flows.read", KIND, name)
     entry = cp.catalog.get(KIND, name, version)
-    return FlowPublic(name=entry.name, document=entry.document, version=_version(entry.version))
+    return FlowPublic(
+        name=entry.name, folder=folder, document=entry.document, version=_version(entry.version)
+    )
 
 
 @router.get("/{name}/history", response_model=list[VersionPublic])
-def flow_history(name: str, cp: ControlPlaneDep) -> list[VersionPublic]:
+def flow_history(name: str, cp: ControlPlaneDep, caller: CallerDep) -> list[VersionPublic]:
     """Every version of a flow, newest first."""
+    access.guard(cp, caller, "flows.read", KIND, name)
     return [_version(v) for v in cp.catalog.history(KIND, name)]
 
 
@@ -106,17 +116,22 @@ def flow_history(name: str, cp: ControlPlaneDep) -> list[VersionPublic]:
 def flow_diff(
     name: str,
     cp: ControlPlaneDep,
+    caller: CallerDep,
     from_version: Annotated[str, Query(alias="from", description="Older version.")],
     to_version: Annotated[str, Query(alias="to", description="Newer version.")],
 ) -> DiffPublic:
     """A unified diff between two versions of a flow."""
+    access.guard(cp, caller, "flows.read", KIND, name)
     text = cp.catalog.diff(KIND, name, from_version, to_version)
     return DiffPublic(name=name, from_version=from_version, to_version=to_version, diff=text)
 
 
 @router.delete("/{name}", response_model=VersionPublic)
-def delete_flow(name: str, cp: ControlPlaneDep, body: FlowDelete | None = None) -> VersionPublic:
+def delete_flow(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, body: FlowDelete | None = None
+) -> VersionPublic:
     """Delete a flow; the deletion is a commit, so its history stays."""
+    access.guard(cp, caller, "flows.write", KIND, name)
     body = body or FlowDelete()
     return _version(
         auditing.delete(
@@ -124,7 +139,8 @@ def delete_flow(name: str, cp: ControlPlaneDep, body: FlowDelete | None = None) 
             cp.catalog,
             KIND,
             name,
-            author=body.author,
+            author=access.author_of(caller, body.author),
             message=body.message or f"delete {name}",
+            actor=caller.actor,
         )
     )

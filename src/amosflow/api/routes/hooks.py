@@ -16,22 +16,31 @@ from amosflow.api.deps import ControlPlaneDep, WatcherDep
 from amosflow.api.problems import problem
 from amosflow.api.schemas import RunPublic
 from amosflow.errors import ActionError, NotFoundError
+from amosflow.ratelimit import RateLimits
 from amosflow.services import triggers as trigger_service
 from amosflow.triggers.models import WebhookTrigger
-from amosflow.triggers.webhooks import RateLimits, verify
+from amosflow.triggers.webhooks import verify
 
 router = APIRouter(prefix="/api/v1/hooks", tags=["hooks"], responses=problems.RESPONSES)
 _LIMITS = RateLimits()
-DeliveryHeader = Annotated[str, Header(alias="X-Amos-Delivery", min_length=1, max_length=100)]
-TimestampHeader = Annotated[str, Header(alias="X-Amos-Timestamp", max_length=20)]
-SignatureHeader = Annotated[str, Header(alias="X-Amos-Signature", max_length=200)]
+DeliveryHeader = Annotated[
+    str | None, Header(alias="X-Amos-Delivery", min_length=1, max_length=100)
+]
+TimestampHeader = Annotated[str | None, Header(alias="X-Amos-Timestamp", max_length=20)]
+SignatureHeader = Annotated[str | None, Header(alias="X-Amos-Signature", max_length=200)]
 
 
-def _webhook(cp: ControlPlaneDep, name: str) -> WebhookTrigger:
-    trigger = trigger_service.load(cp, name)
-    if not isinstance(trigger, WebhookTrigger):
-        raise NotFoundError(f"no webhook {name!r}")
-    return trigger
+def _unauthorized(reason: str) -> JSONResponse:
+    return problem(401, "Unauthorized", reason, slug="unauthorized")
+
+
+def _webhook(cp: ControlPlaneDep, name: str) -> WebhookTrigger | None:
+    """The hook's trigger; None for a name that is not a webhook (answered like a bad signature)."""
+    try:
+        trigger = trigger_service.load(cp, name)
+    except NotFoundError:
+        return None
+    return trigger if isinstance(trigger, WebhookTrigger) else None
 
 
 def _gate(trigger: WebhookTrigger, request: Request) -> JSONResponse | None:
@@ -75,7 +84,7 @@ def _authenticate(
         return problem(503, "Hook not configured", detail, slug="hook-unconfigured")
     window = trigger.replay_window_s
     reason = verify(key, timestamp, body, signature, window_s=window, now=time.time())
-    return problem(401, "Unauthorized", reason, slug="unauthorized") if reason else None
+    return _unauthorized(reason) if reason else None
 
 
 @router.post(
@@ -95,12 +104,18 @@ async def deliver(
     cp: ControlPlaneDep,
     watcher: WatcherDep,
     *,
-    delivery: DeliveryHeader,
-    timestamp: TimestampHeader,
-    signature: SignatureHeader,
+    delivery: DeliveryHeader = None,
+    timestamp: TimestampHeader = None,
+    signature: SignatureHeader = None,
 ) -> RunPublic | JSONResponse:
-    """Authenticate the delivery, then start the hook's flow with the body as its inputs."""
+    """Authenticate the delivery, then start the hook's flow with the body as its inputs.
+
+    An unknown hook and an unsigned delivery get the same 401 as a bad signature, so hook
+    names cannot be probed.
+    """
     trigger = _webhook(cp, name)
+    if trigger is None or not (delivery and timestamp and signature):
+        return _unauthorized("missing or invalid signature")
     refusal = _gate(trigger, request)
     if refusal is not None:
         return refusal

@@ -15,7 +15,9 @@ from temporalio.service import RPCError
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep, WatcherDep
 from amosflow.api.schemas import RunCreate, RunDetail, RunPage, RunPublic, RunStatus
+from amosflow.api.security import CallerDep
 from amosflow.engine.client import progress
+from amosflow.identity.policy import allows, folder_scope
 from amosflow.services import runs as run_service
 from amosflow.services.progress import follow
 from amosflow.store import runs as run_store
@@ -31,7 +33,7 @@ def _public(record: run_store.RunRecord) -> RunPublic:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
 async def start_run(
-    body: RunCreate, cp: ControlPlaneDep, watcher: WatcherDep, response: Response
+    body: RunCreate, cp: ControlPlaneDep, caller: CallerDep, watcher: WatcherDep, response: Response
 ) -> RunPublic:
     """Start a run of a catalog flow; inputs and requirements are checked before it starts."""
     record = await run_service.start(
@@ -44,6 +46,8 @@ async def start_run(
             trigger="deferred" if body.start_at else "manual",
             run_id=body.run_id,
             start_at=body.start_at,
+            actor=caller.actor,
+            principal=caller,
         ),
     )
     watcher.watch(record.run_id)
@@ -54,6 +58,7 @@ async def start_run(
 @router.get("", response_model=RunPage)
 def list_runs(
     cp: ControlPlaneDep,
+    caller: CallerDep,
     *,
     flow: Annotated[str | None, Query(max_length=63)] = None,
     run_status: Annotated[RunStatus | None, Query(alias="status")] = None,
@@ -62,8 +67,13 @@ def list_runs(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> RunPage:
-    """Runs, newest first, filtered by flow, status and creation time, paged by cursor."""
-    with cp.store.session() as session:
+    """Runs the caller may see, newest first, filtered by flow, status and time, paged by cursor.
+
+    A page can hold fewer than ``limit`` runs when ABAC conditions hide some of them; follow
+    ``next_cursor`` until it is null.
+    """
+    scope = folder_scope(caller, "runs.read")
+    with cp.store.session(read_only=True) as session:
         page = run_store.list_runs(
             session,
             flow=flow,
@@ -72,15 +82,18 @@ def list_runs(
             until=until,
             cursor=cursor,
             limit=limit,
+            folders=None if scope.every else scope.folders,
         )
-    return RunPage(items=[_public(r) for r in page.items], next_cursor=page.next_cursor)
+    shown = [
+        r for r in page.items if allows(caller, "runs.read", r.folder, run_service.run_resource(r))
+    ]
+    return RunPage(items=[_public(r) for r in shown], next_cursor=page.next_cursor)
 
 
 @router.get("/{run_id}", response_model=RunDetail)
-async def get_run(run_id: str, cp: ControlPlaneDep) -> RunDetail:
+async def get_run(run_id: str, cp: ControlPlaneDep, caller: CallerDep) -> RunDetail:
     """A run with its per-step timeline from the workflow."""
-    with cp.store.session() as session:
-        record = run_store.get_run(session, run_id)
+    record = run_service.guard_run(cp, caller, "runs.read", run_id)
     steps: dict[str, Any] = {}
     try:
         steps = await progress(cp.client.get_workflow_handle(run_id))
@@ -90,26 +103,27 @@ async def get_run(run_id: str, cp: ControlPlaneDep) -> RunDetail:
 
 
 @router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=RunPublic)
-async def cancel_run(run_id: str, cp: ControlPlaneDep) -> RunPublic:
+async def cancel_run(run_id: str, cp: ControlPlaneDep, caller: CallerDep) -> RunPublic:
     """Ask a run to cancel; it ends `cancelled` once its current step lets go."""
-    await run_service.cancel(cp, run_id)
+    await run_service.cancel(cp, run_id, caller)
     with cp.store.session() as session:
         return _public(run_store.get_run(session, run_id))
 
 
 @router.post("/{run_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
-async def rerun(run_id: str, cp: ControlPlaneDep, watcher: WatcherDep) -> RunPublic:
+async def rerun(
+    run_id: str, cp: ControlPlaneDep, caller: CallerDep, watcher: WatcherDep
+) -> RunPublic:
     """Start a new run of the same flow version with the same inputs."""
-    record = await run_service.rerun(cp, run_id)
+    record = await run_service.rerun(cp, run_id, caller)
     watcher.watch(record.run_id)
     return _public(record)
 
 
 @router.get("/{run_id}/events", response_class=EventSourceResponse)
-async def run_events(run_id: str, cp: ControlPlaneDep) -> EventSourceResponse:
+async def run_events(run_id: str, cp: ControlPlaneDep, caller: CallerDep) -> EventSourceResponse:
     """Server-Sent Events: each step event of the run as it happens, then the run's end."""
-    with cp.store.session() as session:
-        run_store.get_run(session, run_id)
+    run_service.guard_run(cp, caller, "runs.read", run_id)
 
     async def stream() -> AsyncIterator[dict[str, str]]:
         async for event in follow(cp.client.get_workflow_handle(run_id)):

@@ -10,7 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
-from amosflow.errors import VaultSealedError
+from amosflow.api.security import CallerDep
+from amosflow.errors import NotFoundError, VaultSealedError
+from amosflow.identity.policy import authorize, folder_scope
+from amosflow.identity.principal import Principal
 from amosflow.services import auditing
 from amosflow.vault import FOLDER_PATTERN, NAME_PATTERN, Rotation, SecretMetadata, Vault
 from amosflow.vault._service import MAX_VALUE_CHARS
@@ -67,20 +70,50 @@ def _unsealed(vault: Vault) -> Vault:
     return vault
 
 
+def _guard(vault: Vault, caller: Principal, permission: str, name: str) -> SecretMetadata:
+    try:
+        meta = vault.metadata(name)
+    except NotFoundError:
+        raise NotFoundError(_missing(name)) from None
+    authorize(caller, permission, folder=meta.folder, missing=_missing(name))
+    return meta
+
+
+def _missing(name: str) -> str:
+    return f"secret {name!r} does not exist"
+
+
 @router.put(
     "/{name}",
     response_model=SecretPublic,
     responses={201: {"model": SecretPublic, "description": "Created"}},
 )
 def put_secret(
-    name: SecretName, body: SecretWrite, vault: VaultDep, cp: ControlPlaneDep, response: Response
+    name: SecretName,
+    body: SecretWrite,
+    vault: VaultDep,
+    cp: ControlPlaneDep,
+    caller: CallerDep,
+    *,
+    response: Response,
 ) -> SecretPublic:
     """Create a secret (201) or add a new version of it (200); answers metadata only."""
+    try:
+        current = vault.metadata(name).folder
+    except NotFoundError:
+        target = body.folder or "default"
+        authorize(caller, "secrets.write", folder=target, missing=f"folder {target!r} not found")
+    else:
+        authorize(caller, "secrets.write", folder=current, missing=_missing(name))
+        if body.folder is not None and body.folder != current:
+            authorize(caller, "secrets.write", folder=body.folder, missing=_missing(name))
     meta, created = _unsealed(vault).set(name, body.value, body.folder)
     auditing.record(
         cp.store,
+        actor=caller.actor,
         action="secrets.set",
         resource=f"secrets/{name}",
+        folder=meta.folder,
         details={"version": meta.version, "folder": meta.folder, "created": created},
     )
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -88,28 +121,46 @@ def put_secret(
 
 
 @router.get("", response_model=list[SecretPublic])
-def list_secrets(vault: VaultDep) -> list[SecretPublic]:
-    """Metadata of every secret, by name."""
-    return [_public(meta) for meta in vault.list()]
+def list_secrets(vault: VaultDep, caller: CallerDep) -> list[SecretPublic]:
+    """Metadata of every secret the caller may see, by name."""
+    scope = folder_scope(caller, "secrets.read")
+    return [_public(meta) for meta in vault.list() if meta.folder in scope]
 
 
 @router.get("/{name}", response_model=SecretPublic)
-def get_secret(name: SecretName, vault: VaultDep) -> SecretPublic:
+def get_secret(name: SecretName, vault: VaultDep, caller: CallerDep) -> SecretPublic:
     """Metadata of one secret."""
-    return _public(vault.metadata(name))
+    return _public(_guard(vault, caller, "secrets.read", name))
 
 
 @router.delete("/{name}", response_model=SecretPublic)
-def delete_secret(name: SecretName, vault: VaultDep, cp: ControlPlaneDep) -> SecretPublic:
+def delete_secret(
+    name: SecretName, vault: VaultDep, cp: ControlPlaneDep, caller: CallerDep
+) -> SecretPublic:
     """Delete a secret, destroying every version's ciphertext; answers what it was."""
+    _guard(vault, caller, "secrets.write", name)
     meta = vault.delete(name)
-    auditing.record(cp.store, action="secrets.delete", resource=f"secrets/{name}", details={})
+    auditing.record(
+        cp.store,
+        actor=caller.actor,
+        action="secrets.delete",
+        resource=f"secrets/{name}",
+        folder=meta.folder,
+        details={},
+    )
     return _public(meta)
 
 
 @router.post("/rotate", response_model=RotationPublic)
-def rotate_kek(vault: VaultDep, cp: ControlPlaneDep) -> RotationPublic:
-    """Add a KEK version and re-wrap every stored data key with it (values unchanged)."""
+def rotate_kek(vault: VaultDep, cp: ControlPlaneDep, caller: CallerDep) -> RotationPublic:
+    """Add a KEK version and re-wrap every stored data key with it (values unchanged).
+
+    The key ring is shared by every folder, so only a caller who may write secrets
+    everywhere may rotate it.
+    """
+    authorize(caller, "secrets.write")
     rotation: Rotation = _unsealed(vault).rotate_kek()
-    auditing.record(cp.store, action="secrets.rotate_kek", resource="vault", details={})
+    auditing.record(
+        cp.store, actor=caller.actor, action="secrets.rotate_kek", resource="vault", details={}
+    )
     return RotationPublic.model_validate(rotation, from_attributes=True)

@@ -8,15 +8,18 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from amosflow.api import problems
+from amosflow.api import access, problems
 from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import VersionPublic
+from amosflow.api.schemas import FOLDER_PATTERN, VersionPublic
+from amosflow.api.security import CallerDep
 from amosflow.errors import Diagnostic, ValidationFailedError
+from amosflow.services import auditing
 from amosflow.services import triggers as trigger_service
 from amosflow.triggers import schedules
 from amosflow.triggers.models import ScheduleTrigger
 
 router = APIRouter(prefix="/api/v1/triggers", tags=["triggers"], responses=problems.RESPONSES)
+KIND = trigger_service.KIND
 
 
 class TriggerSave(BaseModel):
@@ -25,13 +28,19 @@ class TriggerSave(BaseModel):
     model_config = ConfigDict(extra="forbid")
     document: dict[str, Any]
     message: str = Field(default="", max_length=2000)
-    author: str = Field(default="api <api@amosflow.local>", max_length=200)
+    author: str | None = Field(default=None, max_length=200)
+    folder: str | None = Field(
+        default=None,
+        pattern=FOLDER_PATTERN,
+        description="Folder of the trigger; `default` for a new one, unchanged for an update.",
+    )
 
 
 class TriggerPublic(BaseModel):
     """A trigger as stored, at its latest version."""
 
     name: str
+    folder: str
     document: dict[str, Any]
     version: VersionPublic
 
@@ -44,50 +53,76 @@ class Backfill(BaseModel):
     end_at: datetime
 
 
-def _public(name: str, document: dict[str, Any], version: object) -> TriggerPublic:
+def _public(name: str, folder: str, document: dict[str, Any], version: object) -> TriggerPublic:
     return TriggerPublic(
         name=name,
+        folder=folder,
         document=document,
         version=VersionPublic.model_validate(version, from_attributes=True),
     )
 
 
 @router.put("/{name}", response_model=TriggerPublic)
-async def save_trigger(name: str, body: TriggerSave, cp: ControlPlaneDep) -> TriggerPublic:
-    """Create or update a trigger; a schedule is synced to Temporal at once."""
+async def save_trigger(
+    name: str, body: TriggerSave, cp: ControlPlaneDep, caller: CallerDep
+) -> TriggerPublic:
+    """Create or update a trigger; a schedule is synced to Temporal at once.
+
+    A trigger starts runs of its flow, so saving one needs the right to start them too.
+    """
     if body.document.get("name") != name:
         raise ValidationFailedError(
             [Diagnostic("/document/name", f"must be {name!r}, the name in the path")]
         )
+    folder = access.guard_write(cp, caller, KIND, name, body.folder)
+    flow = body.document.get("flow")
+    if isinstance(flow, str):
+        access.guard(cp, caller, "runs.start", "flows", flow)
     version = await trigger_service.save(
-        cp, body.document, author=body.author, message=body.message or f"save trigger {name}"
+        cp,
+        body.document,
+        author=access.author_of(caller, body.author),
+        message=body.message or f"save trigger {name}",
+        actor=caller.actor,
+        folder=folder,
     )
-    return _public(name, body.document, version)
+    return _public(name, folder, body.document, version)
 
 
 @router.get("", response_model=list[TriggerPublic])
-def list_triggers(cp: ControlPlaneDep) -> list[TriggerPublic]:
-    """Every trigger at its latest version."""
-    return [_public(e.name, e.document, e.version) for e in cp.catalog.list(trigger_service.KIND)]
+def list_triggers(cp: ControlPlaneDep, caller: CallerDep) -> list[TriggerPublic]:
+    """Every trigger the caller may read, at its latest version."""
+    entries = cp.catalog.list(KIND)
+    shown = access.visible(cp, caller, KIND, (e.name for e in entries))
+    return [
+        _public(e.name, shown[e.name], e.document, e.version) for e in entries if e.name in shown
+    ]
 
 
 @router.get("/{name}", response_model=TriggerPublic)
-def get_trigger(name: str, cp: ControlPlaneDep) -> TriggerPublic:
+def get_trigger(name: str, cp: ControlPlaneDep, caller: CallerDep) -> TriggerPublic:
     """One trigger at its latest version."""
-    entry = cp.catalog.get(trigger_service.KIND, name)
-    return _public(entry.name, entry.document, entry.version)
+    folder = access.guard(cp, caller, "triggers.read", KIND, name)
+    entry = cp.catalog.get(KIND, name)
+    return _public(entry.name, folder, entry.document, entry.version)
 
 
 @router.delete("/{name}", response_model=VersionPublic)
-async def delete_trigger(name: str, cp: ControlPlaneDep) -> VersionPublic:
+async def delete_trigger(name: str, cp: ControlPlaneDep, caller: CallerDep) -> VersionPublic:
     """Delete a trigger (a commit) and its schedule."""
+    access.guard(cp, caller, "triggers.write", KIND, name)
     version = await trigger_service.delete(
-        cp, name, author="api <api@amosflow.local>", message=f"delete trigger {name}"
+        cp,
+        name,
+        author=access.author_of(caller, None),
+        message=f"delete trigger {name}",
+        actor=caller.actor,
     )
     return VersionPublic.model_validate(version, from_attributes=True)
 
 
-def _schedule_only(cp: ControlPlaneDep, name: str) -> ScheduleTrigger:
+def _schedule_only(cp: ControlPlaneDep, caller: CallerDep, name: str) -> ScheduleTrigger:
+    access.guard(cp, caller, "triggers.write", KIND, name)
     trigger = trigger_service.load(cp, name)
     if not isinstance(trigger, ScheduleTrigger):
         raise ValidationFailedError([Diagnostic("/type", f"trigger {name!r} is not a schedule")])
@@ -95,23 +130,42 @@ def _schedule_only(cp: ControlPlaneDep, name: str) -> ScheduleTrigger:
 
 
 @router.post("/{name}/pause", status_code=status.HTTP_204_NO_CONTENT)
-async def pause_trigger(name: str, cp: ControlPlaneDep) -> None:
+async def pause_trigger(name: str, cp: ControlPlaneDep, caller: CallerDep) -> None:
     """Pause a schedule; nothing fires until it is resumed."""
-    _schedule_only(cp, name)
+    _schedule_only(cp, caller, name)
     await schedules.pause(cp.client, name, paused=True)
+    _audit(cp, caller, name, "triggers.pause", {})
 
 
 @router.post("/{name}/resume", status_code=status.HTTP_204_NO_CONTENT)
-async def resume_trigger(name: str, cp: ControlPlaneDep) -> None:
+async def resume_trigger(name: str, cp: ControlPlaneDep, caller: CallerDep) -> None:
     """Resume a paused schedule."""
-    _schedule_only(cp, name)
+    _schedule_only(cp, caller, name)
     await schedules.pause(cp.client, name, paused=False)
+    _audit(cp, caller, name, "triggers.resume", {})
 
 
 @router.post("/{name}/backfill", status_code=status.HTTP_202_ACCEPTED)
-async def backfill_trigger(name: str, body: Backfill, cp: ControlPlaneDep) -> None:
+async def backfill_trigger(
+    name: str, body: Backfill, cp: ControlPlaneDep, caller: CallerDep
+) -> None:
     """Fire a schedule for every time it would have fired in the interval."""
-    _schedule_only(cp, name)
+    _schedule_only(cp, caller, name)
     if body.end_at <= body.start_at:
         raise ValidationFailedError([Diagnostic("/end_at", "must be after start_at")])
     await schedules.backfill(cp.client, name, body.start_at, body.end_at)
+    window = {"start_at": body.start_at.isoformat(), "end_at": body.end_at.isoformat()}
+    _audit(cp, caller, name, "triggers.backfill", window)
+
+
+def _audit(
+    cp: ControlPlaneDep, caller: CallerDep, name: str, action: str, details: dict[str, Any]
+) -> None:
+    auditing.record(
+        cp.store,
+        actor=caller.actor,
+        action=action,
+        resource=f"{KIND}/{name}",
+        folder=access.catalog_folder(cp, KIND, name),
+        details=details,
+    )

@@ -1,0 +1,288 @@
+"""Retention: remove the oldest audit records, never past a legal hold, leaving a checked anchor.
+
+``prune`` deletes one contiguous prefix of the chain (records older than a date) and keeps
+the seq and hash of the last record it removed in ``audit_anchor``, so ``verify`` can start
+there. It stops at the first record whose folder is under an active hold (a ``*`` hold stops
+it at once), checks the hashes and links of everything it removes before removing it, and
+appends an ``audit.prune`` record naming the new anchor in the same transaction. Placing and
+releasing a hold are audited too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime  # noqa: TC003 - a dataclass field type
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, func, or_, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from amosflow.audit._records import AUDIT_LOCK_KEY, append
+from amosflow.audit._verify import PRUNE_ACTION, Anchor, read_anchor, rows, walk_chain
+from amosflow.errors import (
+    AuditError,
+    ConflictError,
+    Diagnostic,
+    NotFoundError,
+    ValidationFailedError,
+)
+from amosflow.store._types import utcnow
+from amosflow.store.tables import AuditAnchorRow, AuditHoldRow, AuditRow
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy import Select
+    from sqlalchemy.orm import Session
+
+    from amosflow.store import Store
+
+#: A hold on this folder stops retention for every folder.
+ALL_FOLDERS = "*"
+#: The actor ``prune`` records when none is given.
+RETENTION_ACTOR = "service:retention"
+_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_CHECK_PAGE = 5000
+_MAX_FOLDER = 200
+_MAX_REASON = 500
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What ``prune`` removed, where the chain now starts, and why it stopped where it did."""
+
+    deleted: int
+    first_seq: int | None
+    through_seq: int | None
+    anchor_seq: int | None
+    anchor_hash: str | None
+    stopped_by: str
+    record_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A legal hold on the audit records of ``folder`` (``*``: every folder)."""
+
+    id: int
+    folder: str
+    reason: str
+    created_by: str
+    created_at: datetime
+    released_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        """Whether the hold still stops retention."""
+        return self.released_at is None
+
+
+def _hold(row: AuditHoldRow) -> Hold:
+    return Hold(row.id, row.folder, row.reason, row.created_by, row.created_at, row.released_at)
+
+
+def _lock(session: Session) -> None:
+    """Serialise with appenders: the same lock ``append`` takes (SQLite: BEGIN IMMEDIATE)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(_LOCK, {"key": AUDIT_LOCK_KEY})
+
+
+def _active_holds(session: Session) -> list[AuditHoldRow]:
+    statement = select(AuditHoldRow).where(AuditHoldRow.released_at.is_(None))
+    return list(session.scalars(statement.order_by(AuditHoldRow.id)))
+
+
+def _stop(
+    session: Session, before: datetime, holds: list[AuditHoldRow], max_seq: int | None
+) -> tuple[int | None, str]:
+    """The seq of the first record prune must keep (None: none), and why."""
+    everywhere = [hold for hold in holds if hold.folder == ALL_FOLDERS]
+    first = session.scalar(select(func.min(AuditRow.seq)))
+    if everywhere:
+        return first, f"hold {everywhere[0].id} covers every folder"
+    held = {hold.folder: hold.id for hold in holds}
+    conditions: list[Any] = [AuditRow.at >= before]
+    if held:
+        conditions.append(AuditRow.folder.in_(held))
+    if max_seq is not None:
+        conditions.append(AuditRow.seq > max_seq)
+    stop = session.scalar(select(func.min(AuditRow.seq)).where(or_(*conditions)))
+    if stop is None:
+        return None, "every record is older than the cut-off"
+    kept = session.execute(select(AuditRow.at, AuditRow.folder).where(AuditRow.seq == stop)).one()
+    if kept.folder in held:
+        return stop, f"seq {stop} is in folder {kept.folder}, held by hold {held[kept.folder]}"
+    if kept.at >= before:
+        return stop, f"seq {stop} is not older than the cut-off"
+    return stop, f"seq {stop} has not been shipped yet (after seq {max_seq})"
+
+
+def _check_range(session: Session, anchor: Anchor | None, through: int) -> str:
+    """Walk the records about to be removed (and the first one kept); return the last hash.
+
+    Raises AuditError when they do not check out: retention must not launder tampering by
+    deleting the evidence and anchoring whatever hash it finds.
+    """
+
+    def read(statement: Select[Any]) -> Sequence[Sequence[Any]]:
+        return session.execute(statement).all()
+
+    raw = session.get_bind().dialect.name == "sqlite"
+    after = anchor.seq if anchor is not None else 0
+    last: dict[int, str] = {}
+    records = rows(read, raw=raw, page=_CHECK_PAGE, after=after, through=through + 1)
+    walk = walk_chain(records, anchor, {through}, last)
+    if walk.bad is not None:
+        raise AuditError(
+            f"refusing to prune: {walk.problem}; run `amos audit verify` and investigate first"
+        )
+    if walk.tail < through or through not in last:
+        raise AuditError(f"refusing to prune: the chain ends at seq {walk.tail}, before {through}")
+    return last[through]
+
+
+def _set_anchor(session: Session, anchor: Anchor, moment: datetime) -> None:
+    row = session.get(AuditAnchorRow, 1)
+    if row is None:
+        session.add(AuditAnchorRow(id=1, seq=anchor.seq, hash=anchor.hash, pruned_at=moment))
+    else:
+        row.seq, row.hash, row.pruned_at = anchor.seq, anchor.hash, moment
+    session.flush()
+
+
+def prune(
+    store: Store,
+    *,
+    before: datetime,
+    now: datetime | None = None,
+    actor: str = RETENTION_ACTOR,
+    max_seq: int | None = None,
+) -> PruneReport:
+    """Delete the oldest records with ``at`` before ``before``, as one prefix of the chain.
+
+    Stops at the first record that is not older than ``before``, whose folder is under an
+    active hold (any ``*`` hold stops it before the first record), or whose seq is above
+    ``max_seq`` (pass the SIEM cursor to keep what was not shipped yet). Everything removed
+    is checked first (hash, link, seq) and the new first record must link to it; then the
+    anchor is updated and an ``audit.prune`` record appended, all in one transaction.
+    ``before`` must be timezone-aware and not after ``now``. Raises AuditError when the
+    chain does not check out or the store fails.
+    """
+    if before.tzinfo is None:
+        raise ValidationFailedError([Diagnostic("/before", "needs a time zone offset")])
+    moment = now or utcnow()
+    if before > moment:
+        raise ValidationFailedError([Diagnostic("/before", "is in the future")])
+    try:
+        with store.session() as session:
+            _lock(session)
+            anchor = read_anchor(session)
+            stop, reason = _stop(session, before, _active_holds(session), max_seq)
+            tail = session.scalar(select(func.max(AuditRow.seq))) or 0
+            through = (tail if stop is None else stop - 1) if tail else 0
+            first = (anchor.seq if anchor is not None else 0) + 1
+            deleted = 0
+            if through >= first:
+                last_hash = _check_range(session, anchor, through)
+                result = session.execute(
+                    delete(AuditRow).where(AuditRow.seq <= through),
+                    execution_options={"synchronize_session": False},
+                )
+                deleted = int(getattr(result, "rowcount", 0) or 0)
+                _set_anchor(session, Anchor(through, last_hash), moment)
+                anchor = Anchor(through, last_hash)
+            record = append(
+                session,
+                actor=actor,
+                action=PRUNE_ACTION,
+                resource="audit:records",
+                folder=ALL_FOLDERS,
+                details={
+                    "before": before.isoformat(),
+                    "deleted": deleted,
+                    "first_seq": first if deleted else None,
+                    "through_seq": through if deleted else None,
+                    "anchor_seq": anchor.seq if anchor is not None else None,
+                    "anchor_hash": anchor.hash if anchor is not None else None,
+                    "stopped_by": reason,
+                },
+            )
+    except SQLAlchemyError as exc:
+        raise AuditError(f"cannot prune the audit trail: {exc}") from exc
+    return PruneReport(
+        deleted=deleted,
+        first_seq=first if deleted else None,
+        through_seq=through if deleted else None,
+        anchor_seq=anchor.seq if anchor is not None else None,
+        anchor_hash=anchor.hash if anchor is not None else None,
+        stopped_by=reason,
+        record_seq=record.seq,
+    )
+
+
+def _check_text(pointer: str, value: str, limit: int) -> None:
+    if not value.strip():
+        raise ValidationFailedError([Diagnostic(pointer, "must not be empty")])
+    if len(value) > limit:
+        raise ValidationFailedError([Diagnostic(pointer, f"is longer than {limit} characters")])
+
+
+def place_hold(store: Store, *, folder: str, reason: str, actor: str) -> int:
+    """Hold the audit records of ``folder`` (``*``: all) against retention; return the hold id.
+
+    The hold and its ``audit_holds.place`` record commit together or not at all.
+    """
+    _check_text("/folder", folder, _MAX_FOLDER)
+    _check_text("/reason", reason, _MAX_REASON)
+    try:
+        with store.session() as session:
+            row = AuditHoldRow(folder=folder, reason=reason, created_by=actor, created_at=utcnow())
+            session.add(row)
+            session.flush()
+            append(
+                session,
+                actor=actor,
+                action="audit_holds.place",
+                resource=f"audit_hold:{row.id}",
+                folder=folder,
+                details={"hold_id": row.id, "reason": reason},
+            )
+            return row.id
+    except SQLAlchemyError as exc:
+        raise AuditError(f"cannot place the hold: {exc}") from exc
+
+
+def release_hold(store: Store, hold_id: int, *, actor: str) -> Hold:
+    """Release an active hold and return it; NotFoundError or ConflictError when it is not one."""
+    try:
+        with store.session() as session:
+            row = session.get(AuditHoldRow, hold_id)
+            if row is None:
+                raise NotFoundError(f"no audit hold {hold_id}")
+            if row.released_at is not None:
+                raise ConflictError(f"audit hold {hold_id} was already released")
+            row.released_at = utcnow()
+            session.flush()
+            append(
+                session,
+                actor=actor,
+                action="audit_holds.release",
+                resource=f"audit_hold:{hold_id}",
+                folder=row.folder,
+                details={"hold_id": hold_id, "reason": row.reason},
+            )
+            return _hold(row)
+    except SQLAlchemyError as exc:
+        raise AuditError(f"cannot release hold {hold_id}: {exc}") from exc
+
+
+def list_holds(store: Store, *, include_released: bool = False) -> list[Hold]:
+    """The active holds (all of them with ``include_released``), oldest first."""
+    statement = select(AuditHoldRow).order_by(AuditHoldRow.id)
+    if not include_released:
+        statement = statement.where(AuditHoldRow.released_at.is_(None))
+    try:
+        with store.session(read_only=True) as session:
+            return [_hold(row) for row in session.scalars(statement)]
+    except SQLAlchemyError as exc:
+        raise AuditError(f"cannot list the holds: {exc}") from exc

@@ -1,0 +1,60 @@
+"""Callers for API tests: a user with a role in a folder, and its bearer token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amosflow.identity import accounts, tokens
+from amosflow.identity.settings import IdentitySettings
+from amosflow.store import Store, open_store
+
+PASSWORD = "correct horse battery staple"
+
+
+def caller_token(
+    store: Store,
+    home: Path,
+    username: str,
+    role: str | None = "administrator",
+    folder: str = "*",
+    *,
+    condition: str | None = None,
+    scopes: list[str] | None = None,
+) -> str:
+    """Create ``username`` (if new) with ``role`` in ``folder`` and return an API token of it."""
+    settings = IdentitySettings(home=home)
+    with store.session() as session:
+        row = accounts.find_by_username(session, username)
+        if row is None:
+            row = accounts.create_user(
+                session, username=username, password=PASSWORD, settings=settings
+            )
+        if folder != "*" and not accounts.folder_exists(session, folder):
+            accounts.create_folder(session, folder)
+        if role is not None:
+            accounts.grant(
+                session,
+                subject_kind="principal",
+                subject=row.id,
+                role=role,
+                folder=folder,
+                condition=condition,
+            )
+        _, plaintext = tokens.issue_api_token(
+            session,
+            principal_id=row.id,
+            name=f"test {role}@{folder}",
+            scopes=scopes,
+            expires_in_days=1,
+            settings=settings,
+        )
+    return plaintext
+
+
+def admin_token(store_url: str, home: Path) -> str:
+    """An API token of an administrator on every folder, created in the store at ``store_url``."""
+    store = open_store(store_url)
+    try:
+        return caller_token(store, home, "admin")
+    finally:
+        store.dispose()
