@@ -41,6 +41,15 @@ deps:
 	  else \
 	    echo "SoftHSM2 is missing: run 'sudo apt-get install softhsm2'" >&2; exit 1; \
 	  fi
+	@command -v chromium >/dev/null 2>&1 && command -v runsc >/dev/null 2>&1 && \
+	  command -v bwrap >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	      chromium runsc bubblewrap; \
+	  else \
+	    echo "runner tools are missing: run 'sudo apt-get install chromium runsc bubblewrap'" >&2; \
+	    exit 1; \
+	  fi
 
 unit: install deps
 	$(BIN)/python -m pytest

@@ -13,6 +13,8 @@ from amosflow.config import EngineSettings
 from amosflow.engine.embedded import EmbeddedTemporal
 from tests.support.httpserver import LoopbackServer
 
+LOOPBACK_EGRESS = "127.0.0.1"  # the loopback test servers listen on 127.0.0.1:<random port>
+
 
 @pytest.fixture(scope="session")
 def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTemporal]:
@@ -32,9 +34,17 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedd
 
 @pytest.fixture
 def settings(
-    temporal_server: EmbeddedTemporal, tmp_path: Path, request: pytest.FixtureRequest
+    temporal_server: EmbeddedTemporal,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> EngineSettings:
-    """Engine settings pointing at the session server, with a task queue per test."""
+    """Engine settings pointing at the session server, with a task queue per test.
+
+    Workers of these tests may reach the loopback test servers: ``AMOS_EGRESS_ALLOW`` opens
+    127.0.0.1 (every port but the platform's own) in every run's egress policy.
+    """
+    monkeypatch.setenv("AMOS_EGRESS_ALLOW", LOOPBACK_EGRESS)
     queue = "t-" + request.node.name.replace("[", "-").replace("]", "")[:80]
     return EngineSettings(
         home=tmp_path / "home", temporal_address=temporal_server.address, task_queue=queue

@@ -14,6 +14,7 @@ CLI maps them to exit codes (and, later, the API to problem+json) in exactly one
     ├── EngineError                Temporal (embedded or remote) cannot be reached or started
     ├── NotFoundError              a flow, run, version or other object does not exist
     ├── ConflictError              the change clashes with the current state
+    │   └── StaleLeaseError        a runner reported on a job lease it no longer holds
     ├── BusError                   the NATS event bus cannot be started, reached or written
     ├── StoreError                 the relational store cannot be opened, reached or migrated
     ├── CatalogError               the Git catalog cannot be opened, read or synchronised
@@ -131,6 +132,33 @@ class ConflictError(AmosError):
     """A change clashes with the current state (already exists, already finished …)."""
 
     code = "amos.conflict"
+
+
+class StaleLeaseError(ConflictError):
+    """A runner renewed or completed a job lease it no longer holds (wrong fence, expired).
+
+    The fencing token makes a late report from a runner that lost its lease (a pause, a
+    partition, a revocation) harmless: the store refuses it instead of overwriting the
+    result of the runner that holds the job now. ``current_fence`` is the job's fence at
+    the time of the refusal (None when the job does not exist).
+    """
+
+    code = "amos.lease.stale"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str,
+        runner_id: str,
+        fence: int,
+        current_fence: int | None,
+    ) -> None:
+        self.job_id = job_id
+        self.runner_id = runner_id
+        self.fence = fence
+        self.current_fence = current_fence
+        super().__init__(message)
 
 
 class BusError(AmosError):

@@ -41,7 +41,7 @@ def test_registering_another_spec_under_a_taken_name_fails() -> None:
 
 
 def test_http_defaults() -> None:
-    """http.request defaults to GET, no headers and any status."""
+    """http.request defaults to GET, no headers, any status and no redirects followed."""
     request = validate_with("http.request", {"url": "http://x"})
     assert request.model_dump() == {
         "method": "GET",
@@ -52,6 +52,7 @@ def test_http_defaults() -> None:
         "body": None,
         "timeout": None,
         "expect": None,
+        "follow_redirects": False,
     }
 
 

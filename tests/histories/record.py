@@ -71,6 +71,7 @@ def _portable(history_json: str) -> str:
 def main() -> None:
     """Start a throwaway Temporal server, record every example, stop the server."""
     os.environ[SECRET_ENV] = CANARY
+    os.environ["AMOS_EGRESS_ALLOW"] = "127.0.0.1"  # the examples call loopback servers
     with (
         tempfile.TemporaryDirectory(prefix="amos-record-") as tmp,
         EmbeddedTemporal(Path(tmp) / "temporal") as server,

@@ -30,6 +30,9 @@ TABLES = {
     "audit_anchor",
     "secrets",
     "secret_versions",
+    "runners",
+    "enrollment_tokens",
+    "runner_jobs",
     "alembic_version",
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from amosflow.cli import admin, audit, events, flow, run, secret, up, worker
+from amosflow.cli import admin, audit, events, flow, run, runner, secret, up, worker
 
 app = typer.Typer(
     name="amos",
@@ -22,6 +22,7 @@ app.add_typer(events.app, name="events")
 app.add_typer(audit.app, name="audit")
 app.add_typer(secret.app, name="secret")
 app.add_typer(admin.app, name="admin")
+app.add_typer(runner.app, name="runner")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -31,6 +31,13 @@ class EngineSettings(BaseSettings):
         default=64 * 1024,
         description="Values larger than this many bytes travel as artifact references.",
     )
+    egress_allow: str = Field(
+        default="",
+        description=(
+            "Comma-separated egress allow entries (host, *.suffix, IP, CIDR, optional :port)"
+            " this worker adds to every run's egress policy (decision 0024)."
+        ),
+    )
 
     @property
     def artifacts_dir(self) -> Path:

@@ -329,3 +329,88 @@ class AuditAnchorRow(Base):
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
     pruned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+RUNNER_STATUSES = ("active", "draining", "revoked")
+RUNNER_JOB_STATES = ("queued", "leased", "completed", "failed")
+
+
+class RunnerRow(Base):
+    """A runner: an outbound-only worker in some network zone, known by its client certificate.
+
+    ``capabilities`` is what it offers now, never more than its enrollment granted; ``load``
+    and ``max_jobs`` are what its last heartbeat reported. Revocation is a status, not a
+    deletion, so the audit trail and old jobs keep pointing at a row.
+    """
+
+    __tablename__ = "runners"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", RUNNER_STATUSES), name="status"),
+        Index(None, "status", "zone"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    zone: Mapped[str] = mapped_column(String(100))
+    capabilities: Mapped[Any] = mapped_column(JSONValue)
+    cert_serial: Mapped[str] = mapped_column(String(64), unique=True)
+    cert_not_after: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    load: Mapped[int] = mapped_column(Integer, default=0)
+    max_jobs: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class EnrollmentTokenRow(Base):
+    """A one-time runner enrollment token: only its SHA-256 is kept, with what it grants."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    zone: Mapped[str] = mapped_column(String(100))
+    capabilities: Mapped[Any] = mapped_column(JSONValue)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    used_by_runner: Mapped[str | None] = mapped_column(String(64))
+
+
+class RunnerJobRow(Base):
+    """One step's side effect waiting for, leased to, or finished by a runner.
+
+    ``job_id`` is the step's idempotency key, the same across activity retries, so a retry
+    finds the finished job instead of running it again. ``fence`` grows by one with every
+    lease; only a report carrying the current fence is accepted. ``payload`` holds secret
+    references only, never values.
+    """
+
+    __tablename__ = "runner_jobs"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", RUNNER_JOB_STATES), name="state"),
+        Index(None, "state", "created_at"),
+        Index(None, "runner_id", "state"),
+        Index(None, "run_id"),
+    )
+
+    job_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(200))
+    step: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(200))
+    capability: Mapped[str] = mapped_column(String(32))
+    zone: Mapped[str | None] = mapped_column(String(100))
+    folder: Mapped[str] = mapped_column(String(200), default=DEFAULT_FOLDER)
+    payload: Mapped[Any] = mapped_column(JSONValue)
+    task_token: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    runner_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("runners.id"))
+    fence: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    result: Mapped[Any | None] = mapped_column(JSONValue)
+    error: Mapped[Any | None] = mapped_column(JSONValue)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -24,6 +24,7 @@ class HttpRequestWith(WithModel):
     body: str | None = None
     timeout: Duration | None = None
     expect: Expr[list[Expr[int]]] | None = None
+    follow_redirects: Expr[bool] = False  # at most 5 hops, each checked like the first
 
     @model_validator(mode="after")
     def _json_or_body(self) -> Self:

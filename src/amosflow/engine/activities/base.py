@@ -10,13 +10,15 @@ import asyncio
 import contextlib
 import importlib
 import json
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from amosflow import secrets
 from amosflow.dsl import expr
@@ -29,8 +31,15 @@ if TYPE_CHECKING:
 
 Impl = Callable[["ActionContext", Any], Awaitable[Any]]
 _IMPLEMENTATIONS: dict[str, Impl] = {}
-BUILTIN_MODULES = ("amosflow.engine.activities.core", "amosflow.engine.activities.http")
+BUILTIN_MODULES = (
+    "amosflow.engine.activities.core",
+    "amosflow.engine.activities.http",
+    "amosflow.engine.activities.browser",
+    "amosflow.engine.activities.code",
+)
 HEARTBEAT_EVERY_S = 5.0
+RUN_CONFIGS_KEPT = 256
+_RUN_CONFIGS: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 REDACTED = "***"
 
 
@@ -51,6 +60,20 @@ class ActionContext:
     call: ActionCall
     artifacts: ArtifactStore
     secrets_in_use: list[str] = field(default_factory=list)
+    config: Mapping[str, Any] | None = None
+    """The run's Effective Config; read from the run's start on first use when None."""
+    beat: Callable[..., None] | None = None
+
+    def heartbeat(self, *details: Any) -> None:
+        """Say the action is alive (a Temporal heartbeat, or a lease renewal on a runner)."""
+        if self.beat is not None:
+            self.beat(*details)
+
+    async def run_config(self) -> Mapping[str, Any]:
+        """The config snapshot of the run this action belongs to (its ``RunInput.config``)."""
+        if self.config is None:
+            self.config = await _run_config()
+        return self.config
 
     @property
     def idempotency_key(self) -> str:
@@ -77,50 +100,99 @@ class ActionContext:
         return value
 
 
+async def _run_config() -> dict[str, Any]:
+    """Read the config from the input of the workflow that runs this activity, once per run."""
+    try:
+        info = activity.info()
+        client = activity.client()
+    except RuntimeError:
+        raise ActionError(
+            "the run's config is unknown outside an activity", type_="RunConfigUnavailable"
+        ) from None
+    key = (info.workflow_id or "", info.workflow_run_id or "")
+    if key in _RUN_CONFIGS:
+        _RUN_CONFIGS.move_to_end(key)
+        return _RUN_CONFIGS[key]
+    handle = client.get_workflow_handle(key[0], run_id=key[1] or None)
+    try:
+        async for event in handle.fetch_history_events(page_size=1):
+            started = event.workflow_execution_started_event_attributes
+            values = await client.data_converter.decode(started.input.payloads)
+            break
+        else:
+            values = []
+    except RPCError as err:
+        raise ActionError(
+            f"cannot read the run's config: {err.message}", type_="RunConfigUnavailable"
+        ) from None
+    run_input = values[0] if values and isinstance(values[0], dict) else {}
+    config = run_input.get("config")
+    config = config if isinstance(config, dict) else {}
+    _RUN_CONFIGS[key] = config
+    while len(_RUN_CONFIGS) > RUN_CONFIGS_KEPT:
+        _RUN_CONFIGS.popitem(last=False)
+    return config
+
+
 def _parts(slot: dict[str, Any]) -> tuple[str | expr.SecretRef, ...]:
     return tuple(
         expr.SecretRef(p["secret"]) if isinstance(p, dict) else str(p) for p in slot["parts"]
     )
 
 
-async def _heartbeat_forever() -> None:
+async def _heartbeat_forever(heartbeat: Callable[[], None]) -> None:
     while True:
-        activity.heartbeat()
+        heartbeat()
         await asyncio.sleep(HEARTBEAT_EVERY_S)
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why an attempt failed, already redacted: what a runner reports and an activity raises."""
+
+    message: str
+    type: str
+    retryable: bool
+
+    def to_application_error(self) -> ApplicationError:
+        """The Temporal failure of this attempt."""
+        return ApplicationError(
+            self.message, {"type": self.type}, type=self.type, non_retryable=not self.retryable
+        )
+
+
 @dataclass
-class _Runner:
-    """Runs one action attempt inside the activity and shapes its result or failure."""
+class Performer:
+    """Runs one action attempt and shapes its result or failure.
+
+    The same code runs inside a Temporal activity on a worker and, outside Temporal, on a
+    runner that leased the job: only how it heartbeats and where the run's config comes from
+    differ.
+    """
 
     artifacts: ArtifactStore
     inline_limit: int
     resolve_secret: Callable[[str], str]
 
-    async def __call__(self, call: ActionCall) -> ActionResult:
-        ctx = ActionContext(call=call, artifacts=self.artifacts)
+    async def perform(
+        self,
+        call: ActionCall,
+        *,
+        heartbeat: Callable[[], None] | None,
+        config: Mapping[str, Any] | None = None,
+    ) -> Any | Failure:
+        """The attempt's output (redacted, spilled when large) or its Failure."""
+        ctx = ActionContext(call=call, artifacts=self.artifacts, config=config, beat=heartbeat)
         try:
-            output = await self._attempt(ctx)
-        except ApplicationError:
-            raise
+            output = await self._attempt(ctx, heartbeat)
         except ActionError as err:
-            raise ApplicationError(
-                ctx.redact(str(err)),
-                {"type": err.type},
-                type=err.type,
-                non_retryable=not err.retryable,
-            ) from None
+            return Failure(ctx.redact(str(err)), err.type, err.retryable)
         except AmosError as err:
-            raise ApplicationError(
-                ctx.redact(str(err)),
-                {"type": type(err).__name__},
-                type=type(err).__name__,
-                non_retryable=True,
-            ) from None
+            return Failure(ctx.redact(str(err)), type(err).__name__, retryable=False)
         output = ctx.redact_value(output)  # an upstream may echo a secret back: keep it out
-        return ActionResult(output=self._spill(output), attempt=activity.info().attempt)
+        return self._spill(output)
 
-    async def _attempt(self, ctx: ActionContext) -> Any:
+    async def _attempt(self, ctx: ActionContext, heartbeat: Callable[[], None] | None) -> Any:
         call = ctx.call
         impl = _IMPLEMENTATIONS.get(call.action)
         if impl is None:
@@ -148,10 +220,10 @@ class _Runner:
             raise ActionError(
                 ctx.redact(problems), type_="ValidationError", retryable=False
             ) from None
-        if activity.info().is_local:
+        if heartbeat is None:
             output = await impl(ctx, params)
         else:
-            beat = asyncio.create_task(_heartbeat_forever())
+            beat = asyncio.create_task(_heartbeat_forever(heartbeat))
             try:
                 output = await impl(ctx, params)
             finally:
@@ -180,6 +252,18 @@ class _Runner:
         if len(data) <= self.inline_limit:
             return output
         return self.artifacts.put(data)
+
+
+@dataclass
+class _Runner(Performer):
+    """A Performer inside a Temporal activity."""
+
+    async def __call__(self, call: ActionCall) -> ActionResult:
+        info = activity.info()
+        outcome = await self.perform(call, heartbeat=None if info.is_local else activity.heartbeat)
+        if isinstance(outcome, Failure):
+            raise outcome.to_application_error()
+        return ActionResult(output=outcome, attempt=info.attempt)
 
 
 def build_activities(

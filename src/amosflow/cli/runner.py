@@ -1,0 +1,136 @@
+"""`amos runner …`: enrollment tokens and the fleet listing, on the node's store.
+
+Like ``amos admin``, these commands open the store directly (``AMOS_DATABASE_URL`` or the
+SQLite file in ``AMOS_HOME``): an operator on the host enrolls runners, and that must work
+before any API account exists. The CLI user is the audit actor (``cli:<os user>``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+
+from amosflow.cli import exits
+from amosflow.config import StoreSettings
+from amosflow.errors import AmosError
+from amosflow.runners import CAPABILITIES, RunnerRow, create_enrollment_token, list_runners
+from amosflow.store import Store, open_store
+
+app = typer.Typer(help="Enroll runners and look at the fleet.", no_args_is_help=True)
+token_app = typer.Typer(help="One-time runner enrollment tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@contextmanager
+def _store() -> Iterator[Store]:
+    store = open_store(StoreSettings().url)
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+def _fail(err: AmosError) -> typer.Exit:
+    typer.echo(f"error: {err}", err=True)
+    return typer.Exit(exits.for_error(err))
+
+
+def _default_actor() -> str:
+    """Who runs the CLI: the OS account, since the CLI talks to the store directly."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return f"cli:uid-{os.getuid()}"
+
+
+@token_app.command("create")
+def token_create(
+    zone: Annotated[str, typer.Option("--zone", help="Network zone the runner will serve.")],
+    capability: Annotated[
+        list[str],
+        typer.Option(
+            "--capability",
+            help=f"What the runner may run (repeatable): {', '.join(sorted(CAPABILITIES))}.",
+        ),
+    ],
+    ttl_hours: Annotated[
+        float, typer.Option("--ttl-hours", help="Hours until the unused token expires.")
+    ] = 24.0,
+) -> None:
+    """Create a one-time enrollment token; it is printed once and stored only as a hash."""
+    now = datetime.now(UTC)
+    try:
+        with _store() as store, store.session() as session:
+            token = create_enrollment_token(
+                session,
+                zone=zone,
+                capabilities=capability,
+                created_by=_default_actor(),
+                ttl=timedelta(hours=ttl_hours),
+                now=now,
+            )
+    except AmosError as err:
+        raise _fail(err) from None
+    # The token alone on stdout, so `TOKEN=$(amos runner token create …)` works.
+    typer.echo(token)
+    expires = (now + timedelta(hours=ttl_hours)).isoformat(timespec="seconds")
+    typer.echo(
+        f"enrolls one runner in zone {zone} for {', '.join(sorted(set(capability)))}; "
+        f"expires {expires}; it is not shown again",
+        err=True,
+    )
+
+
+def _listing(row: RunnerRow) -> dict[str, Any]:
+    beat = row.last_heartbeat_at
+    return {
+        "id": row.id,
+        "name": row.name,
+        "zone": row.zone,
+        "capabilities": list(row.capabilities),
+        "status": row.status,
+        "last_heartbeat_at": beat.isoformat(timespec="seconds") if beat else None,
+        "load": row.load,
+        "max_jobs": row.max_jobs,
+    }
+
+
+@app.command("ls")
+def ls(
+    zone: Annotated[str | None, typer.Option("--zone", help="Only runners of this zone.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")] = False,
+) -> None:
+    """List the runners: name, zone, capabilities, status, last heartbeat and load."""
+    try:
+        with _store() as store, store.session(read_only=True) as session:
+            found = [_listing(row) for row in list_runners(session, zone=zone)]
+    except AmosError as err:
+        raise _fail(err) from None
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    header = ("NAME", "ZONE", "CAPABILITIES", "STATUS", "LAST HEARTBEAT", "LOAD", "ID")
+    rows = [
+        (
+            r["name"],
+            r["zone"],
+            ",".join(r["capabilities"]),
+            r["status"],
+            r["last_heartbeat_at"] or "never",
+            f"{r['load']}/{r['max_jobs']}",
+            r["id"],
+        )
+        for r in found
+    ]
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        typer.echo(
+            "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
