@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from amosflow.bus.embedded import EmbeddedNats
 from amosflow.config import EngineSettings
 from amosflow.engine.embedded import EmbeddedTemporal
 from tests.support.httpserver import LoopbackServer
@@ -65,3 +66,14 @@ def http_server() -> Iterator[LoopbackServer]:
 def run_async() -> object:
     """Run a coroutine to the end on a fresh event loop."""
     return asyncio.run
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """One embedded NATS JetStream server for the API tests."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

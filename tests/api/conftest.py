@@ -21,6 +21,7 @@ from amosflow.engine.client import connect
 from amosflow.engine.embedded import free_port
 from amosflow.engine.worker import build_worker
 from amosflow.identity.oidc import OidcSettings
+from amosflow.runners.settings import RunnerSettings
 from amosflow.store import open_store
 from tests.support.identity import admin_token, caller_token
 
@@ -45,17 +46,6 @@ class Node:
         """A client of this node that sends ``token`` (or no credentials at all)."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, timeout=30, headers=headers)
-
-
-@pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    """One embedded NATS JetStream server for the API tests."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 class _Worker(threading.Thread):
@@ -91,6 +81,7 @@ def running_node(
     tmp_path: Path,
     nats_server: EmbeddedNats,
     oidc: OidcSettings | None = None,
+    runners: RunnerSettings | None = None,
 ) -> Iterator[Node]:
     """A running API with its own store and catalog, against the session Temporal server."""
     worker = _Worker(settings)
@@ -102,6 +93,7 @@ def running_node(
         catalog_path=tmp_path / "catalog",
         nats_url=nats_server.url,
         oidc=oidc or OidcSettings(home=settings.home, issuer=None),
+        runners=runners or RunnerSettings(port=free_port()),
     )
     port = free_port()
     server = uvicorn.Server(

@@ -18,7 +18,12 @@ from tests.api.flows_util import doc, save, wait_for_end
 pytestmark = pytest.mark.temporal
 METHODS = ("get", "post", "put", "patch", "delete")
 #: Public by design: they are how a caller gets credentials, or sign themselves (webhooks).
-CREDENTIAL_ROUTES = {"/api/v1/auth/login", "/api/v1/auth/token", "/api/v1/setup"}
+CREDENTIAL_ROUTES = {
+    "/api/v1/auth/login",
+    "/api/v1/auth/token",
+    "/api/v1/setup",
+    "/api/v1/runners/enroll",
+}
 #: Liveness and readiness say nothing about any resource; orchestrators probe them unauthenticated.
 PROBES = {"/healthz", "/readyz"}
 

@@ -1,3 +1,3 @@
 """The CLI tests that talk to the API reuse the API tests' real node."""
 
-from tests.api.conftest import nats_server, node  # noqa: F401
+from tests.api.conftest import node  # noqa: F401

@@ -72,6 +72,7 @@ def _start(home: Path, port: int) -> RunningNode:
         **os.environ,
         "AMOS_HOME": str(home),
         "AMOS_API_PORT": str(port),
+        "AMOS_RUNNER_PORT": str(free_port()),
         "AMOS_SECRET_HOOKS_NODE": HOOK_KEY,
     }
     for key in ("AMOS_TEMPORAL_ADDRESS", "AMOS_NATS_URL", "AMOS_DATABASE_URL", "AMOS_TASK_QUEUE"):
@@ -317,3 +318,30 @@ def test_the_node_signs_audit_checkpoints_in_a_process_of_its_own(node: RunningN
         [AMOS, "audit", "verify"], env=node.env(), capture_output=True, text=True, check=False
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_the_node_runs_its_own_runner_for_steps_that_ask_for_one(node: RunningNode) -> None:
+    """`amos up` enrolls a local runner; a step with `runner` runs on it over mTLS."""
+    flow = {
+        "dsl": "amos.flow/v1",
+        "name": "on-runner",
+        "steps": [
+            {
+                "id": "echo",
+                "type": "action",
+                "action": "core.echo",
+                "runner": {"zone": "local"},
+                "with": {"value": "from the runner"},
+            }
+        ],
+        "outputs": {"said": "${steps.echo.output}"},
+    }
+    with node.admin() as client:
+        runners = _until(
+            lambda: [r for r in client.get("/api/v1/runners").json() if r["last_heartbeat_at"]]
+        )
+        assert runners[0]["zone"] == "local"
+        assert client.put("/api/v1/flows/on-runner", json={"document": flow}).status_code == 200
+        run = client.post("/api/v1/runs", json={"flow": "on-runner", "inputs": {}}).json()
+        done = _until(lambda: (r := _run(client, run["run_id"]))["status"] == "completed" and r)
+        assert done["output"] == {"said": "from the runner"}

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from amosflow.cli.secret import app as secret_cli
 from amosflow.engine.client import connect
-from tests.api.conftest import Node, nats_server  # noqa: F401
+from tests.api.conftest import Node
 from tests.api.conftest import node as node  # noqa: PLC0414 - the fixture, re-exported
 from tests.api.flows_util import save, wait_for_end
 from tests.support.history import history_text

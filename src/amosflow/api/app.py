@@ -30,6 +30,9 @@ from amosflow.api.routes import (
     secrets,
     triggers,
 )
+from amosflow.api.routes import (
+    runners as runner_routes,
+)
 from amosflow.api.security import AuthMiddleware
 from amosflow.catalog import Catalog
 from amosflow.config import BusSettings, CatalogSettings, EngineSettings, StoreSettings
@@ -40,6 +43,9 @@ from amosflow.identity.authenticate import Authenticator
 from amosflow.identity.oidc import JwksCache, OidcSettings, OidcVerifier
 from amosflow.identity.sessions import SessionSigner
 from amosflow.identity.settings import IdentitySettings
+from amosflow.runners.dispatch import dispatch_activity
+from amosflow.runners.server import fleet_server
+from amosflow.runners.settings import RunnerSettings
 from amosflow.services import triggers as trigger_service
 from amosflow.services.runs import ControlPlane
 from amosflow.services.watcher import RunWatcher
@@ -60,6 +66,7 @@ class NodeConfig:
     catalog_path: Path = field(default_factory=lambda: CatalogSettings().path)
     nats_url: str | None = field(default_factory=lambda: BusSettings().nats_url)
     oidc: OidcSettings = field(default_factory=OidcSettings)
+    runners: RunnerSettings = field(default_factory=RunnerSettings)
 
     def temporal_address(self) -> str:
         """The configured Temporal, or the embedded one a node runs in this home."""
@@ -126,6 +133,8 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
         store = open_store(node.store_url)
         app.state.vault = open_vault(store, node.engine.home)
         app.state.authenticator, jwks = _authenticator(node, store)
+        runner_settings = node.runners.model_copy(update={"home": node.engine.home})
+        app.state.runner_settings = runner_settings
         cp = ControlPlane(
             settings=node.engine, store=store, catalog=Catalog(node.catalog_path), client=client
         )
@@ -144,7 +153,10 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
             client,
             task_queue=schedules.control_queue(node.engine.task_queue),
             workflows=[schedules.TriggerWorkflow],
-            activities=[schedules.fire_activity(fire)],
+            activities=[
+                schedules.fire_activity(fire),
+                dispatch_activity(store, runner_settings),
+            ],
             workflow_runner=UnsandboxedWorkflowRunner(),
         )
         stop = asyncio.Event()
@@ -152,11 +164,16 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
             asyncio.create_task(_relay_forever(app, node.nats_url, stop)) if node.nats_url else None
         )
         refresher = asyncio.create_task(jwks.run_refresh_loop(stop)) if jwks else None
+        endpoint = fleet_server(store, client, runner_settings) if runner_settings.port else None
+        serving = asyncio.create_task(endpoint.serve()) if endpoint else None
         async with control_worker:
             try:
                 yield
             finally:
                 stop.set()
+                if endpoint is not None and serving is not None:
+                    endpoint.should_exit = True
+                    await serving
                 if relay is not None:
                     await relay
                 if refresher is not None:
@@ -197,6 +214,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
         identity,
         audit_routes,
         scim,
+        runner_routes,
     ):
         app.include_router(module.router)
     return app

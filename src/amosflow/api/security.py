@@ -36,6 +36,7 @@ PUBLIC_PATHS = frozenset(
         "/api/v1/auth/token",
         "/api/v1/setup",
         "/setup",
+        "/api/v1/runners/enroll",
     }
 )
 #: Webhook deliveries authenticate themselves with an HMAC signature over the body.

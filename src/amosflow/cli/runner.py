@@ -7,20 +7,24 @@ before any API account exists. The CLI user is the audit actor (``cli:<os user>`
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
+import logging
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from amosflow.cli import exits
-from amosflow.config import StoreSettings
+from amosflow.config import EngineSettings, StoreSettings
 from amosflow.errors import AmosError
-from amosflow.runners import CAPABILITIES, RunnerRow, create_enrollment_token, list_runners
+from amosflow.runners import CAPABILITIES, RunnerRow, agent, create_enrollment_token, list_runners
 from amosflow.store import Store, open_store
 
 app = typer.Typer(help="Enroll runners and look at the fleet.", no_args_is_help=True)
@@ -134,3 +138,50 @@ def ls(
         typer.echo(
             "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+def _runner_dir(directory: Path | None) -> Path:
+    return directory or EngineSettings().home / "runner"
+
+
+DirOption = Annotated[
+    Path | None,
+    typer.Option("--dir", help="Where the runner keeps its key and certificate (0700)."),
+]
+
+
+@app.command("enroll")
+def enroll_command(
+    url: Annotated[str, typer.Option("--url", help="The control plane's API base URL.")],
+    token: Annotated[str, typer.Option("--token", help="The one-time enrollment token.")],
+    name: Annotated[str, typer.Option("--name", help="A name for this runner.")] = "runner",
+    directory: DirOption = None,
+) -> None:
+    """Swap a one-time token for a client certificate; the key never leaves this machine."""
+    target = _runner_dir(directory)
+    try:
+        identity = agent.enroll(url, token, name, target)
+    except AmosError as err:
+        raise _fail(err) from None
+    typer.echo(f"enrolled {identity.runner_id} (zone {identity.zone}) -> {identity.endpoint}")
+
+
+@app.command("start")
+def start_command(directory: DirOption = None) -> None:
+    """Run jobs for the control plane until Ctrl-C or SIGTERM; listens on no port."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        identity = agent.RunnerIdentity.load(_runner_dir(directory))
+    except AmosError as err:
+        raise _fail(err) from None
+    worker = agent.Agent(identity, EngineSettings().artifacts_dir)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        typer.echo(f"runner {identity.runner_id} working for {identity.endpoint}", err=True)
+        await worker.run(stop)
+
+    asyncio.run(main())

@@ -17,6 +17,9 @@ from amosflow.identity import accounts, setup
 from amosflow.identity.node import node_token
 from amosflow.identity.settings import IdentitySettings
 from amosflow.node.supervisor import Child, NodePlan, Supervisor
+from amosflow.runners.agent import enroll_local
+from amosflow.runners.server import endpoint_url
+from amosflow.runners.settings import RunnerSettings
 from amosflow.store import open_store
 
 
@@ -36,6 +39,20 @@ def node_credentials(home: Path) -> tuple[str, str | None]:
     finally:
         store.dispose()
     return token, None if people else setup.create_setup_token(settings)
+
+
+def local_runner(home: Path) -> Path | None:
+    """Enroll the node's own runner on first start (zone `local`); None when it is turned off."""
+    settings = RunnerSettings(home=home)
+    if not settings.port:
+        return None
+    directory = home / "runner"
+    store = open_store(StoreSettings().url)
+    try:
+        enroll_local(store, settings, directory)
+    finally:
+        store.dispose()
+    return directory
 
 
 def load_examples(api_url: str, directory: Path, token: str) -> list[str]:
@@ -99,6 +116,7 @@ def up(
         api_port=api_port or api.port,
         temporal_address=engine.temporal_address,
         nats_url=bus.nats_url,
+        runner_dir=local_runner(engine.home),
     )
     node = Supervisor(plan)
     stopping = False
@@ -125,6 +143,8 @@ def up(
     typer.echo(f"Temporal   {node.temporal_address}")
     typer.echo(f"NATS       {node.nats_url}")
     typer.echo(f"home       {plan.home}")
+    if plan.runner_dir is not None:
+        typer.echo(f"runner     {endpoint_url(RunnerSettings(home=plan.home))}  (mTLS; zone local)")
     if setup_token is not None:
         typer.echo(f"setup      {node.api_url}/setup?token={setup_token}  (one use: first admin)")
     if smoke is not None:

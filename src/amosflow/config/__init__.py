@@ -5,7 +5,21 @@ from amosflow.config.settings import (
     BusSettings,
     CatalogSettings,
     EngineSettings,
+    FileSettings,
+    SmtpConnection,
+    SmtpSettings,
+    SqlSettings,
     StoreSettings,
 )
 
-__all__ = ["ApiSettings", "BusSettings", "CatalogSettings", "EngineSettings", "StoreSettings"]
+__all__ = [
+    "ApiSettings",
+    "BusSettings",
+    "CatalogSettings",
+    "EngineSettings",
+    "FileSettings",
+    "SmtpConnection",
+    "SmtpSettings",
+    "SqlSettings",
+    "StoreSettings",
+]

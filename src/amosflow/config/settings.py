@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FILE_ROOT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
 def _default_home() -> Path:
@@ -97,3 +100,92 @@ class ApiSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8686, description="Port the API listens on.")
+
+
+class FileSettings(BaseSettings):
+    """The directories the file actions may touch, each under a name (decision 0027)."""
+
+    model_config = SettingsConfigDict(env_prefix="AMOS_", extra="ignore")
+
+    file_roots: str = Field(
+        default="",
+        description=(
+            "Named roots of the file actions: comma-separated name=/absolute/path entries"
+            " (names match ^[a-z][a-z0-9_-]{0,62}$; a path may not contain a comma). Unset:"
+            " every file action is refused."
+        ),
+    )
+
+    def roots(self) -> dict[str, Path]:
+        """Parse ``file_roots``; ValueError (naming the entry, never its path) if malformed."""
+        roots: dict[str, Path] = {}
+        for position, raw in enumerate(self.file_roots.split(","), start=1):
+            entry = raw.strip()
+            if not entry:
+                continue
+            name, sep, path = (part.strip() for part in entry.partition("="))
+            if not sep or not FILE_ROOT_NAME.match(name):
+                raise ValueError(
+                    f"AMOS_FILE_ROOTS entry {position} is not name=/absolute/path with a name"
+                    " matching ^[a-z][a-z0-9_-]{0,62}$"
+                )
+            if not path.startswith("/") or "\x00" in path:
+                raise ValueError(f"AMOS_FILE_ROOTS root {name!r} is not an absolute path")
+            if name in roots:
+                raise ValueError(f"AMOS_FILE_ROOTS names root {name!r} twice")
+            roots[name] = Path(path)
+        return roots
+
+
+class SqlSettings(BaseSettings):
+    """The database connections ``sql.query`` may use, each under a name (decision 0027)."""
+
+    model_config = SettingsConfigDict(env_prefix="AMOS_", extra="ignore")
+
+    sql_connections: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "JSON object: connection name -> SQLAlchemy URL (postgresql+psycopg://…,"
+            " sqlite:///…). Set by the operator of the worker or runner, never by a flow."
+        ),
+    )
+
+
+class SmtpConnection(BaseModel):
+    """One SMTP server ``email.send`` may use, and the sender address it sends as."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    host: str = Field(min_length=1, description="Host name or address of the SMTP server.")
+    port: int = Field(default=25, ge=1, le=65535, description="TCP port.")
+    starttls: bool = Field(default=False, description="Upgrade to TLS with STARTTLS first.")
+    ssl: bool = Field(default=False, description="Implicit TLS from the start (SMTPS, 465).")
+    username: str | None = Field(
+        default=None,
+        description="Log in as this user; the password comes from the step's with.password.",
+    )
+    from_: str = Field(alias="from", min_length=3, description="The sender address.")
+    timeout: float = Field(default=30.0, gt=0, le=600, description="Socket timeout, seconds.")
+    ca_file: Path | None = Field(
+        default=None, description="PEM file of the CAs to trust instead of the system's."
+    )
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> SmtpConnection:
+        if self.starttls and self.ssl:
+            raise ValueError("starttls and ssl are mutually exclusive")
+        return self
+
+
+class SmtpSettings(BaseSettings):
+    """The SMTP connections ``email.send`` may use, each under a name (decision 0027)."""
+
+    model_config = SettingsConfigDict(env_prefix="AMOS_", extra="ignore")
+
+    smtp_connections: dict[str, SmtpConnection] = Field(
+        default_factory=dict,
+        description=(
+            'JSON object: connection name -> {"host", "port", "starttls", "ssl", "username",'
+            ' "from", "timeout", "ca_file"}. Set by the operator, never by a flow.'
+        ),
+    )

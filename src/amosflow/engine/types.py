@@ -69,6 +69,15 @@ class ActionCall:
 
 
 @dataclass
+class DispatchCall:
+    """An action attempt for a runner: the call and where it may run."""
+
+    call: ActionCall
+    capability: str
+    zone: str | None = None
+
+
+@dataclass
 class ActionResult:
     """An action's output (inline, or an artifact reference) and the attempt that made it."""
 

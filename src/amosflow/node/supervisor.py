@@ -69,6 +69,8 @@ class NodePlan:
     temporal_address: str | None = None
     nats_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: The enrolled local runner's directory; None runs the node without one.
+    runner_dir: Path | None = None
 
 
 class Supervisor:
@@ -187,6 +189,13 @@ class Supervisor:
                 lambda: True,
             )
         )
+        if self.plan.runner_dir is not None:
+            runner_args = ["-m", "amosflow.cli.main", "runner", "start", "--dir"]
+            children.append(
+                self._python_child(
+                    "runner", [*runner_args, str(self.plan.runner_dir)], lambda: True
+                )
+            )
         if AuditSettings().audit_siem_url:
             children.append(
                 self._python_child(

@@ -36,6 +36,9 @@ BUILTIN_MODULES = (
     "amosflow.engine.activities.http",
     "amosflow.engine.activities.browser",
     "amosflow.engine.activities.code",
+    "amosflow.engine.activities.file",
+    "amosflow.engine.activities.sql",
+    "amosflow.engine.activities.email",
 )
 HEARTBEAT_EVERY_S = 5.0
 RUN_CONFIGS_KEPT = 256
@@ -72,7 +75,7 @@ class ActionContext:
     async def run_config(self) -> Mapping[str, Any]:
         """The config snapshot of the run this action belongs to (its ``RunInput.config``)."""
         if self.config is None:
-            self.config = await _run_config()
+            self.config = await current_run_config()
         return self.config
 
     @property
@@ -100,7 +103,7 @@ class ActionContext:
         return value
 
 
-async def _run_config() -> dict[str, Any]:
+async def current_run_config() -> dict[str, Any]:
     """Read the config from the input of the workflow that runs this activity, once per run."""
     try:
         info = activity.info()
@@ -266,6 +269,12 @@ class _Runner(Performer):
         return ActionResult(output=outcome, attempt=info.attempt)
 
 
+def load_implementations() -> None:
+    """Import every action module, so each registers its implementation."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
 def build_activities(
     artifacts: ArtifactStore,
     *,
@@ -273,8 +282,7 @@ def build_activities(
     resolve_secret: Callable[[str], str] = secrets.resolve,
 ) -> list[Callable[..., Any]]:
     """Make one Temporal activity per implemented action, named after the action."""
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
+    load_implementations()
     runner = _Runner(artifacts, inline_limit, resolve_secret)
     made: list[Callable[..., Any]] = []
     for name in sorted(_IMPLEMENTATIONS):

@@ -51,6 +51,7 @@ from amosflow.engine.types import (
     WORKFLOW_NAME,
     ActionCall,
     ActionResult,
+    DispatchCall,
     LoopSegment,
     RunInput,
     SegmentResult,
@@ -75,6 +76,9 @@ if TYPE_CHECKING:
 HISTORY_EVENT_BUDGET = 10_000
 DEFAULT_TIMEOUT = timedelta(minutes=5)
 HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+#: The control plane's activity that leases a step to a runner, on ``<queue>.control``.
+DISPATCH_ACTIVITY = "amos.runner.dispatch"
+CONTROL_SUFFIX = ".control"
 DEFAULT_RETRY = RetryPolicy()
 
 _FLOW_CACHE: dict[str, tuple[Flow, dict[str, str], dict[str, Step]]] = {}
@@ -299,8 +303,18 @@ class FlowWorkflow:
         timeout = parse_duration(timeout_text) if timeout_text else DEFAULT_TIMEOUT
         retry = _to_temporal_retry(step.retry or defaults.retry or DEFAULT_RETRY)
         try:
-            if spec.local:
-                result: ActionResult = await workflow.execute_local_activity(
+            if step.runner is not None:
+                # Leased to a runner by the control plane; completes asynchronously.
+                result: ActionResult = await workflow.execute_activity(
+                    DISPATCH_ACTIVITY,
+                    DispatchCall(call=call, capability=spec.capability, zone=step.runner.zone),
+                    result_type=ActionResult,
+                    task_queue=f"{workflow.info().task_queue}{CONTROL_SUFFIX}",
+                    start_to_close_timeout=timeout,
+                    retry_policy=retry,
+                )
+            elif spec.local:
+                result = await workflow.execute_local_activity(
                     spec.name,
                     call,
                     result_type=ActionResult,

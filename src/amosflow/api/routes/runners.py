@@ -1,0 +1,141 @@
+"""/api/v1/runners: enrollment (a one-time token for a certificate) and the fleet's state.
+
+Enrollment is the one runner call on the API port: it has no certificate yet, so the
+one-time token authenticates it. Everything else a runner does goes to the mTLS endpoint.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from amosflow import audit
+from amosflow.api import problems
+from amosflow.api.deps import ControlPlaneDep
+from amosflow.api.security import CallerDep
+from amosflow.errors import AuthenticationError
+from amosflow.identity.policy import authorize
+from amosflow.runners import leases, pki
+from amosflow.runners.server import endpoint_url
+from amosflow.runners.settings import RunnerSettings
+
+router = APIRouter(prefix="/api/v1/runners", tags=["runners"], responses=problems.RESPONSES)
+
+
+class EnrollRequest(BaseModel):
+    """A runner's first call: the one-time token, its CSR (PEM) and a name."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=300)
+    csr: str = Field(min_length=1, max_length=20_000)
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class EnrollResponse(BaseModel):
+    """The runner's identity, certificate, the CA to pin, and where to connect."""
+
+    runner_id: str
+    certificate: str
+    ca: str
+    endpoint: str
+    zone: str
+    capabilities: list[str]
+    not_after: datetime
+
+
+class RunnerPublic(BaseModel):
+    """A runner as the fleet view shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: str
+    name: str
+    zone: str
+    capabilities: list[str]
+    status: str
+    load: int
+    max_jobs: int
+    last_heartbeat_at: datetime | None
+    cert_not_after: datetime
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _settings(request: Request) -> RunnerSettings:
+    settings: RunnerSettings = request.app.state.runner_settings
+    return settings
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@router.post(
+    "/enroll",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EnrollResponse,
+    responses={401: problems.documented("Token refused")},
+)
+def enroll(body: EnrollRequest, request: Request, cp: ControlPlaneDep) -> EnrollResponse:
+    """Swap a one-time enrollment token and a CSR for a client certificate."""
+    settings = _settings(request)
+    ca = pki.PlatformCA.load_or_create(settings.directory / "ca")
+    address = request.client.host if request.client else "unknown"
+    try:
+        with cp.store.session() as session:
+            done = pki.enroll(
+                session, ca, token=body.token, csr_pem=body.csr, name=body.name, now=_now()
+            )
+    except AuthenticationError as err:
+        with cp.store.session() as session:
+            audit.append(
+                session,
+                actor="anonymous",
+                action="runners.enroll",
+                resource="runners",
+                outcome="denied",
+                details={"reason": str(getattr(err, "reason", "invalid")), "address": address},
+            )
+        raise
+    return EnrollResponse(
+        runner_id=done.runner_id,
+        certificate=done.cert_pem.decode(),
+        ca=done.ca_pem.decode(),
+        endpoint=endpoint_url(settings),
+        zone=done.zone,
+        capabilities=list(done.capabilities),
+        not_after=done.not_after,
+    )
+
+
+@router.get("", response_model=list[RunnerPublic])
+def list_runners(cp: ControlPlaneDep, caller: CallerDep) -> list[RunnerPublic]:
+    """Every runner with its zone, capabilities, status, load and last heartbeat."""
+    authorize(caller, "runners.read")
+    with cp.store.session(read_only=True) as session:
+        return [RunnerPublic.model_validate(row) for row in leases.list_runners(session)]
+
+
+def _change(cp: ControlPlaneDep, caller: CallerDep, runner_id: str, verb: str) -> Any:
+    authorize(caller, "runners.write")
+    change = leases.drain if verb == "drain" else leases.revoke
+    with cp.store.session() as session:
+        return RunnerPublic.model_validate(
+            change(session, runner_id, actor=caller.actor, now=_now())
+        )
+
+
+@router.post("/{runner_id}/drain", response_model=RunnerPublic)
+def drain_runner(runner_id: str, cp: ControlPlaneDep, caller: CallerDep) -> RunnerPublic:
+    """Stop giving the runner new jobs; the ones it holds finish."""
+    result: RunnerPublic = _change(cp, caller, runner_id, "drain")
+    return result
+
+
+@router.post("/{runner_id}/revoke", response_model=RunnerPublic)
+def revoke_runner(runner_id: str, cp: ControlPlaneDep, caller: CallerDep) -> RunnerPublic:
+    """Revoke the runner's certificate at once; its leases go back to the queue."""
+    result: RunnerPublic = _change(cp, caller, runner_id, "revoke")
+    return result

@@ -1,0 +1,1 @@
+"""Placeholder until the action family lands in this change."""

@@ -1,0 +1,92 @@
+"""The dispatch activity: lease a step to an eligible runner and complete asynchronously.
+
+It runs on the control-plane worker, next to the store. The job id is the step's
+idempotency key, so a retried activity finds its job again: a finished job answers at once
+(the side effect is not repeated), an unfinished one takes the new attempt's task token. No
+eligible runner fails the step at once and closed, naming what was missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from temporalio import activity
+
+from amosflow.engine.activities.base import Failure, current_run_config
+from amosflow.engine.types import ActionResult, DispatchCall
+from amosflow.errors import NotFoundError
+from amosflow.runners import leases
+from amosflow.store import runs as run_store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from amosflow.runners.settings import RunnerSettings
+    from amosflow.store import Store
+
+DISPATCH_ACTIVITY = "amos.runner.dispatch"
+
+
+def _folder(store: Store, run_id: str) -> str:
+    with store.session(read_only=True) as session:
+        try:
+            return run_store.get_run(session, run_id).folder
+        except NotFoundError:
+            return "default"  # a child run (call, loop segment) is not a recorded run
+
+
+def dispatch_activity(store: Store, settings: RunnerSettings) -> Callable[..., Any]:
+    """The activity the interpreter calls for a step with a `runner` selector."""
+
+    @activity.defn(name=DISPATCH_ACTIVITY)
+    async def dispatch(request: DispatchCall) -> ActionResult:
+        info = activity.info()
+        call = request.call
+        config = await current_run_config()
+        job = leases.NewJob(
+            job_id=call.idempotency_key,
+            run_id=call.run_id,
+            step=call.step_id,
+            action=call.action,
+            capability=request.capability,
+            zone=request.zone,
+            folder=_folder(store, call.run_id),
+            payload={"call": dataclasses.asdict(call), "config": config},
+            task_token=info.task_token,
+        )
+        now = datetime.now(UTC)
+        with store.session() as session:
+            row = leases.enqueue(session, job, now=now)
+            state, result, error = row.state, row.result, row.error
+            if state == "queued" and not leases.eligible_runners(
+                session,
+                capability=request.capability,
+                zone=request.zone,
+                now=now,
+                heartbeat_ttl=settings.heartbeat_ttl,
+            ):
+                message = leases.no_eligible_runner_message(request.capability, request.zone)
+                row.state = "failed"
+                row.error = {"message": message, "type": "NoEligibleRunner", "retryable": False}
+                state, error = row.state, row.error
+        if state == "completed":
+            return ActionResult(output=result, attempt=info.attempt)
+        if state == "failed":
+            raise job_failure(error).to_application_error()
+        activity.raise_complete_async()
+        raise AssertionError("unreachable: raise_complete_async raises")  # pragma: no cover
+
+    return dispatch
+
+
+def job_failure(error: Any) -> Failure:
+    """The Failure recorded for a job (by a runner, or for want of one)."""
+    if not isinstance(error, dict):
+        return Failure("the runner reported a failure", "RunnerError", retryable=False)
+    return Failure(
+        str(error.get("message", "the runner reported a failure")),
+        str(error.get("type", "RunnerError")),
+        retryable=bool(error.get("retryable", False)),
+    )

@@ -1,0 +1,198 @@
+"""The runner endpoint: the only door a runner knocks on (HTTPS with mutual TLS).
+
+A runner heartbeats, long-polls for a lease, renews it while it works, and reports the
+outcome with the lease's fencing token. Every request is tied to a runner by its client
+certificate, checked against the store on every call, so a revoked runner is refused at
+once. A report with a stale fence is refused (409) and audited; a good one completes the
+waiting Temporal activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio.service import RPCError
+
+from amosflow.api import problems
+from amosflow.engine.types import ActionResult
+from amosflow.errors import AuthenticationError
+from amosflow.runners import leases, pki
+from amosflow.runners.dispatch import job_failure
+from amosflow.runners.tls import PEER_CERT
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from amosflow.runners.settings import RunnerSettings
+    from amosflow.store import Store
+    from amosflow.store.tables import RunnerRow
+
+log = logging.getLogger(__name__)
+POLL_EVERY_S = 0.2
+
+
+@dataclasses.dataclass
+class Fleet:
+    """What the endpoint needs: the store, the CA, the Temporal client, the settings."""
+
+    store: Store
+    ca: pki.PlatformCA
+    client: Client
+    settings: RunnerSettings
+
+
+class Beat(BaseModel):
+    """A runner's heartbeat."""
+
+    model_config = ConfigDict(extra="forbid")
+    load: int = Field(default=0, ge=0, le=1000)
+    capabilities: list[str] | None = None
+
+
+class LeaseAsk(BaseModel):
+    """A long-poll for work."""
+
+    model_config = ConfigDict(extra="forbid")
+    wait_seconds: float = Field(default=20.0, ge=0, le=60)
+
+
+class Fenced(BaseModel):
+    """A renewal: the job (its idempotency key, which holds `/`) and the lease's fence."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_id: str = Field(min_length=1, max_length=200)
+    fence: int = Field(ge=1)
+
+
+class Report(Fenced):
+    """A job's outcome: the output, or a failure (message, type, retryable)."""
+
+    output: Any = None
+    failure: dict[str, Any] | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _fleet(request: Request) -> Fleet:
+    fleet: Fleet = request.app.state.fleet
+    return fleet
+
+
+FleetDep = Annotated[Fleet, Depends(_fleet)]
+
+
+def _runner(request: Request, fleet: FleetDep) -> RunnerRow:
+    der = request.scope.get("state", {}).get(PEER_CERT)
+    if not der:
+        raise AuthenticationError("a runner client certificate is required")
+    with fleet.store.session() as session:
+        return pki.verify_client_cert(session, fleet.ca, der, now=_now())
+
+
+RunnerDep = Annotated["RunnerRow", Depends(_runner)]
+
+
+def create_endpoint(fleet: Fleet) -> FastAPI:
+    """The runner endpoint's ASGI app (served by its own uvicorn with mTLS)."""
+    app = FastAPI(title="AMOS FLOW runner endpoint", openapi_url=None, docs_url=None)
+    app.state.fleet = fleet
+    problems.install(app)
+
+    @app.post("/runner/v1/heartbeat")
+    def heartbeat(body: Beat, runner: RunnerDep) -> dict[str, str]:
+        """Say the runner is alive and how busy; the answer says whether to drain."""
+        with fleet.store.session() as session:
+            row = leases.heartbeat(
+                session,
+                runner.id,
+                load=body.load,
+                capabilities=body.capabilities or runner.capabilities,
+                zone=runner.zone,
+                now=_now(),
+            )
+            return {"status": row.status}
+
+    @app.post("/runner/v1/lease", responses={204: {"description": "No work"}})
+    async def lease(body: LeaseAsk, runner: RunnerDep) -> Any:
+        """Wait up to ``wait_seconds`` for a job this runner may take."""
+        deadline = asyncio.get_running_loop().time() + body.wait_seconds
+        while True:
+            granted = await asyncio.to_thread(_acquire, fleet, runner)
+            if granted is not None:
+                return {
+                    "job_id": granted.job_id,
+                    "fence": granted.fence,
+                    "expires_at": granted.expires_at.isoformat(),
+                    "attempt": granted.attempt,
+                    "payload": granted.payload,
+                    "lease_seconds": fleet.settings.lease_seconds,
+                }
+            if asyncio.get_running_loop().time() >= deadline:
+                return Response(status_code=status.HTTP_204_NO_CONTENT)
+            await asyncio.sleep(POLL_EVERY_S)  # the store is polled; no job bus yet
+
+    @app.post("/runner/v1/renew")
+    def renew(body: Fenced, runner: RunnerDep) -> dict[str, str]:
+        """Extend the lease; only its current holder with the current fence may."""
+        with fleet.store.session() as session:
+            until = leases.renew(
+                session,
+                body.job_id,
+                runner_id=runner.id,
+                fence=body.fence,
+                now=_now(),
+                ttl=fleet.settings.lease,
+            )
+        return {"expires_at": until.isoformat()}
+
+    @app.post("/runner/v1/complete")
+    async def complete(body: Report, runner: RunnerDep) -> dict[str, str]:
+        """Record the outcome (fenced), then complete the waiting activity."""
+        row = await asyncio.to_thread(
+            leases.complete_or_deny,
+            fleet.store,
+            body.job_id,
+            runner_id=runner.id,
+            fence=body.fence,
+            now=_now(),
+            result=body.output if body.failure is None else None,
+            error=body.failure,
+        )
+        await _finish_activity(fleet.client, row.task_token, row.result, row.error, row.attempts)
+        return {"state": row.state}
+
+    return app
+
+
+def _acquire(fleet: Fleet, runner: RunnerRow) -> leases.Lease | None:
+    with fleet.store.session() as session:
+        return leases.acquire(
+            session,
+            runner.id,
+            capabilities=runner.capabilities,
+            zone=runner.zone,
+            now=_now(),
+            ttl=fleet.settings.lease,
+        )
+
+
+async def _finish_activity(
+    client: Client, token: bytes, result: Any, error: Any, attempt: int
+) -> None:
+    """Complete the dispatch activity; if it gave up meanwhile, its retry finds the job done."""
+    handle = client.get_async_activity_handle(task_token=token)
+    try:
+        if error is not None:
+            await handle.fail(job_failure(error).to_application_error())
+        else:
+            await handle.complete(ActionResult(output=result, attempt=attempt))
+    except RPCError as err:
+        log.info("activity for a finished job is gone (%s); its retry will answer", err.message)

@@ -1,0 +1,57 @@
+"""Serve the runner endpoint beside the API: its own port, its own certificate, mTLS."""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from amosflow.keyfiles import write_private
+from amosflow.runners import pki
+from amosflow.runners.endpoint import Fleet, create_endpoint
+from amosflow.runners.tls import PeerCertProtocol
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from amosflow.runners.settings import RunnerSettings
+    from amosflow.store import Store
+
+SERVER_CERT = "endpoint.crt"
+SERVER_KEY = "endpoint.key"
+
+
+def endpoint_url(settings: RunnerSettings) -> str:
+    """The URL runners are told to use."""
+    return f"https://{settings.host}:{settings.port}"
+
+
+def fleet_server(store: Store, client: Client, settings: RunnerSettings) -> uvicorn.Server:
+    """A uvicorn server for the runner endpoint, requiring a client certificate of our CA.
+
+    The server certificate is re-issued at every start (short-lived, names from settings);
+    runners trust it through the CA they received at enrollment.
+    """
+    directory = settings.directory
+    ca = pki.PlatformCA.load_or_create(directory / "ca")
+    cert_pem, key_pem = ca.issue_server_cert(settings.server_names)
+    cert_path, key_path = directory / SERVER_CERT, directory / SERVER_KEY
+    cert_path.write_bytes(cert_pem)
+    write_private(key_path, key_pem, exclusive=False)
+    ca_path = directory / "ca.pem"
+    ca_path.write_bytes(ca.certificate_pem)
+    fleet = Fleet(store=store, ca=ca, client=client, settings=settings)
+    config = uvicorn.Config(
+        create_endpoint(fleet),
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(cert_path),
+        ssl_keyfile=str(key_path),
+        ssl_ca_certs=str(ca_path),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        http=PeerCertProtocol,
+        lifespan="off",
+        log_level="warning",
+    )
+    return uvicorn.Server(config)
