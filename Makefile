@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api bench-audit clean
+.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api bench-audit bench-dispatch clean
 
 install: $(STAMP)
 
@@ -58,7 +58,7 @@ unit: install deps
 test: lint typecheck unit
 
 ## bench: every benchmark; each prints ratios against a baseline measured in the same run.
-bench: bench-engine bench-api bench-audit
+bench: bench-engine bench-api bench-audit bench-dispatch
 
 bench-engine: install
 	$(BIN)/python bench/engine.py
@@ -68,6 +68,9 @@ bench-api: install
 
 bench-audit: install deps
 	$(BIN)/python bench/audit.py
+
+bench-dispatch: install
+	$(BIN)/python bench/dispatch.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

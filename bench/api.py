@@ -29,6 +29,7 @@ from amosflow.config import EngineSettings
 from amosflow.engine.client import RunRequest, connect, result_of, start_run
 from amosflow.engine.embedded import EmbeddedTemporal, free_port
 from amosflow.engine.worker import build_worker
+from auth import admin_token
 
 SAMPLES = int(os.environ.get("BENCH_API_SAMPLES", "50"))
 SOAK_S = float(os.environ.get("BENCH_API_SECONDS", "60"))
@@ -65,6 +66,7 @@ def start_api(home: Path, settings: EngineSettings, port: int) -> subprocess.Pop
         "AMOS_HOME": str(home),
         "AMOS_TEMPORAL_ADDRESS": str(settings.temporal_address),
         "AMOS_TASK_QUEUE": settings.task_queue,
+        "AMOS_RUNNER_PORT": "0",
     }
     env.pop("AMOS_NATS_URL", None)
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "amosflow.api.app:create_app"]
@@ -181,9 +183,10 @@ async def main() -> None:
             temporal = await connect(server.address)
             async with build_worker(temporal, settings):
                 port = free_port()
+                headers = {"Authorization": f"Bearer {admin_token(home)}"}
                 api = start_api(home, settings, port)
                 async with httpx.AsyncClient(
-                    base_url=f"http://127.0.0.1:{port}", timeout=60
+                    base_url=f"http://127.0.0.1:{port}", timeout=60, headers=headers
                 ) as client:
                     await wait_ready(client)
                     saved = await client.put("/api/v1/flows/bench-api", json={"document": FLOW})

@@ -39,6 +39,7 @@ from temporalio import activity
 from amosflow.config import ApiSettings, BusSettings, EngineSettings
 from amosflow.errors import ActionError
 from amosflow.procs import live_state
+from amosflow.runners.settings import RunnerSettings
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -639,14 +640,16 @@ def internal_ports(*addresses: str) -> frozenset[int]:
     """The platform's own ports, as far as this worker can see them.
 
     The Temporal frontend (``AMOS_TEMPORAL_ADDRESS`` or the embedded server of the home),
-    NATS (``AMOS_NATS_URL`` or the embedded server), the API (``AMOS_API_PORT``), their
+    NATS (``AMOS_NATS_URL`` or the embedded server), the API (``AMOS_API_PORT``), the runner
+    endpoint (``AMOS_RUNNER_PORT``), their
     well-known defaults, and the ports of any ``addresses`` the caller knows (such as the
     Temporal address its client is connected to).
     """
     engine, bus, api = EngineSettings(), BusSettings(), ApiSettings()
     temporal = engine.temporal_address or _state_value(engine.home / "temporal.json", "address")
     nats = bus.nats_url or _state_value(bus.home / "nats.json", "url")
-    ports = set(DEFAULT_INTERNAL_PORTS) | {api.port}
+    runner_port = RunnerSettings().port
+    ports = set(DEFAULT_INTERNAL_PORTS) | {api.port} | ({runner_port} if runner_port else set())
     for address in (temporal, nats, *addresses):
         ports |= _port_of(address)
     return frozenset(ports)

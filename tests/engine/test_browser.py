@@ -275,3 +275,28 @@ def test_no_sandbox_only_as_root(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "--disable-background-networking" in chromium_args()
     monkeypatch.setattr("os.geteuid", lambda: 0)
     assert chromium_args()[0] == "--no-sandbox"
+
+
+@pytest.mark.temporal
+@pytest.mark.parametrize(
+    "url", ["http://169.254.169.254/latest/meta-data/", "http://0xa9fea9fe/", "http://[::1]:9/"]
+)
+def test_goto_refuses_what_the_egress_policy_does_not_open(
+    settings: EngineSettings, url: str
+) -> None:
+    """Metadata (plain and in hex) and IPv6 loopback: EgressDenied, not retried."""
+    run_id = f"browser-ssrf-{abs(hash(url)) % 10_000}"
+    result, _ = _run(settings, flow(browser("peek", {"do": "goto", "url": url})), run_id)
+    assert result["status"] == "failed"
+    assert result["error"]["type"] == "EgressDenied", result["error"]
+
+
+@pytest.mark.temporal
+def test_a_redirect_to_an_internal_address_is_blocked(
+    settings: EngineSettings, site: BrowserSite
+) -> None:
+    """An allowed page that redirects to the metadata address: the hop is aborted in the browser."""
+    step = browser("hop", {"do": "goto", "url": f"{site.url}/to-metadata"})
+    result, _ = _run(settings, flow(step), "browser-redirect-1")
+    assert result["status"] == "failed"
+    assert "ERR_BLOCKED_BY_CLIENT" in result["error"]["message"]

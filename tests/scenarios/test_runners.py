@@ -253,6 +253,8 @@ def test_sigkill_mid_job_another_runner_finishes_once_and_the_late_report_is_ref
         _wait_until(lambda: _runner_alive(fleet_node, first.runner_id))
         run_id = _save_and_start(fleet_node, _flow(target.url))
         assert target.arrived.wait(30), "the runner never called the target"
+        fleet = {r["id"]: r for r in fleet_node.client.get("/api/v1/runners").json()}
+        assert fleet[first.runner_id]["jobs"] == [f"{run_id}/call/0"]
         runner_a.send_signal(signal.SIGKILL)
         runner_a.wait(timeout=10)
         target.release.set()

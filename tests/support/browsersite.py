@@ -84,6 +84,11 @@ class BrowserSite:
                 pages = {"/form": FORM, "/state": state, "/downloads": DOWNLOADS}
                 if path in pages:
                     self._send(200, pages[path])
+                elif path == "/to-metadata":
+                    self.send_response(302)
+                    self.send_header("location", "http://[::ffff:169.254.169.254]/latest/")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
                 elif path == "/set-cookie":
                     self._send(200, state, "job=one; Path=/")
                 elif path == "/files/report.csv":

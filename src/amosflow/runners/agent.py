@@ -103,8 +103,15 @@ def save_identity(directory: Path, key: pki.RunnerKey, enrolled: dict[str, Any])
     return RunnerIdentity.load(directory)
 
 
-def enroll_local(store: Store, settings: RunnerSettings, directory: Path) -> RunnerIdentity:
-    """Enroll the single node's own runner directly against the store and the CA.
+def enroll_local(
+    store: Store,
+    settings: RunnerSettings,
+    directory: Path,
+    *,
+    name: str = "local",
+    zone: str = LOCAL_ZONE,
+) -> RunnerIdentity:
+    """Enroll a runner of this node directly against the store and the CA.
 
     `amos up` owns both, so no token crosses a network; the runner still gets its own key
     and certificate and talks to the endpoint over mTLS like any other.
@@ -122,14 +129,14 @@ def enroll_local(store: Store, settings: RunnerSettings, directory: Path) -> Run
     with store.session() as session:
         token = pki.create_enrollment_token(
             session,
-            zone=LOCAL_ZONE,
+            zone=zone,
             capabilities=sorted(leases.CAPABILITIES),
             created_by="service:amos-node",
             ttl=timedelta(minutes=5),
             now=now,
         )
         done = pki.enroll(
-            session, ca, token=token, csr_pem=pki.make_csr(key, "local"), name="local", now=now
+            session, ca, token=token, csr_pem=pki.make_csr(key, name), name=name, now=now
         )
     enrolled = {
         "certificate": done.cert_pem.decode(),
@@ -162,7 +169,7 @@ class Agent:
             try:
                 while not stop.is_set():
                     try:
-                        await self._one(client, stop)
+                        await self._next(client, stop)
                     except httpx.HTTPError as err:
                         log.warning("runner endpoint unreachable: %s", err)
                         with contextlib.suppress(TimeoutError):
@@ -171,6 +178,22 @@ class Agent:
                 beats.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beats
+
+    async def _next(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
+        """Wait for a lease, but give up waiting (not working) as soon as ``stop`` is set."""
+        polling = asyncio.create_task(self._one(client, stop))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({polling, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if polling.done():
+            polling.result()
+            return
+        if self.busy:
+            await polling  # a job in hand is finished and reported before exiting
+            return
+        polling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await polling
 
     async def _heartbeats(self, client: httpx.AsyncClient, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from amosflow.store.tables import RunnerRow
 
 log = logging.getLogger(__name__)
-POLL_EVERY_S = 0.2
+POLL_EVERY_S = 0.05
 
 
 @dataclasses.dataclass
@@ -121,10 +121,16 @@ def create_endpoint(fleet: Fleet) -> FastAPI:
             return {"status": row.status}
 
     @app.post("/runner/v1/lease", responses={204: {"description": "No work"}})
-    async def lease(body: LeaseAsk, runner: RunnerDep) -> Any:
-        """Wait up to ``wait_seconds`` for a job this runner may take."""
+    async def lease(body: LeaseAsk, runner: RunnerDep, request: Request) -> Any:
+        """Wait up to ``wait_seconds`` for a job this runner may take.
+
+        A runner that hung up (stopped, killed) is not given a job it can no longer receive:
+        the wait ends when its connection does.
+        """
         deadline = asyncio.get_running_loop().time() + body.wait_seconds
         while True:
+            if await request.is_disconnected():
+                return Response(status_code=status.HTTP_204_NO_CONTENT)
             granted = await asyncio.to_thread(_acquire, fleet, runner)
             if granted is not None:
                 return {

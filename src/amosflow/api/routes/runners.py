@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from amosflow import audit
 from amosflow.api import problems
@@ -21,6 +22,7 @@ from amosflow.identity.policy import authorize
 from amosflow.runners import leases, pki
 from amosflow.runners.server import endpoint_url
 from amosflow.runners.settings import RunnerSettings
+from amosflow.store.tables import RunnerJobRow
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"], responses=problems.RESPONSES)
 
@@ -61,6 +63,7 @@ class RunnerPublic(BaseModel):
     cert_not_after: datetime
     created_at: datetime
     revoked_at: datetime | None
+    jobs: list[str] = Field(default_factory=list, description="Jobs it holds a live lease on.")
 
 
 def _settings(request: Request) -> RunnerSettings:
@@ -114,8 +117,16 @@ def enroll(body: EnrollRequest, request: Request, cp: ControlPlaneDep) -> Enroll
 def list_runners(cp: ControlPlaneDep, caller: CallerDep) -> list[RunnerPublic]:
     """Every runner with its zone, capabilities, status, load and last heartbeat."""
     authorize(caller, "runners.read")
+    now = _now()
     with cp.store.session(read_only=True) as session:
-        return [RunnerPublic.model_validate(row) for row in leases.list_runners(session)]
+        held: dict[str, list[str]] = {}
+        for job in session.scalars(select(RunnerJobRow).where(RunnerJobRow.state == "leased")):
+            if job.runner_id and job.lease_expires_at and job.lease_expires_at > now:
+                held.setdefault(job.runner_id, []).append(job.job_id)
+        return [
+            RunnerPublic.model_validate(row).model_copy(update={"jobs": held.get(row.id, [])})
+            for row in leases.list_runners(session)
+        ]
 
 
 def _change(cp: ControlPlaneDep, caller: CallerDep, runner_id: str, verb: str) -> Any:

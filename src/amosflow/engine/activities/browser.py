@@ -19,14 +19,16 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from playwright.async_api import async_playwright
 
+from amosflow import egress
 from amosflow.dsl.actions.browser import (
     BrowserClick,
     BrowserCommand,
@@ -45,7 +47,7 @@ from amosflow.errors import ActionError
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from playwright.async_api import Browser, BrowserContext, Download, Page, Playwright
+    from playwright.async_api import Browser, BrowserContext, Download, Page, Playwright, Route
 
     from amosflow.artifacts import ArtifactStore
 
@@ -95,6 +97,42 @@ def checked_url(url: str) -> str:
             retryable=False,
         )
     return url
+
+
+REDIRECT_MIN, REDIRECT_MAX = 300, 400
+#: Schemes that never leave the browser process.
+_LOCAL_SCHEMES = frozenset({"data", "blob", "about"})
+
+
+async def admit(url: str, policy: egress.EgressPolicy) -> None:
+    """Refuse (EgressDenied) a URL whose host, resolved now, the policy does not open."""
+    egress.check_url(url, policy)
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    await egress.resolve(parts.hostname or "", port, policy)
+
+
+async def _guard(policy: egress.EgressPolicy, route: Route) -> None:
+    """The context's route handler: let a request go only if the egress policy opens it.
+
+    Chromium follows redirects without asking the route again, so the request is made here
+    (without following redirects) and a redirect's target is checked before the browser
+    sees it; following it then is a new request that comes through here too.
+    """
+    url = route.request.url
+    if urlsplit(url).scheme.lower() in _LOCAL_SCHEMES:
+        await route.continue_()
+        return
+    try:
+        await admit(url, policy)
+        response = await route.fetch(max_redirects=0)
+        location = response.headers.get("location")
+        if REDIRECT_MIN <= response.status < REDIRECT_MAX and location:
+            await admit(urljoin(url, location), policy)
+    except ActionError:
+        await route.abort("blockedbyclient")
+        return
+    await route.fulfill(response=response)
 
 
 def _chromium_env(home: Path) -> dict[str, str | float | bool]:
@@ -219,9 +257,17 @@ class _Session:
     page: Page
     downloads: list[Download] = field(default_factory=list)
 
+    policy: egress.EgressPolicy | None = None
+
     @classmethod
-    async def open(cls, params: BrowserRunWith, timeout_ms: float) -> _Session:
-        """A fresh context (no cookies, no storage) with one page; downloads are kept."""
+    async def open(
+        cls, params: BrowserRunWith, timeout_ms: float, policy: egress.EgressPolicy
+    ) -> _Session:
+        """A fresh context (no cookies, no storage) with one page; downloads are kept.
+
+        Every request the page makes — navigations, redirects, scripts, images, XHR — passes
+        the run's egress policy first; a refused one is aborted before it leaves.
+        """
         browser = await _HOST.browser()
         context = await browser.new_context(
             viewport={"width": params.viewport.width, "height": params.viewport.height},
@@ -230,6 +276,7 @@ class _Session:
         )
         try:
             context.set_default_timeout(timeout_ms)
+            await context.route("**/*", partial(_guard, policy))
             downloads: list[Download] = []
 
             def keep(download: Download) -> None:
@@ -240,14 +287,17 @@ class _Session:
         except BaseException:
             await context.close()
             raise
-        return cls(context, page, downloads)
+        return cls(context, page, downloads, policy)
 
     async def perform(self, command: BrowserCommand, timeout_ms: float) -> Any:
         """Do one command; an extract returns its value, a screenshot its PNG bytes."""
         page = self.page
         match command:
             case BrowserGoto():
-                await page.goto(checked_url(command.url), timeout=timeout_ms)
+                url = checked_url(command.url)
+                if self.policy is not None:
+                    await admit(url, self.policy)
+                await page.goto(url, timeout=timeout_ms)
             case BrowserClick(download=True):
                 async with page.expect_download(timeout=timeout_ms):
                     await page.locator(command.selector).click(timeout=timeout_ms)
@@ -370,7 +420,8 @@ async def run(ctx: ActionContext, params: BrowserRunWith) -> dict[str, Any]:
     """Run the commands in order on a fresh context; return what they extracted and stored."""
     timeout_s = parse_duration(params.timeout).total_seconds()
     try:
-        session = await _HOST.run(_Session.open(params, timeout_s * 1000))
+        policy = await egress.run_policy(ctx)
+        session = await _HOST.run(_Session.open(params, timeout_s * 1000, policy))
     except PlaywrightError as err:
         raise ActionError(
             ctx.redact(f"cannot open a browser context: {_first_line(err)}"),

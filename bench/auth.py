@@ -1,0 +1,34 @@
+"""An administrator's API token for the benchmarks, created straight in the store."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from amosflow.config import StoreSettings
+from amosflow.identity import accounts, tokens
+from amosflow.identity.settings import IdentitySettings
+from amosflow.store import open_store
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def admin_token(home: Path) -> str:
+    """Create the user `bench` (administrator on every folder) in ``home`` and an API token."""
+    settings = IdentitySettings(home=home)
+    store = open_store(StoreSettings(home=home).url)
+    try:
+        with store.session() as session:
+            row = accounts.create_user(session, username="bench", password=None, settings=settings)
+            accounts.grant(session, subject_kind="principal", subject=row.id, role="administrator")
+            _, token = tokens.issue_api_token(
+                session,
+                principal_id=row.id,
+                name="bench",
+                scopes=None,
+                expires_in_days=1,
+                settings=settings,
+            )
+    finally:
+        store.dispose()
+    return token
