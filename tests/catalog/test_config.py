@@ -156,3 +156,22 @@ def test_missing_requirements_is_empty_when_everything_is_bound(catalog: Catalog
     config = effective_config(catalog, environment=None, trigger=None)
     needy = requiring(["erp.url", "flag"], ["erp.token"])
     assert missing_requirements(needy, config.values, {"erp.token"}) == []
+
+
+def test_a_folder_sees_its_own_overrides_and_nothing_of_other_folders(catalog: Catalog) -> None:
+    """`folders.<name>` merges last for that folder's runs; other folders' values stay out."""
+    values = {
+        "egress": {"allow": ["api.example.com"]},
+        "folders": {
+            "finance": {"egress": {"allow": ["erp.corp.example"]}, "limit": 5},
+            "sales": {"limit": 9},
+        },
+    }
+    put(catalog, bundle("defaults", "base", values))
+    finance = effective_config(catalog, environment=None, trigger=None, folder="finance")
+    assert finance.to_dict() == {"egress": {"allow": ["erp.corp.example"]}, "limit": 5}
+    other = effective_config(catalog, environment=None, trigger=None, folder="marketing")
+    assert other.to_dict() == {"egress": {"allow": ["api.example.com"]}}
+    whole = effective_config(catalog, environment=None, trigger=None)
+    assert set(whole.to_dict()) == {"egress", "folders"}
+    assert finance.sha256 != other.sha256

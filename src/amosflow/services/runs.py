@@ -124,7 +124,9 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
         )
     flow = parse_flow(entry.document)
     inputs = validate_inputs(flow, req.inputs)
-    config = effective_config(cp.catalog, environment=req.environment, trigger=req.trigger_name)
+    config = effective_config(
+        cp.catalog, environment=req.environment, trigger=req.trigger_name, folder=folder
+    )
     bound = secrets.bound_names(flow.requires.secrets, store=cp.store)
     missing = missing_requirements(flow, config.values, bound)
     if missing:

@@ -117,6 +117,9 @@ def get_effective_config(
     caller: CallerDep,
     environment: LayerQuery = None,
     trigger: LayerQuery = None,
+    folder: Annotated[
+        str | None, Query(max_length=100, description="A run's view: that folder's overrides.")
+    ] = None,
 ) -> EffectiveConfigPublic:
     """The config a run would get: base, then the environment's, then the trigger's bundles.
 
@@ -124,7 +127,7 @@ def get_effective_config(
     sees it.
     """
     authorize(caller, "configs.read")
-    config = effective_config(cp.catalog, environment=environment, trigger=trigger)
+    config = effective_config(cp.catalog, environment=environment, trigger=trigger, folder=folder)
     return EffectiveConfigPublic(
         values=config.to_dict(),
         sha256=config.sha256,
