@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import pytest
 
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.config import EngineSettings
+from amosflow.engine.client import connect
 from amosflow.engine.embedded import free_port
 from amosflow.runners import create_enrollment_token
 from amosflow.runners.agent import RunnerIdentity
@@ -29,6 +31,7 @@ from amosflow.runners.settings import RunnerSettings
 from amosflow.store import open_store
 from tests.api.conftest import Node, running_node
 from tests.api.flows_util import wait_for_end
+from tests.support.history import history_text
 
 pytestmark = [pytest.mark.temporal, pytest.mark.slow]
 AMOS = str(Path(sys.executable).with_name("amos"))
@@ -40,6 +43,7 @@ class SideEffects:
 
     def __init__(self) -> None:
         self.requests: list[str] = []
+        self.authorization: list[str] = []
         self.done: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.arrived = threading.Event()
@@ -57,6 +61,7 @@ class SideEffects:
                 key = self.headers.get("idempotency-key", "")
                 with owner.lock:
                     owner.requests.append(key)
+                    owner.authorization.append(self.headers.get("authorization", ""))
                     first = len(owner.requests) == 1
                     if owner.done[key] == 0:
                         owner.done[key] += 1  # the side effect, once per key
@@ -195,7 +200,7 @@ def _runner_alive(node: Node, runner_id: str) -> bool:
     return any(r["id"] == runner_id and r["last_heartbeat_at"] for r in runners)
 
 
-def _flow(url: str, zone: str = "core") -> dict[str, Any]:
+def _flow(url: str, zone: str = "core", headers: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "dsl": "amos.flow/v1",
         "name": "remote-effect",
@@ -206,7 +211,7 @@ def _flow(url: str, zone: str = "core") -> dict[str, Any]:
                 "action": "http.request",
                 "runner": {"zone": zone},
                 "timeout": "60s",
-                "with": {"method": "POST", "url": url, "json": {"n": 1}},
+                "with": {"method": "POST", "url": url, "json": {"n": 1}, "headers": headers or {}},
             }
         ],
         "outputs": {"status": "${steps.call.output.status}"},
@@ -329,3 +334,50 @@ def test_the_endpoint_refuses_no_certificate_a_revoked_runner_and_a_reused_token
     assert reused.returncode == 4
     assert "refused" in reused.stderr
     assert not (tmp_path / "runner-c" / "runner.crt").exists()
+
+
+CANARY = "canary-runner-secret-7f3a91"
+
+
+def test_a_runner_gets_exactly_its_jobs_secrets_just_in_time_and_audited(
+    fleet_node: Node, target: SideEffects, tmp_path: Path
+) -> None:
+    """The vault's value reaches the target through the runner; history and logs never see it."""
+    saved = fleet_node.client.put("/api/v1/secrets/api.token", json={"value": CANARY})
+    assert saved.status_code == 201, saved.text
+    identity = _enroll(fleet_node, tmp_path / "runner-a")
+    runner = _start(fleet_node, identity.directory)
+    try:
+        _wait_until(lambda: _runner_alive(fleet_node, identity.runner_id))
+        flow = _flow(target.url, headers={"Authorization": "Bearer ${secrets.api.token}"})
+        flow["requires"] = {"secrets": ["api.token"]}
+        run_id = _save_and_start(fleet_node, flow)
+        done = wait_for_end(fleet_node.client, run_id)
+        assert done["status"] == "completed", done
+        assert target.authorization == [f"Bearer {CANARY}"]
+    finally:
+        _stop(runner)
+    delivered = fleet_node.client.get("/api/v1/audit", params={"action": "secrets.deliver"}).json()[
+        "items"
+    ]
+    assert [(r["actor"], r["resource"], r["outcome"]) for r in delivered] == [
+        (f"runner:{identity.runner_id}", "secrets/api.token", "ok")
+    ]
+
+    async def history() -> str:
+        client = await connect(str(fleet_node.config.engine.temporal_address))
+        return history_text(await client.get_workflow_handle(run_id).fetch_history())
+
+    assert CANARY not in asyncio.run(history())
+    assert CANARY not in (identity.directory / "runner.log").read_text()
+    assert CANARY not in json.dumps(delivered)
+
+    # a job's secrets go to its lease holder only, and only the names its call refers to
+    late = httpx.post(
+        f"{identity.endpoint}/runner/v1/secrets",
+        json={"job_id": f"{run_id}/call/0", "fence": 1, "names": ["api.token"]},
+        verify=identity.tls(),
+        timeout=10,
+    )
+    assert late.status_code == 409
+    assert CANARY not in late.text

@@ -164,7 +164,11 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
             asyncio.create_task(_relay_forever(app, node.nats_url, stop)) if node.nats_url else None
         )
         refresher = asyncio.create_task(jwks.run_refresh_loop(stop)) if jwks else None
-        endpoint = fleet_server(store, client, runner_settings) if runner_settings.port else None
+        endpoint = (
+            fleet_server(store, client, runner_settings, app.state.vault)
+            if runner_settings.port
+            else None
+        )
         serving = asyncio.create_task(endpoint.serve()) if endpoint else None
         async with control_worker:
             try:

@@ -67,6 +67,15 @@ class ActionCall:
     pointer: str = ""
     check_scope: dict[str, Any] = field(default_factory=dict)
 
+    def secret_names(self) -> set[str]:
+        """The secrets this call refers to (its slots): all a runner may be given for it."""
+        return {
+            str(part["secret"])
+            for slot in self.secret_slots
+            for part in slot.get("parts", [])
+            if isinstance(part, dict) and "secret" in part
+        }
+
 
 @dataclass
 class DispatchCall:

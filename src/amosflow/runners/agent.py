@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import ssl
@@ -29,6 +30,7 @@ from amosflow.runners import leases, pki
 from amosflow.runners.server import endpoint_url
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from amosflow.runners.settings import RunnerSettings
@@ -149,6 +151,16 @@ def enroll_local(
     return save_identity(directory, key, enrolled)
 
 
+def _resolver(delivered: dict[str, str]) -> Callable[[str], str]:
+    """Resolve from what the control plane delivered for this step, else the runner's env."""
+
+    def resolve(name: str) -> str:
+        value = delivered.get(name)
+        return value if value is not None else secrets.resolve(name)
+
+    return resolve
+
+
 class Agent:
     """One runner: one job at a time, leases renewed while it works."""
 
@@ -220,8 +232,10 @@ class Agent:
         payload = lease["payload"]
         call = ActionCall(**payload["call"])
         self.busy += 1
+        delivered = await self._secrets(client, job_id, fence, call)
+        performer = dataclasses.replace(self.performer, resolve_secret=_resolver(delivered))
         work = asyncio.create_task(
-            self.performer.perform(call, heartbeat=None, config=payload.get("config") or {})
+            performer.perform(call, heartbeat=None, config=payload.get("config") or {})
         )
         renewals = asyncio.create_task(
             self._renew(client, job_id, fence, float(lease["lease_seconds"]), work)
@@ -232,6 +246,7 @@ class Agent:
             log.warning("job %s abandoned: its lease moved on", job_id)
             return
         finally:
+            delivered.clear()  # held for this step only
             self.busy -= 1
             renewals.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -248,6 +263,27 @@ class Agent:
         done = await client.post("/runner/v1/complete", json=report)
         if done.is_error:
             log.warning("report of %s refused: %s", job_id, done.status_code)
+
+    async def _secrets(
+        self, client: httpx.AsyncClient, job_id: str, fence: int, call: ActionCall
+    ) -> dict[str, str]:
+        """Ask the control plane, bound to this lease, for the secrets the step refers to.
+
+        A control plane without a vault (or a name it does not hold) leaves the name to the
+        runner's own ``AMOS_SECRET_*`` binding; anything else is an error of the step.
+        """
+        names = sorted(call.secret_names())
+        if not names:
+            return {}
+        body = {"job_id": job_id, "fence": fence, "names": names}
+        answer = await client.post("/runner/v1/secrets", json=body)
+        if answer.status_code == httpx.codes.SERVICE_UNAVAILABLE:
+            return {}
+        if answer.is_error:
+            log.warning("secrets for %s refused: %s", job_id, answer.status_code)
+            return {}
+        values = answer.json().get("values", {})
+        return {str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else {}
 
     async def _renew(
         self,

@@ -19,9 +19,10 @@ from fastapi import Depends, FastAPI, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
+from amosflow import audit
 from amosflow.api import problems
-from amosflow.engine.types import ActionResult
-from amosflow.errors import AuthenticationError
+from amosflow.engine.types import ActionCall, ActionResult
+from amosflow.errors import AuthenticationError, PermissionDeniedError, VaultSealedError
 from amosflow.runners import leases, pki
 from amosflow.runners.dispatch import job_failure
 from amosflow.runners.tls import PEER_CERT
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from amosflow.runners.settings import RunnerSettings
     from amosflow.store import Store
     from amosflow.store.tables import RunnerRow
+    from amosflow.vault import Vault
 
 log = logging.getLogger(__name__)
 POLL_EVERY_S = 0.05
@@ -39,12 +41,13 @@ POLL_EVERY_S = 0.05
 
 @dataclasses.dataclass
 class Fleet:
-    """What the endpoint needs: the store, the CA, the Temporal client, the settings."""
+    """What the endpoint needs: the store, the CA, the Temporal client, the settings, the vault."""
 
     store: Store
     ca: pki.PlatformCA
     client: Client
     settings: RunnerSettings
+    vault: Vault | None = None
 
 
 class Beat(BaseModel):
@@ -68,6 +71,12 @@ class Fenced(BaseModel):
     model_config = ConfigDict(extra="forbid")
     job_id: str = Field(min_length=1, max_length=200)
     fence: int = Field(ge=1)
+
+
+class SecretAsk(Fenced):
+    """The secrets a leased job needs, by name."""
+
+    names: list[str] = Field(min_length=1, max_length=50)
 
 
 class Report(Fenced):
@@ -145,6 +154,15 @@ def create_endpoint(fleet: Fleet) -> FastAPI:
                 return Response(status_code=status.HTTP_204_NO_CONTENT)
             await asyncio.sleep(POLL_EVERY_S)  # the store is polled; no job bus yet
 
+    @app.post("/runner/v1/secrets")
+    def secrets(body: SecretAsk, runner: RunnerDep) -> dict[str, dict[str, str]]:
+        """Just in time: the values of exactly the secrets this leased job refers to.
+
+        Only the lease's current holder gets them, only for names in the job's own call, and
+        each delivery is audited (who, which job, which secret — never the value).
+        """
+        return {"values": _deliver(fleet, runner, body)}
+
     @app.post("/runner/v1/renew")
     def renew(body: Fenced, runner: RunnerDep) -> dict[str, str]:
         """Extend the lease; only its current holder with the current fence may."""
@@ -176,6 +194,45 @@ def create_endpoint(fleet: Fleet) -> FastAPI:
         return {"state": row.state}
 
     return app
+
+
+def _deliver(fleet: Fleet, runner: RunnerRow, body: SecretAsk) -> dict[str, str]:
+    """Check the holder and the names, audit each delivery, then decrypt."""
+    if fleet.vault is None:
+        raise VaultSealedError("this control plane has no vault")
+    with fleet.store.session() as session:
+        job = leases.held_job(
+            session, body.job_id, runner_id=runner.id, fence=body.fence, now=_now()
+        )
+        allowed = ActionCall(**job.payload["call"]).secret_names()
+        refused = sorted(set(body.names) - allowed)
+        if refused:
+            audit.append(
+                session,
+                actor=f"runner:{runner.id}",
+                action="secrets.deliver",
+                resource=f"runner-jobs/{job.job_id}",
+                folder=job.folder,
+                outcome="denied",
+                details={"job_id": job.job_id, "names": refused},
+            )
+            denied = PermissionDeniedError(
+                f"job {job.job_id!r} does not refer to {', '.join(refused)}"
+            )
+        else:
+            denied = None
+            for name in sorted(set(body.names)):
+                audit.append(
+                    session,
+                    actor=f"runner:{runner.id}",
+                    action="secrets.deliver",
+                    resource=f"secrets/{name}",
+                    folder=job.folder,
+                    details={"job_id": job.job_id, "run_id": job.run_id, "fence": body.fence},
+                )
+    if denied is not None:
+        raise denied
+    return {name: fleet.vault.reveal(name) for name in set(body.names)}
 
 
 def _acquire(fleet: Fleet, runner: RunnerRow) -> leases.Lease | None:

@@ -596,6 +596,15 @@ def acquire(
     return _lease(row)
 
 
+def held_job(
+    session: Session, job_id: str, *, runner_id: str, fence: int, now: datetime
+) -> RunnerJobRow:
+    """The job ``runner_id`` holds a live lease on at ``fence``; StaleLeaseError otherwise."""
+    return _holder_check(
+        _job(session, job_id, lock=False), job_id, runner_id=runner_id, fence=fence, at=_aware(now)
+    )
+
+
 def _holder_check(
     row: RunnerJobRow | None, job_id: str, *, runner_id: str, fence: int, at: datetime
 ) -> RunnerJobRow:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from amosflow.runners.settings import RunnerSettings
     from amosflow.store import Store
+    from amosflow.vault import Vault
 
 SERVER_CERT = "endpoint.crt"
 SERVER_KEY = "endpoint.key"
@@ -27,7 +28,9 @@ def endpoint_url(settings: RunnerSettings) -> str:
     return f"https://{settings.host}:{settings.port}"
 
 
-def fleet_server(store: Store, client: Client, settings: RunnerSettings) -> uvicorn.Server:
+def fleet_server(
+    store: Store, client: Client, settings: RunnerSettings, vault: Vault | None = None
+) -> uvicorn.Server:
     """A uvicorn server for the runner endpoint, requiring a client certificate of our CA.
 
     The server certificate is re-issued at every start (short-lived, names from settings);
@@ -41,7 +44,7 @@ def fleet_server(store: Store, client: Client, settings: RunnerSettings) -> uvic
     write_private(key_path, key_pem, exclusive=False)
     ca_path = directory / "ca.pem"
     ca_path.write_bytes(ca.certificate_pem)
-    fleet = Fleet(store=store, ca=ca, client=client, settings=settings)
+    fleet = Fleet(store=store, ca=ca, client=client, settings=settings, vault=vault)
     config = uvicorn.Config(
         create_endpoint(fleet),
         host=settings.host,
