@@ -13,6 +13,7 @@ from amosflow.bus.embedded import EmbeddedNats
 from amosflow.config import EngineSettings
 from amosflow.engine.embedded import EmbeddedTemporal
 from tests.support.httpserver import LoopbackServer
+from tests.support.postgres import PostgresServer, PostgresUnavailableError
 
 LOOPBACK_EGRESS = "127.0.0.1"  # the loopback test servers listen on 127.0.0.1:<random port>
 
@@ -73,6 +74,19 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNa
     """One embedded NATS JetStream server for the API tests."""
     server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
     server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The one PostgreSQL server of the session; missing binaries fail the tests, never skip."""
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)
     try:
         yield server
     finally:

@@ -8,7 +8,7 @@ import pytest
 
 from amosflow import audit
 from amosflow.store import Store
-from tests.store.conftest import pg_store, postgres_server, store, store_url  # noqa: F401
+from tests.store.conftest import pg_store, store, store_url  # noqa: F401
 
 
 @pytest.fixture

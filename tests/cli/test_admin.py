@@ -17,7 +17,7 @@ from amosflow.identity import accounts, setup
 from amosflow.identity.principal import Binding
 from amosflow.identity.settings import IdentitySettings
 from amosflow.store import Store, open_store
-from tests.store.conftest import postgres_server, store_url  # noqa: F401
+from tests.store.conftest import store_url  # noqa: F401
 
 AMOS = str(Path(sys.executable).with_name("amos"))
 PASSWORD = "correct horse battery staple"

@@ -20,7 +20,6 @@ from amosflow.cli.audit import app
 from amosflow.store import Store, open_store
 from tests.audit.chain import build, row
 from tests.audit.syslog import TcpReceiver, parse_cef, parse_syslog, until
-from tests.store.conftest import postgres_server  # noqa: F401 - the session's PostgreSQL
 from tests.support.postgres import PostgresServer
 
 AMOS = str(Path(sys.executable).with_name("amos"))

@@ -19,7 +19,7 @@ from amosflow.runners import PlatformCA, drain, enroll, generate_runner_key, hea
 from amosflow.runners.pki import token_hash
 from amosflow.store import Store, open_store
 from amosflow.store.tables import AuditRow, EnrollmentTokenRow
-from tests.store.conftest import postgres_server, store_url  # noqa: F401
+from tests.store.conftest import store_url  # noqa: F401
 
 AMOS = str(Path(sys.executable).with_name("amos"))
 TOKEN = re.compile(r"amos_enr_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")

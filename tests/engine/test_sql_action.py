@@ -23,23 +23,10 @@ from amosflow.engine.types import ActionCall
 from amosflow.errors import ActionError
 from amosflow.testing import run_flow
 from tests.engine.flows import flow
-from tests.support.postgres import PostgresServer, PostgresUnavailableError
+from tests.support.postgres import PostgresServer
 
 PASSWORD = "pw-canary-6b1d"  # in the PostgreSQL URL (trust auth ignores it): must never leak
 INJECTION = "'; DROP TABLE people; --"
-
-
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL server for this module; missing binaries fail the tests, never skip."""
-    try:
-        server = PostgresServer().start()
-    except PostgresUnavailableError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

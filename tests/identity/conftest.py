@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from amosflow.identity.settings import IdentitySettings
-from tests.store.conftest import pg_store, postgres_server, store, store_url  # noqa: F401
+from tests.store.conftest import pg_store, store, store_url  # noqa: F401
 
 
 @pytest.fixture

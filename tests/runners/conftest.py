@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from amosflow.runners import NewJob, heartbeat, register_runner
 from amosflow.store.tables import AuditRow, RunnerRow
-from tests.store.conftest import pg_store, postgres_server, store, store_url  # noqa: F401
+from tests.store.conftest import pg_store, store, store_url  # noqa: F401
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(seconds=30)

@@ -8,20 +8,7 @@ from pathlib import Path
 import pytest
 
 from amosflow.store import Store, open_store
-from tests.support.postgres import PostgresServer, PostgresUnavailableError
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """The session's PostgreSQL server; missing binaries fail the tests instead of skipping."""
-    try:
-        server = PostgresServer().start()
-    except PostgresUnavailableError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

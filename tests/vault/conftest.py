@@ -14,7 +14,7 @@ import pytest
 from amosflow.config import EngineSettings
 from amosflow.store import Store
 from amosflow.vault import KeyFileProvider, KeyProvider, Vault
-from tests.store.conftest import pg_store, postgres_server, store, store_url  # noqa: F401
+from tests.store.conftest import pg_store, store, store_url  # noqa: F401
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN = "amos-test"
