@@ -358,6 +358,14 @@ def attempt_password(
     )
 
 
+def _settle(session: Session, attempt: LoginAttempt) -> PrincipalRow:
+    """The accepted account; a refusal is committed (counter and lock) before it is raised."""
+    if attempt.refusal is not None:
+        session.commit()
+        raise attempt.refusal
+    return attempt.unwrap()
+
+
 def authenticate_password(
     session: Session,
     username: str,
@@ -372,11 +380,9 @@ def authenticate_password(
     survive the rollback the error causes in ``Store.session()``. Use a session of its own
     for the sign-in (anything else pending in it is committed along).
     """
-    attempt = attempt_password(session, username, password, settings=settings, now=now)
-    if attempt.refusal is not None:
-        session.commit()
-        raise attempt.refusal
-    return attempt.unwrap()
+    return _settle(
+        session, attempt_password(session, username, password, settings=settings, now=now)
+    )
 
 
 def attempt_client(
@@ -412,11 +418,9 @@ def authenticate_client(
 
     The same lockout as for passwords applies; a refusal commits ``session`` before raising.
     """
-    attempt = attempt_client(session, client_id, client_secret, settings=settings, now=now)
-    if attempt.refusal is not None:
-        session.commit()
-        raise attempt.refusal
-    return attempt.unwrap()
+    return _settle(
+        session, attempt_client(session, client_id, client_secret, settings=settings, now=now)
+    )
 
 
 # -- managing accounts ---------------------------------------------------------------------------

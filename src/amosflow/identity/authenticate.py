@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 PAT_PREFIX = "amos_pat_"
 GENERIC = "missing or invalid credentials"
 MAX_TOKEN_CHARS = 8192
-_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,199}")
 
 
 def _reason(err: AuthenticationError) -> str:
@@ -73,12 +71,16 @@ class Authenticator:
         if self.limits is None:
             self.limits = RateLimits()
 
-    def throttle(self, address: str) -> None:
-        """Raise RateLimitedError when ``address`` has failed too often lately."""
+    def throttle(self, address: str, purpose: str = "token") -> None:
+        """Raise RateLimitedError when ``address`` has spent its attempts for ``purpose``.
+
+        Refused tokens and sign-in attempts have a bucket each per address, both at
+        ``login_rate_per_minute``.
+        """
         assert self.limits is not None
         rate = self.settings.login_rate_per_minute / 60.0
         burst = max(1, self.settings.login_rate_per_minute)
-        wait = self.limits.take(f"addr:{address}", rate, burst)
+        wait = self.limits.take(f"{purpose}:{address}", rate, burst)
         if wait > 0:
             raise RateLimitedError("too many attempts; try again later", retry_after=wait)
 
@@ -147,9 +149,7 @@ def identity_issued(identity: OidcIdentity) -> datetime | None:
 
 
 def _refused(reason: str) -> AuthenticationError:
-    err = AuthenticationError(GENERIC)
-    err.reason = reason  # type: ignore[attr-defined]
-    return err
+    return accounts.LoginRefused(GENERIC, reason=reason)
 
 
 def _check_alive(owner: PrincipalRow, issued: datetime | None) -> None:
@@ -171,7 +171,10 @@ def _oidc_principal(
     if row is not None:
         return row
     wanted = f"oidc.{identity.username or identity.subject}"
-    if not _USERNAME.fullmatch(wanted) or accounts.find_by_username(session, wanted) is not None:
+    if (
+        not accounts.USERNAME.fullmatch(wanted)
+        or accounts.find_by_username(session, wanted) is not None
+    ):
         wanted = "oidc." + hashlib.sha256(identity.subject.encode()).hexdigest()[:32]
     return accounts.create_user(
         session,

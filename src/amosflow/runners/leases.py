@@ -337,36 +337,52 @@ def drain(session: Session, runner_id: str, *, actor: str, now: datetime) -> Run
     Draining is how a runner is taken out of service without failing its jobs. A drained
     runner keeps its certificate and can be put back with ``resume``; a revoked one cannot.
     """
-    _aware(now)
-    runner = get_runner(session, runner_id)
-    if runner.status == "revoked":
-        raise ConflictError(f"runner {runner_id!r} is revoked")
-    if runner.status == "active":
-        runner.status = "draining"
-        session.flush()
-        audit.append(
-            session,
-            actor=actor,
-            action="runners.drain",
-            resource=f"runner:{runner_id}",
-            details={"zone": runner.zone, "name": runner.name},
-        )
-    return runner
+    return _transition(
+        session,
+        runner_id,
+        actor=actor,
+        now=now,
+        moves=("active", "draining"),
+        action="runners.drain",
+        revoked=f"runner {runner_id!r} is revoked",
+    )
 
 
 def resume(session: Session, runner_id: str, *, actor: str, now: datetime) -> RunnerRow:
     """Put a draining runner back into service; a revoked runner stays revoked."""
+    return _transition(
+        session,
+        runner_id,
+        actor=actor,
+        now=now,
+        moves=("draining", "active"),
+        action="runners.resume",
+        revoked=f"runner {runner_id!r} is revoked; enroll it again",
+    )
+
+
+def _transition(
+    session: Session,
+    runner_id: str,
+    *,
+    actor: str,
+    now: datetime,
+    moves: tuple[str, str],
+    action: str,
+    revoked: str,
+) -> RunnerRow:
+    """Move a runner from ``moves[0]`` to ``moves[1]`` (audited); other states stay as they are."""
     _aware(now)
     runner = get_runner(session, runner_id)
     if runner.status == "revoked":
-        raise ConflictError(f"runner {runner_id!r} is revoked; enroll it again")
-    if runner.status == "draining":
-        runner.status = "active"
+        raise ConflictError(revoked)
+    if runner.status == moves[0]:
+        runner.status = moves[1]
         session.flush()
         audit.append(
             session,
             actor=actor,
-            action="runners.resume",
+            action=action,
             resource=f"runner:{runner_id}",
             details={"zone": runner.zone, "name": runner.name},
         )

@@ -8,14 +8,12 @@ on every request, that the runner is still enrolled and not revoked.
 
 from __future__ import annotations
 
-import ssl
 from typing import TYPE_CHECKING
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 if TYPE_CHECKING:
     import asyncio
-    from pathlib import Path
 
 #: Key of the peer certificate (DER bytes, or None) in ``request.state``.
 PEER_CERT = "tls_peer_cert"
@@ -31,12 +29,3 @@ class PeerCertProtocol(H11Protocol):
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         # A fresh dict per connection: the server's own state stays untouched.
         self.app_state = {**self.app_state, PEER_CERT: der}
-
-
-def server_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
-    """TLS 1.2+ server context that requires a client certificate signed by the platform CA."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_cert_chain(str(cert), str(key))
-    return context

@@ -13,7 +13,10 @@ from amosflow import audit
 from amosflow.store import folders
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from amosflow.catalog import Catalog, Version
+    from amosflow.identity.principal import Principal
     from amosflow.store import Store
 
 API_ACTOR = "api"
@@ -33,6 +36,13 @@ def record(
         audit.append(
             session, actor=actor, action=action, resource=resource, folder=folder, details=details
         )
+
+
+def by_caller(
+    session: Session, caller: Principal, action: str, resource: str, **details: Any
+) -> None:
+    """Append one record of ``caller``'s change in the caller's transaction."""
+    audit.append(session, actor=caller.actor, action=action, resource=resource, details=details)
 
 
 def _version_details(version: Version, author: str, message: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from amosflow import audit
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
-from amosflow.errors import AuthenticationError, Diagnostic, RateLimitedError, ValidationFailedError
+from amosflow.errors import AuthenticationError, Diagnostic, ValidationFailedError
 from amosflow.identity import accounts, setup, tokens
 from amosflow.identity.authenticate import GENERIC, Authenticator
 from amosflow.identity.principal import actor_of
@@ -110,14 +110,6 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _throttle(authenticator: Authenticator, request: Request) -> None:
-    assert authenticator.limits is not None
-    rate = authenticator.settings.login_rate_per_minute
-    wait = authenticator.limits.take(f"login:{_address(request)}", rate / 60.0, rate)
-    if wait > 0:
-        raise RateLimitedError("too many attempts; try again later", retry_after=wait)
-
-
 def _issue(authenticator: Authenticator, principal_id: str) -> AccessToken:
     token, expires_at = authenticator.signer.issue(principal_id)
     return AccessToken(
@@ -163,7 +155,7 @@ def login(
     body: Login, request: Request, cp: ControlPlaneDep, authenticator: AuthenticatorDep
 ) -> AccessToken:
     """Sign in with a local account; answers a session token."""
-    _throttle(authenticator, request)
+    authenticator.throttle(_address(request), purpose="login")
     details = {"username": body.username, "address": _address(request)}
     with cp.store.session() as session:
         attempt = accounts.attempt_password(
@@ -213,7 +205,7 @@ async def client_token(
     request: Request, cp: ControlPlaneDep, authenticator: AuthenticatorDep
 ) -> AccessToken:
     """OAuth 2.0 client credentials grant (RFC 6749 §4.4) for service accounts."""
-    _throttle(authenticator, request)
+    authenticator.throttle(_address(request), purpose="login")
     form = _form(await request.body())
     if form.get("grant_type") != "client_credentials":
         raise ValidationFailedError(
@@ -315,7 +307,7 @@ def first_admin(
     body: SetupRequest, request: Request, cp: ControlPlaneDep, authenticator: AuthenticatorDep
 ) -> Me:
     """Create the first administrator with the one-time setup token `amos up` printed."""
-    _throttle(authenticator, request)
+    authenticator.throttle(_address(request), purpose="login")
     settings = authenticator.settings
     with cp.store.session() as session:
         if setup.setup_complete(session):

@@ -7,12 +7,11 @@ so a folder administrator cannot grant itself more than its folder.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from amosflow import audit
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
@@ -20,6 +19,7 @@ from amosflow.identity import accounts
 from amosflow.identity.policy import authorize, folder_scope
 from amosflow.identity.principal import ALL_FOLDERS
 from amosflow.identity.settings import IdentitySettings
+from amosflow.services import auditing
 
 router = APIRouter(prefix="/api/v1", tags=["identity"], responses=problems.RESPONSES)
 
@@ -112,10 +112,6 @@ def _public(row: object) -> PrincipalPublic:
     return PrincipalPublic.model_validate(row, from_attributes=True)
 
 
-def _audit(session: Any, actor: str, action: str, resource: str, **details: Any) -> None:
-    audit.append(session, actor=actor, action=action, resource=resource, details=details)
-
-
 @router.get("/users", response_model=list[PrincipalPublic])
 def list_users(cp: ControlPlaneDep, caller: CallerDep) -> list[PrincipalPublic]:
     """Every user and service account."""
@@ -139,7 +135,7 @@ def create_user(
             email=body.email,
             settings=_settings(request),
         )
-        _audit(session, caller.actor, "users.create", f"principals/{row.id}", via="api")
+        auditing.by_caller(session, caller, "users.create", f"principals/{row.id}", via="api")
         return _public(row)
 
 
@@ -157,7 +153,7 @@ def deactivate_user(principal_id: str, cp: ControlPlaneDep, caller: CallerDep) -
     authorize(caller, "identity.write")
     with cp.store.session() as session:
         row = accounts.deactivate(session, principal_id)
-        _audit(session, caller.actor, "users.deactivate", f"principals/{row.id}")
+        auditing.by_caller(session, caller, "users.deactivate", f"principals/{row.id}")
         return _public(row)
 
 
@@ -167,7 +163,7 @@ def activate_user(principal_id: str, cp: ControlPlaneDep, caller: CallerDep) -> 
     authorize(caller, "identity.write")
     with cp.store.session() as session:
         row = accounts.reactivate(session, principal_id)
-        _audit(session, caller.actor, "users.activate", f"principals/{row.id}")
+        auditing.by_caller(session, caller, "users.activate", f"principals/{row.id}")
         return _public(row)
 
 
@@ -183,7 +179,7 @@ def create_service_account(
         row, secret = accounts.create_service_account(
             session, name=body.name, settings=_settings(request)
         )
-        _audit(session, caller.actor, "users.create", f"principals/{row.id}", kind="service")
+        auditing.by_caller(session, caller, "users.create", f"principals/{row.id}", kind="service")
         public = _public(row)
     return ServiceAccountIssued(**public.model_dump(), client_id=row.id, client_secret=secret)
 
@@ -212,9 +208,9 @@ def create_binding(body: BindingCreate, cp: ControlPlaneDep, caller: CallerDep) 
             folder=body.folder,
             condition=body.condition,
         )
-        _audit(
+        auditing.by_caller(
             session,
-            caller.actor,
+            caller,
             "bindings.create",
             f"role-bindings/{row.id}",
             subject=f"{row.subject_kind}:{row.subject}",
@@ -231,7 +227,7 @@ def delete_binding(binding_id: int, cp: ControlPlaneDep, caller: CallerDep) -> N
     authorize(caller, "identity.write")
     with cp.store.session() as session:
         accounts.revoke_binding(session, binding_id)
-        _audit(session, caller.actor, "bindings.delete", f"role-bindings/{binding_id}")
+        auditing.by_caller(session, caller, "bindings.delete", f"role-bindings/{binding_id}")
 
 
 @router.get("/folders", response_model=list[FolderPublic])
@@ -252,5 +248,5 @@ def create_folder(body: FolderCreate, cp: ControlPlaneDep, caller: CallerDep) ->
     authorize(caller, "folders.write")
     with cp.store.session() as session:
         row = accounts.create_folder(session, body.name, body.description)
-        _audit(session, caller.actor, "folders.create", f"folders/{row.name}")
+        auditing.by_caller(session, caller, "folders.create", f"folders/{row.name}")
         return FolderPublic.model_validate(row, from_attributes=True)

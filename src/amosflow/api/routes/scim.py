@@ -19,15 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from amosflow import audit
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
 from amosflow.errors import AmosError, Diagnostic, ValidationFailedError
 from amosflow.identity import accounts, groups
 from amosflow.identity.policy import authorize
-from amosflow.identity.principal import Principal
 from amosflow.identity.settings import IdentitySettings
+from amosflow.services import auditing
 from amosflow.store.tables import GroupRow, PrincipalRow
 
 SCIM_TYPE = "application/scim+json"
@@ -233,12 +232,6 @@ def _filter(expression: str | None, allowed: set[str]) -> tuple[str, str] | None
     return found.group(1), found.group(2).replace('\\"', '"')
 
 
-def _audit(session: Session, caller: Principal, action: str, resource: str, **details: Any) -> None:
-    audit.append(
-        session, actor=caller.actor, action=action, resource=resource, details=details or {}
-    )
-
-
 Start = Annotated[int, Query(alias="startIndex", ge=1)]
 Count = Annotated[int, Query(ge=0, le=1000)]
 FilterQuery = Annotated[str | None, Query(alias="filter", max_length=500)]
@@ -282,7 +275,7 @@ def create_user(
         )
         if not body.active:
             accounts.deactivate(session, row.id)
-        _audit(session, caller, "users.create", f"principals/{row.id}", via="scim")
+        auditing.by_caller(session, caller, "users.create", f"principals/{row.id}", via="scim")
         return _scim(_user_doc(session, row), status.HTTP_201_CREATED)
 
 
@@ -334,7 +327,9 @@ def patch_user(
                 _apply_user(session, row, operation.path, operation.value)
         session.flush()
         session.refresh(row)
-        _audit(session, caller, "users.update", f"principals/{row.id}", active=row.active)
+        auditing.by_caller(
+            session, caller, "users.update", f"principals/{row.id}", active=row.active
+        )
         return _scim(_user_doc(session, row))
 
 
@@ -352,7 +347,9 @@ def replace_user(
         _set_active(session, row, body.active)
         session.flush()
         session.refresh(row)
-        _audit(session, caller, "users.update", f"principals/{row.id}", active=row.active)
+        auditing.by_caller(
+            session, caller, "users.update", f"principals/{row.id}", active=row.active
+        )
         return _scim(_user_doc(session, row))
 
 
@@ -365,7 +362,7 @@ def delete_user(user_id: str, cp: ControlPlaneDep, caller: CallerDep) -> Respons
         accounts.deactivate(session, row.id)
         for group in groups.groups_of(session, row.id):
             groups.remove_members(session, group.id, [row.id])
-        _audit(session, caller, "users.deactivate", f"principals/{row.id}", via="scim")
+        auditing.by_caller(session, caller, "users.deactivate", f"principals/{row.id}", via="scim")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -392,7 +389,9 @@ def create_group(body: ScimGroup, cp: ControlPlaneDep, caller: CallerDep) -> JSO
     with cp.store.session() as session:
         row = groups.create_group(session, body.display_name, external_id=body.external_id)
         groups.add_members(session, row.id, [m.value for m in body.members])
-        _audit(session, caller, "groups.create", f"groups/{row.id}", name=row.display_name)
+        auditing.by_caller(
+            session, caller, "groups.create", f"groups/{row.id}", name=row.display_name
+        )
         return _scim(_group_doc(session, row), status.HTTP_201_CREATED)
 
 
@@ -443,7 +442,9 @@ def patch_group(
             _apply_group(session, group_id, operation)
         session.flush()
         session.refresh(row)
-        _audit(session, caller, "groups.update", f"groups/{row.id}", name=row.display_name)
+        auditing.by_caller(
+            session, caller, "groups.update", f"groups/{row.id}", name=row.display_name
+        )
         return _scim(_group_doc(session, row))
 
 
@@ -453,5 +454,5 @@ def delete_group(group_id: str, cp: ControlPlaneDep, caller: CallerDep) -> Respo
     authorize(caller, "identity.write")
     with cp.store.session() as session:
         groups.delete_group(session, group_id)
-        _audit(session, caller, "groups.delete", f"groups/{group_id}")
+        auditing.by_caller(session, caller, "groups.delete", f"groups/{group_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
