@@ -27,6 +27,7 @@ import httpx
 
 from amosflow.config import EngineSettings
 from amosflow.engine.client import RunRequest, connect, result_of, start_run
+from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import EmbeddedTemporal, free_port
 from amosflow.engine.worker import build_worker
 from auth import admin_token
@@ -180,7 +181,7 @@ async def main() -> None:
             settings = EngineSettings(
                 home=home, temporal_address=server.address, task_queue="bench-api"
             )
-            temporal = await connect(server.address)
+            temporal = await connect(server.address, codec=payload_codec(home, create=True))
             async with build_worker(temporal, settings):
                 port = free_port()
                 headers = {"Authorization": f"Bearer {admin_token(home)}"}

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
 from amosflow.artifacts import ArtifactStore
@@ -133,10 +134,19 @@ async def run_baseline(
     return result["output"]
 
 
-async def replay_cpu(histories: dict[str, WorkflowHistory], times: int) -> dict[str, float]:
-    """CPU seconds per replay of each history: the workflow side alone, without any server."""
+async def replay_cpu(
+    histories: dict[str, WorkflowHistory],
+    times: int,
+    converter: DataConverter = DataConverter.default,
+) -> dict[str, float]:
+    """CPU seconds per replay of each history: the workflow side alone, without any server.
+
+    ``converter`` must be the one that wrote the histories (the node's payload codec).
+    """
     replayer = Replayer(
-        workflows=[FlowWorkflow, BaselineWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
+        workflows=[FlowWorkflow, BaselineWorkflow],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        data_converter=converter,
     )
     best: dict[str, float] = {}
     for _ in range(2):

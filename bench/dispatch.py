@@ -30,6 +30,7 @@ from sqlalchemy import select
 
 from amosflow.config import EngineSettings, StoreSettings
 from amosflow.engine.client import connect, result_of
+from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import EmbeddedTemporal, free_port
 from amosflow.engine.worker import build_worker
 from amosflow.runners.agent import enroll_local
@@ -228,7 +229,7 @@ async def main() -> None:
             settings = EngineSettings(
                 home=home, temporal_address=server.address, task_queue="bench-dispatch"
             )
-            temporal = await connect(server.address)
+            temporal = await connect(server.address, codec=payload_codec(home, create=True))
             async with build_worker(temporal, settings):
                 rows = await measure(home, settings, temporal)
         finally:

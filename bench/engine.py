@@ -25,6 +25,7 @@ import common
 from amosflow.config import EngineSettings
 from amosflow.dsl import expr
 from amosflow.engine.client import RunRequest, connect, start_run
+from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import EmbeddedTemporal
 from amosflow.engine.worker import build_worker
 from common import LOCAL_ECHO, REMOTE_ECHO, STEPS
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from temporalio.client import Client, WorkflowHistory
+    from temporalio.converter import DataConverter
 
 FLOW_QUEUE = "bench-flow"
 BASE_QUEUE = "bench-baseline"
@@ -195,9 +197,11 @@ async def collect_histories(client: Client) -> dict[str, WorkflowHistory]:
     return histories
 
 
-async def replay_section(histories: dict[str, WorkflowHistory]) -> list[list[str]]:
+async def replay_section(
+    histories: dict[str, WorkflowHistory], converter: DataConverter
+) -> list[list[str]]:
     """Workflow-side CPU alone: replay each history (no server, no activity runs)."""
-    cpu = await common.replay_cpu(histories, REPLAYS)
+    cpu = await common.replay_cpu(histories, REPLAYS, converter)
     rows = []
     for mode in ("regular", "local"):
         base = cpu[f"baseline, {mode} activities"]
@@ -264,7 +268,7 @@ async def main_async(args: argparse.Namespace) -> int:
         await asyncio.to_thread(server.start)
         try:
             pid = int(json.loads(server.state_file.read_text(encoding="utf-8"))["pid"])
-            client = await connect(server.address)
+            client = await connect(server.address, codec=payload_codec(home, create=True))
             settings = EngineSettings(
                 home=home, temporal_address=server.address, task_queue=FLOW_QUEUE
             )
@@ -277,7 +281,7 @@ async def main_async(args: argparse.Namespace) -> int:
                 histories = await collect_histories(client)
         finally:
             await asyncio.to_thread(server.stop)
-    replay_rows = await replay_section(histories)
+    replay_rows = await replay_section(histories, client.data_converter)
     render_rows = render_section()
     took = (datetime.now(UTC) - started).total_seconds()
 

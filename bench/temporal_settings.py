@@ -25,6 +25,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 import common
 from amosflow.engine.client import connect
+from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import EmbeddedTemporal
 from baseline import NOOP_ACTIVITY
 from common import REMOTE_ECHO
@@ -95,7 +96,7 @@ async def measure(config: Config, args: argparse.Namespace) -> list[str]:
         await asyncio.to_thread(server.start)
         try:
             pid = int(json.loads(server.state_file.read_text(encoding="utf-8"))["pid"])
-            client = await connect(server.address)
+            client = await connect(server.address, codec=payload_codec(home, create=True))
             runner: WorkflowRunner = (
                 SandboxedWorkflowRunner() if config.sandboxed else UnsandboxedWorkflowRunner()
             )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from temporalio import activity
 
-from amosflow import audit
+from amosflow import audit, redaction
 from amosflow.config import StoreSettings
 from amosflow.errors import ActionError, AuditError, NotFoundError, VaultError, VaultSealedError
 from amosflow.store import open_store
@@ -46,6 +46,7 @@ def resolve(name: str) -> str:
     value = os.environ.get(env_name(name))
     if value is None:
         raise ActionError(f"secret {name!r} is not bound", type_="SecretMissing", retryable=False)
+    redaction.hold(value)  # masked in every log line while the step runs
     return value
 
 
@@ -80,6 +81,7 @@ class VaultResolver:
             vault = self._open()
             if vault is not None:
                 value = vault.reveal(name)
+                redaction.hold(value)  # masked in every log line while the step runs
                 self._audit_read(vault, name)
                 return value
         except NotFoundError:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from amosflow.dsl import parse_flow, validate_inputs
 from amosflow.engine.client import RunRequest, connect, result_of, start_run
+from amosflow.engine.codec import payload_codec
 from amosflow.engine.worker import build_worker
 
 if TYPE_CHECKING:
@@ -29,7 +30,11 @@ async def run_flow(
     if client is None:
         if settings.temporal_address is None:
             raise ValueError("settings.temporal_address is required")
-        client = await connect(settings.temporal_address, settings.temporal_namespace)
+        client = await connect(
+            settings.temporal_address,
+            settings.temporal_namespace,
+            codec=payload_codec(settings.home, create=True),
+        )
     request = RunRequest(flow=document, inputs=checked, library=library or {}, run_id=run_id)
     async with build_worker(client, settings):
         handle = await start_run(client, request, task_queue=settings.task_queue, eager=True)

@@ -18,6 +18,7 @@ from amosflow.api.app import NodeConfig, create_app
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.config import EngineSettings
 from amosflow.engine.client import connect
+from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import free_port
 from amosflow.engine.worker import build_worker
 from amosflow.identity.oidc import OidcSettings
@@ -64,7 +65,9 @@ class _Worker(threading.Thread):
 
     async def _main(self) -> None:
         self._halt = asyncio.Event()
-        client = await connect(str(self.settings.temporal_address))
+        client = await connect(
+            str(self.settings.temporal_address), codec=payload_codec(self.settings.home)
+        )
         async with build_worker(client, self.settings):
             self.ready.set()
             await self._halt.wait()

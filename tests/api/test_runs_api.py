@@ -135,7 +135,7 @@ def test_events_stream_until_the_run_ends(node: Node) -> None:
 
 
 def test_health_and_readiness(node: Node) -> None:
-    """/healthz answers 200 and /readyz reports Temporal, the store and NATS ready."""
+    """/healthz answers 200 and /readyz reports Temporal, the store, NATS and the codec ready."""
     assert node.client.get("/healthz").status_code == 200
     ready = node.client.get("/readyz")
     for _ in range(100):
@@ -143,4 +143,4 @@ def test_health_and_readiness(node: Node) -> None:
             break
         ready = node.client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"temporal": "ok", "store": "ok", "nats": "ok"}
+    assert ready.json()["checks"] == {"codec": "ok", "temporal": "ok", "store": "ok", "nats": "ok"}

@@ -9,8 +9,10 @@ import pytest
 
 from amosflow.config import EngineSettings
 from amosflow.engine.client import connect
+from amosflow.engine.codec import payload_codec
 from amosflow.testing import run_flow
 from tests.engine.flows import flow
+from tests.engine.test_codec import history_payloads
 from tests.support.history import history_text
 
 pytestmark = pytest.mark.temporal
@@ -22,10 +24,13 @@ def _run_and_history(
     settings: EngineSettings, doc: dict[str, Any], run_id: str
 ) -> tuple[dict[str, Any], str]:
     async def go() -> tuple[dict[str, Any], str]:
-        client = await connect(str(settings.temporal_address))
+        codec = payload_codec(settings.home, create=True)
+        client = await connect(str(settings.temporal_address), codec=codec)
         result = await run_flow(settings, doc, {}, run_id=run_id, client=client)
         history = await client.get_workflow_handle(run_id).fetch_history()
-        return result, history_text(history)
+        decoded = await codec.decode(history_payloads(history))  # even decrypted: no secret
+        plain = "\n".join(p.data.decode(errors="replace") for p in decoded)
+        return result, history_text(history) + "\n" + plain
 
     return asyncio.run(go())
 

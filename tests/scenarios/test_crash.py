@@ -19,6 +19,7 @@ import pytest
 
 from amosflow.config import EngineSettings
 from amosflow.engine.client import RunRequest, connect, result_of, start_run
+from amosflow.engine.codec import payload_codec
 
 pytestmark = pytest.mark.temporal
 
@@ -124,7 +125,8 @@ def test_sigkill_worker_mid_run(
     doc = five_step_flow(server.url)
 
     async def begin() -> str:
-        client = await connect(str(settings.temporal_address))
+        codec = payload_codec(settings.home, create=True)  # the worker reads and writes with it
+        client = await connect(str(settings.temporal_address), codec=codec)
         handle = await start_run(
             client, RunRequest(flow=doc, inputs={}, library={}), task_queue=settings.task_queue
         )
@@ -146,7 +148,8 @@ def test_sigkill_worker_mid_run(
     try:
 
         async def finish() -> dict[str, Any]:
-            client = await connect(str(settings.temporal_address))
+            codec = payload_codec(settings.home)
+            client = await connect(str(settings.temporal_address), codec=codec)
             return await result_of(client.get_workflow_handle(run_id))
 
         result = asyncio.run(finish())

@@ -1,4 +1,4 @@
-"""Vault fixtures: stores on SQLite and PostgreSQL, and each key provider (file, SoftHSM2)."""
+"""Vault fixtures: SQLite and PostgreSQL stores, each key provider (file, SoftHSM2, transit)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from amosflow.config import EngineSettings
 from amosflow.store import Store
 from amosflow.vault import KeyFileProvider, KeyProvider, Vault
 from tests.store.conftest import pg_store, store, store_url  # noqa: F401
+from tests.support.transit_server import TransitServer
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 TOKEN = "amos-test"
@@ -59,11 +60,30 @@ def pkcs11_provider(module: str, label: str | None = None) -> KeyProvider:
     return Pkcs11Provider(module, TOKEN, PIN, label=label or f"kek-{uuid.uuid4().hex[:12]}")
 
 
-@pytest.fixture(params=["file", "pkcs11"])
+@pytest.fixture(scope="session")
+def transit_server() -> Iterator[TransitServer]:
+    """One transit-compatible KMS on loopback for the session (decision 0030)."""
+    server = TransitServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def transit_provider(server: TransitServer, key: str | None = None) -> KeyProvider:
+    """A transit provider with its own key ring (a fresh key name) on the session server."""
+    from amosflow.vault._transit import TransitProvider
+
+    return TransitProvider(server.url, server.token, key or f"kek-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(params=["file", "pkcs11", "transit"])
 def provider(request: pytest.FixtureRequest, tmp_path: Path) -> KeyProvider:
-    """Each key provider: the key file, and a SoftHSM2 token through PKCS#11."""
+    """Each key provider: the key file, a SoftHSM2 token through PKCS#11, a transit KMS."""
     if request.param == "file":
         return KeyFileProvider(tmp_path / "home" / "vault" / "kek.json")
+    if request.param == "transit":
+        return transit_provider(request.getfixturevalue("transit_server"))
     return pkcs11_provider(request.getfixturevalue("softhsm"))
 
 

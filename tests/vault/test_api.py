@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +15,18 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from amosflow import redaction
+from amosflow.bus.embedded import EmbeddedNats
+from amosflow.bus.events import ALL_SUBJECTS
 from amosflow.cli.secret import app as secret_cli
 from amosflow.engine.client import connect
+from amosflow.engine.codec import ENCODING, payload_codec
+from amosflow.engine.embedded import EmbeddedTemporal
 from tests.api.conftest import Node
 from tests.api.conftest import node as node  # noqa: PLC0414 - the fixture, re-exported
 from tests.api.flows_util import save, wait_for_end
+from tests.bus.streams import stored_events
+from tests.engine.test_codec import history_payloads
 from tests.support.history import history_text
 from tests.vault.conftest import CANARY
 
@@ -104,24 +116,77 @@ def _flow(url: str) -> dict[str, Any]:
     }
 
 
-def _history(node: Node, run_id: str) -> str:
-    async def fetch() -> str:
-        client = await connect(str(node.config.engine.temporal_address))
-        return history_text(await client.get_workflow_handle(run_id).fetch_history())
+def _history(node: Node, run_id: str) -> tuple[str, str]:
+    """The run's history as stored (no codec), and every payload of it decrypted."""
+
+    async def fetch() -> tuple[str, str]:
+        address = str(node.config.engine.temporal_address)
+        raw = await (await connect(address)).get_workflow_handle(run_id).fetch_history()
+        codec = payload_codec(node.config.engine.home)
+        decoded = await codec.decode(history_payloads(raw))
+        assert any(p.metadata.get("encoding") == ENCODING for p in history_payloads(raw))
+        return history_text(raw), "\n".join(p.data.decode(errors="replace") for p in decoded)
 
     return asyncio.run(fetch())
 
 
-def test_a_vault_canary_reaches_its_server_and_nothing_else(
-    node: Node, http_server, tmp_path: Path
+def _stream(nats_url: str, run_id: str) -> list[bytes]:
+    """Every event the bus stream holds, once the run's completion has been relayed."""
+    deadline = time.monotonic() + 30
+    while True:
+        events = asyncio.run(stored_events(nats_url, ALL_SUBJECTS))
+        if any(run_id.encode() in e and b"run.completed" in e for e in events):
+            return events
+        assert time.monotonic() < deadline, "the run's completion never reached the stream"
+        threading.Event().wait(0.2)
+
+
+@pytest.fixture
+def node_log(tmp_path: Path) -> Iterator[Path]:
+    """Every log record of this process (API, worker, SDKs) into a file, filtered as a node's."""
+    path = tmp_path / "logs" / "node.log"
+    path.parent.mkdir()
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    redaction.install()
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
+
+
+def _files(*roots: Path) -> Iterator[Path]:
+    for root in roots:
+        yield from (path for path in root.rglob("*") if path.is_file())
+
+
+def test_a_vault_canary_reaches_its_server_and_nothing_else(  # noqa: PLR0917 - fixtures
+    node_log: Path,
+    node: Node,
+    http_server,
+    tmp_path: Path,
+    temporal_server: EmbeddedTemporal,
+    nats_server: EmbeddedNats,
 ) -> None:
-    """A run needing a vault secret is refused until it is set, then the server alone sees it."""
+    """Issue 8's acceptance: the canary reaches the loopback server and no other place.
+
+    Searched: the run's Temporal history (raw, and every payload decrypted), the NATS stream,
+    every log file (this node's log, Temporal's and NATS's), the database files (the node's
+    SQLite store, Temporal's and JetStream's files) and every API response of the test.
+    """
+    canary = f"{CANARY}-{uuid.uuid4().hex[:8]}"  # unique: the servers are the session's
     api = Recorder(node.client)
     save(node.client, _flow(http_server.url))
     refused = api("POST", "/api/v1/runs", json={"flow": "vault-canary", "inputs": {}})
     assert refused.status_code == 422
     assert "secret:canary.token" in refused.text
-    assert api("PUT", "/api/v1/secrets/canary.token", json={"value": CANARY}).status_code == 201
+    assert api("PUT", "/api/v1/secrets/canary.token", json={"value": canary}).status_code == 201
     started = api("POST", "/api/v1/runs", json={"flow": "vault-canary", "inputs": {}})
     assert started.status_code in {200, 201}, started.text
     run_id = started.json()["run_id"]
@@ -129,10 +194,20 @@ def test_a_vault_canary_reaches_its_server_and_nothing_else(
     assert record["status"] == "completed", record
     api("GET", f"/api/v1/runs/{run_id}")
     api("GET", "/api/v1/runs")
-    assert http_server.requests[0].headers["authorization"] == f"Bearer {CANARY}"
-    assert CANARY not in _history(node, run_id)
-    assert CANARY not in str(record)
-    assert all(CANARY not in body for body in api.bodies)
-    for path in tmp_path.rglob("*"):
-        if path.is_file():
-            assert CANARY.encode() not in path.read_bytes(), path
+    api("GET", "/api/v1/secrets/canary.token")
+    api("GET", "/api/v1/audit", params={"action": "secrets.read"})
+    assert http_server.requests[0].headers["authorization"] == f"Bearer {canary}"
+    raw, decoded = _history(node, run_id)
+    assert canary not in raw
+    assert canary not in decoded
+    assert run_id in raw  # the search did read this run's history
+    assert node.config.nats_url is not None
+    events = _stream(node.config.nats_url, run_id)
+    assert all(canary.encode() not in event for event in events)
+    assert canary not in str(record)
+    assert all(canary not in body for body in api.bodies)
+    assert node_log.stat().st_size > 0
+    searched = list(_files(tmp_path, temporal_server.home, nats_server.home))
+    assert {p.name for p in searched} >= {"amos.db", "node.log", "temporal.db", "kek.json"}
+    for path in searched:
+        assert canary.encode() not in path.read_bytes(), path

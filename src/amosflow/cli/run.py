@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from amosflow import redaction
 from amosflow.cli import exits
 from amosflow.cli.files import read_flow, read_inputs, resolve_library
 from amosflow.cli.progress import STYLE, step_table
@@ -98,6 +99,7 @@ def run(  # noqa: PLR0917 - Typer passes every option as an argument
     except AmosError as err:
         raise _fail(err) from None
     request = RunRequest(flow=doc, inputs=inputs, library=library, run_id=run_id or "")
+    redaction.install()  # the worker of this process masks the secrets its steps use
     console = Console(stderr=True)
     try:
         result = _run_async(_execute(request, EngineSettings(), None if as_json else console))

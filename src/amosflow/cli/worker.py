@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 
 import typer
 
+from amosflow import redaction
 from amosflow.config import EngineSettings
 from amosflow.engine.client import connect
+from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import running_address
 from amosflow.engine.worker import build_worker
 from amosflow.errors import EngineError
@@ -16,6 +19,8 @@ from amosflow.errors import EngineError
 
 def worker() -> None:
     """Run the interpreter and the actions for the configured Temporal until stopped."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    redaction.install()  # secrets in use never reach the worker's log
     settings = EngineSettings()
     address = settings.temporal_address or running_address(settings.home)
     if address is None:
@@ -23,7 +28,9 @@ def worker() -> None:
         raise typer.Exit(3)
 
     async def main() -> None:
-        client = await connect(address, settings.temporal_namespace)
+        # A worker never creates key material: it stays sealed until the node has made it.
+        codec = payload_codec(settings.home, create=False)
+        client = await connect(address, settings.temporal_namespace, codec=codec)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -17,6 +17,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError
 
 from amosflow.dsl import content_hash
+from amosflow.engine.codec import data_converter, payload_codec
 from amosflow.engine.embedded import EmbeddedTemporal, running_address
 from amosflow.engine.types import PROGRESS_QUERY, WORKFLOW_NAME, RunInput
 from amosflow.errors import EngineError
@@ -24,17 +25,27 @@ from amosflow.errors import EngineError
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from temporalio.converter import PayloadCodec
+
     from amosflow.config import EngineSettings
 
 CONNECT_TIMEOUT_S = 30.0
 
 
-async def connect(address: str, namespace: str = "default") -> Client:
-    """Connect to Temporal, waiting for a server that is still starting."""
+async def connect(
+    address: str, namespace: str = "default", *, codec: PayloadCodec | None = None
+) -> Client:
+    """Connect to Temporal, waiting for a server that is still starting.
+
+    Every process of a node passes the node's ``codec`` (``payload_codec(home)``), so all of
+    them read and write the same encrypted payloads; without one the client speaks plaintext
+    and is only for reading history raw.
+    """
+    converter = data_converter(codec)
     deadline = asyncio.get_running_loop().time() + CONNECT_TIMEOUT_S
     while True:
         try:
-            client = await Client.connect(address, namespace=namespace)
+            client = await Client.connect(address, namespace=namespace, data_converter=converter)
             await client.workflow_service.describe_namespace(
                 DescribeNamespaceRequest(namespace=namespace)
             )
@@ -48,20 +59,24 @@ async def connect(address: str, namespace: str = "default") -> Client:
 
 @contextlib.asynccontextmanager
 async def open_engine(settings: EngineSettings) -> AsyncIterator[Client]:
-    """Yield a client: to the configured cluster, a node already running here, or a new one."""
+    """Yield a client: to the configured cluster, a node already running here, or a new one.
+
+    Its payloads are encrypted with the codec of ``settings.home`` (created on first use).
+    """
+    codec = payload_codec(settings.home, create=True)
     if settings.temporal_address:
-        yield await connect(settings.temporal_address, settings.temporal_namespace)
+        yield await connect(settings.temporal_address, settings.temporal_namespace, codec=codec)
         return
     address = running_address(settings.home)
     if address:
-        yield await connect(address, settings.temporal_namespace)
+        yield await connect(address, settings.temporal_namespace, codec=codec)
         return
     server = EmbeddedTemporal(settings.home)
     # Started from this (the main) thread on purpose: the server dies with the thread that
     # started it, and nothing else runs on the loop yet, so blocking for the start is fine.
     server.start()
     try:
-        yield await connect(server.address, settings.temporal_namespace)
+        yield await connect(server.address, settings.temporal_namespace, codec=codec)
     finally:
         server.stop()
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    UnsandboxedWorkflowRunner,
+    Worker,
+)
 
-from amosflow import secrets
+from amosflow import redaction, secrets
 from amosflow.artifacts import ArtifactStore
 from amosflow.engine.activities import build_activities
 from amosflow.engine.workflow import FlowWorkflow
@@ -15,6 +21,29 @@ if TYPE_CHECKING:
     from temporalio.client import Client
 
     from amosflow.config import EngineSettings
+
+
+class _StepSecrets(ActivityInboundInterceptor):
+    """Runs each activity in a redaction scope (decision 0031).
+
+    The secrets the activity resolves are masked in every log record of the process while it
+    runs, and forgotten when it ends.
+    """
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:  # noqa: A002
+        with redaction.step():
+            return await super().execute_activity(input)
+
+
+class RedactionInterceptor(Interceptor):
+    """Puts every activity of the worker in its own redaction scope."""
+
+    def intercept_activity(
+        self,
+        next: ActivityInboundInterceptor,  # noqa: A002 - temporalio's parameter name
+    ) -> ActivityInboundInterceptor:
+        """Wrap the activity's inbound calls."""
+        return _StepSecrets(next)
 
 
 def build_worker(client: Client, settings: EngineSettings) -> Worker:
@@ -34,6 +63,7 @@ def build_worker(client: Client, settings: EngineSettings) -> Worker:
             resolve_secret=secrets.resolver_for(settings.home),
         ),
         workflow_runner=UnsandboxedWorkflowRunner(),
+        interceptors=[RedactionInterceptor()],
         max_concurrent_activities=200,
         max_concurrent_local_activities=200,
     )

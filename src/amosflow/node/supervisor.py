@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from amosflow import redaction
 from amosflow.audit import AuditSettings
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.engine.embedded import EmbeddedTemporal
@@ -179,6 +180,11 @@ class Supervisor:
             "--log-level",
             "warning",
         ]
+        # The API's log handlers mask the secrets in use, like every other child's (0031).
+        log_config = self.plan.home / "logs" / "api-logging.json"
+        log_config.parent.mkdir(parents=True, exist_ok=True)
+        log_config.write_text(json.dumps(redaction.log_config()), encoding="utf-8")
+        api_args += ["--log-config", str(log_config)]
         children.append(self._python_child("api", api_args, self._api_healthy))
         # The signer of audit checkpoints is its own process: the API, which writes the
         # records, never loads the signing key (decision 0019).
@@ -222,6 +228,7 @@ class Supervisor:
     def start(self) -> None:
         """Start every child in order and wait until each is healthy."""
         self.plan.home.mkdir(parents=True, exist_ok=True)
+        redaction.install()
         self.children = self.plan_children()
         for child in self.children:
             self._start_child(child)

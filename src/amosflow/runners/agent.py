@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from amosflow import secrets
+from amosflow import redaction, secrets
 from amosflow.artifacts import ArtifactStore
 from amosflow.engine.activities.base import Failure, Performer, load_implementations
 from amosflow.engine.types import ActionCall
@@ -174,6 +174,7 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; a lost connection is retried, never fatal."""
+        redaction.install()
         async with httpx.AsyncClient(
             base_url=self.identity.endpoint, verify=self.identity.tls(), timeout=LONG_POLL_S + 15
         ) as client:
@@ -235,7 +236,10 @@ class Agent:
         delivered = await self._secrets(client, job_id, fence, call)
         performer = dataclasses.replace(self.performer, resolve_secret=_resolver(delivered))
         work = asyncio.create_task(
-            performer.perform(call, heartbeat=None, config=payload.get("config") or {})
+            redaction.run_step(  # the step's secrets are masked in every log line (0031)
+                performer.perform(call, heartbeat=None, config=payload.get("config") or {}),
+                tuple(delivered.values()),
+            )
         )
         renewals = asyncio.create_task(
             self._renew(client, job_id, fence, float(lease["lease_seconds"]), work)

@@ -20,10 +20,12 @@ from amosflow.errors import (
 )
 from amosflow.store._types import utcnow
 from amosflow.store.tables import SecretRow, SecretVersionRow
+from amosflow.vault._codec_keys import CodecKeyRing
 from amosflow.vault._envelope import Envelope, open_envelope, seal
 
 if TYPE_CHECKING:
     import builtins
+    from pathlib import Path
 
     from sqlalchemy.orm import Session
 
@@ -71,9 +73,19 @@ def _envelope(row: SecretVersionRow) -> Envelope:
 class Vault:
     """Secrets in the store, encrypted by envelope under ``provider``; sealed without one."""
 
-    def __init__(self, store: Store, provider: KeyProvider | None) -> None:
+    def __init__(
+        self, store: Store, provider: KeyProvider | None, *, codec_keys: Path | None = None
+    ) -> None:
         self.store = store
         self._provider = provider
+        # The payload codec's keys are wrapped by the same KEKs: rotation re-wraps them too,
+        # and a KEK version still wrapping one of them cannot be retired.
+        self._codec_keys = codec_keys
+
+    def _codec_ring(self) -> CodecKeyRing | None:
+        if self._codec_keys is None or not self._codec_keys.exists():
+            return None
+        return CodecKeyRing(self._codec_keys, self._key_provider())
 
     @property
     def sealed(self) -> bool:
@@ -251,7 +263,11 @@ class Vault:
         """Add a KEK version and re-wrap every stored data key with it."""
         provider = self._key_provider()
         version = provider.rotate()
-        return Rotation(provider.kek_id, version, self.rewrap_all())
+        rewrapped = self.rewrap_all()
+        ring = self._codec_ring()
+        if ring is not None:
+            ring.rewrap()
+        return Rotation(provider.kek_id, version, rewrapped)
 
     def kek_usage(self) -> dict[int, int]:
         """How many data keys each KEK version of this key ring still wraps."""
@@ -262,7 +278,11 @@ class Vault:
                 .where(SecretVersionRow.kek_id == provider.kek_id)
                 .group_by(SecretVersionRow.kek_version)
             )
-            return {int(version): int(count) for version, count in counts}
+            usage = {int(version): int(count) for version, count in counts}
+        ring = self._codec_ring()
+        for version, count in (ring.kek_usage() if ring is not None else {}).items():
+            usage[version] = usage.get(version, 0) + count
+        return usage
 
     def retire_kek(self, version: int) -> None:
         """Retire KEK ``version``; refused while any data key is still wrapped with it."""

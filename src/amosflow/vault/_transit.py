@@ -74,7 +74,11 @@ class TransitProvider:
         """Decrypt a data key; the version inside the ciphertext must match the recorded one."""
         if not wrapped.startswith(f"vault:v{kek_version}:".encode()):
             raise VaultError(f"a wrapped data key does not belong to KEK version {kek_version}")
-        data = self._call("POST", f"decrypt/{self._key}", {"ciphertext": wrapped.decode()})
+        try:
+            ciphertext = wrapped.decode("ascii")
+        except UnicodeDecodeError:
+            raise VaultError("a wrapped data key is not a transit ciphertext") from None
+        data = self._call("POST", f"decrypt/{self._key}", {"ciphertext": ciphertext})
         try:
             return base64.b64decode(str(data["plaintext"]), validate=True)
         except (KeyError, ValueError):

@@ -10,6 +10,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from amosflow.errors import VaultSealedError
+from amosflow.vault._codec_keys import codec_keys_path
 from amosflow.vault._service import Vault
 
 if TYPE_CHECKING:
@@ -93,4 +94,4 @@ def open_vault(
     except VaultSealedError as err:
         log.warning("the vault starts sealed: %s", err)  # names the cause, never key bytes
         return Vault(store, None)
-    return Vault(store, provider)
+    return Vault(store, provider, codec_keys=codec_keys_path(home))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from fastapi import APIRouter, Request
@@ -11,6 +12,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import Health
+from amosflow.engine.codec import VaultPayloadCodec
 
 router = APIRouter(tags=["health"])
 
@@ -23,8 +25,13 @@ def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
 async def readyz(request: Request, cp: ControlPlaneDep) -> JSONResponse:
-    """Readiness: Temporal, the store and the event bus are reachable."""
+    """Readiness: Temporal, the store and the event bus are reachable, and the codec is open."""
     checks: dict[str, str] = {}
+    codec = cp.client.data_converter.payload_codec
+    if isinstance(codec, VaultPayloadCodec):
+        # A sealed codec means no run can start or move on: say why instead of only failing later.
+        sealed = await asyncio.to_thread(codec.sealed_reason)
+        checks["codec"] = "ok" if sealed is None else f"sealed: {sealed}"
     try:
         await cp.client.workflow_service.describe_namespace(
             DescribeNamespaceRequest(namespace=cp.settings.temporal_namespace),
