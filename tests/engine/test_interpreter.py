@@ -224,13 +224,6 @@ def test_expression_error_fails_with_pointer(settings: EngineSettings) -> None:
     assert "/steps/0/with" in result["error"]["message"]
 
 
-def test_human_step_is_not_yet_supported(settings: EngineSettings) -> None:
-    """A `human` step validates but fails at run time until human tasks land."""
-    doc = flow({"id": "h", "type": "human", "task": "approval", "title": "ok?"})
-    result = run(settings, doc)
-    assert result["error"]["type"] == "NotSupported"
-
-
 def test_check_failure_is_retried_then_fails(settings: EngineSettings, http_server) -> None:
     """A `check` that does not hold fails the attempt with 'post-condition failed' and is retried."""
     step = {

@@ -29,9 +29,25 @@ INPUTS: dict[str, Callable[[str], dict[str, Any]]] = {
     "send-welcome": lambda api: {"api": api, "email": "ada@example.com"},
     "customer-onboarding": lambda api: {"api": api, "email": "ada@example.com", "plan": "pro"},
     "expense-claim": lambda api: {"api": api, "employee": "e-17", "amount": 42.5, "limit": 100},
+    "invoice-approval": lambda api: {
+        "api": api,
+        "invoice": {"id": "INV-7", "vendor": "Acme", "amount": 250.0},
+        "limit": 1000,
+    },
     "invoice-posting": lambda api: {"api": api},
     "job-polling": lambda api: {"api": api, "max_polls": 10},
     "order-fulfilment": lambda api: {"api": api, "order": {"id": "o-1001", "channel": "web"}},
+}
+
+
+# Inputs that take an example down its human-task path: the run waits on an approval, so a
+# test must decide the task (the main paths above never wait on a person).
+NEEDS_APPROVAL: dict[str, Callable[[str], dict[str, Any]]] = {
+    "invoice-approval": lambda api: {
+        "api": api,
+        "invoice": {"id": "INV-9", "vendor": "Acme", "amount": 5000},
+        "limit": 1000,
+    },
 }
 
 

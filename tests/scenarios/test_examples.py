@@ -17,14 +17,18 @@ from amosflow.config import EngineSettings
 from amosflow.dsl import ActionStep, iter_steps, load_flow_text
 from amosflow.dsl.models import Step
 from amosflow.engine.client import connect
+from amosflow.services import tasks as task_service
 from tests.scenarios.examples import (
     INPUTS,
+    NEEDS_APPROVAL,
     SECRET_ENV,
     example_paths,
+    load_example,
     run_example,
 )
 from tests.support.history import history_text, payloads
 from tests.support.httpserver import LoopbackServer
+from tests.support.tasks import control_plane, person
 
 # The step types DSL.md lists, in its order.
 DSL_STEP_TYPES = ("action", "set", "if", "switch", "foreach", "while", "parallel", "try", "wait")
@@ -166,11 +170,18 @@ def check_order_fulfilment(
     assert "standard shipping" in action_outputs(history)
 
 
+def check_invoice_approval(result: dict[str, Any], server: LoopbackServer, *_: Any) -> None:
+    """An invoice within the limit needs no approval and is posted as it is."""
+    assert result["output"] == {"amount": 250.0, "approval": "not needed", "posted": True}
+    assert bodies(server, "POST", "/erp/invoices") == [{"invoice": "INV-7", "amount": 250.0}]
+
+
 CHECKS: dict[str, Check] = {
     "hello": check_hello,
     "send-welcome": check_send_welcome,
     "customer-onboarding": check_customer_onboarding,
     "expense-claim": check_expense_claim,
+    "invoice-approval": check_invoice_approval,
     "invoice-posting": check_invoice_posting,
     "job-polling": check_job_polling,
     "order-fulfilment": check_order_fulfilment,
@@ -288,3 +299,56 @@ def test_job_polling_gives_up_after_max_polls(
     assert result["status"] == "failed"
     assert result["error"]["message"] == "job still running after 1 polls"
     assert result["error"]["step"] == "gave_up"
+
+
+@temporal
+def test_invoice_approval_above_the_limit_waits_for_an_approver(
+    settings: EngineSettings, http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """Above the limit the run waits on the approval task and posts once it is approved."""
+
+    async def main() -> dict[str, Any]:
+        async with control_plane(settings, tmp_path) as plane:
+            run_id = await plane.start(
+                load_example("invoice-approval"),
+                NEEDS_APPROVAL["invoice-approval"](http_server.url),
+                run_id="inv-1",
+            )
+            task = await plane.task_of(run_id, "approve")
+            assert task.title == "Approve invoice INV-9 from Acme for 5000"
+            assert http_server.requests == []
+            decision = task_service.Decision(outcome="approved", comment="ok")
+            await task_service.decide(plane.cp, person("alice"), task.id, decision)
+            return await plane.result(run_id)
+
+    result = asyncio.run(main())
+    assert result["output"] == {"amount": 5000, "approval": "approved", "posted": True}
+    assert bodies(http_server, "POST", "/erp/invoices") == [{"invoice": "INV-9", "amount": 5000}]
+
+
+@temporal
+def test_invoice_approval_rejected_is_corrected_through_the_form(
+    settings: EngineSettings, http_server: LoopbackServer, tmp_path: Path
+) -> None:
+    """A rejected invoice asks for a corrected amount in a form, then posts that amount."""
+
+    async def main() -> dict[str, Any]:
+        async with control_plane(settings, tmp_path) as plane:
+            run_id = await plane.start(
+                load_example("invoice-approval"),
+                NEEDS_APPROVAL["invoice-approval"](http_server.url),
+                run_id="inv-2",
+            )
+            approve = await plane.task_of(run_id, "approve")
+            rejected = task_service.Decision(outcome="rejected", comment="amount is wrong")
+            await task_service.decide(plane.cp, person("alice"), approve.id, rejected)
+            correct = await plane.task_of(run_id, "correct")
+            assert correct.kind == "form"
+            data = {"amount": 4500, "reason": "duplicate line"}
+            submitted = task_service.Decision(outcome="submitted", data=data)
+            await task_service.decide(plane.cp, person("bob"), correct.id, submitted)
+            return await plane.result(run_id)
+
+    result = asyncio.run(main())
+    assert result["output"] == {"amount": 4500, "approval": "corrected", "posted": True}
+    assert bodies(http_server, "POST", "/erp/invoices") == [{"invoice": "INV-9", "amount": 4500}]

@@ -23,10 +23,14 @@ STEP_STARTED: Final = "io.amosflow.step.started"
 STEP_COMPLETED: Final = "io.amosflow.step.completed"
 STEP_FAILED: Final = "io.amosflow.step.failed"
 TRIGGER_FIRED: Final = "io.amosflow.trigger.fired"
+TASK_CREATED: Final = "io.amosflow.task.created"
+TASK_DECIDED: Final = "io.amosflow.task.decided"
+TASK_ESCALATED: Final = "io.amosflow.task.escalated"
 
 RUN_TYPES: Final = (RUN_STARTED, RUN_COMPLETED, RUN_FAILED)
 STEP_TYPES: Final = (STEP_STARTED, STEP_COMPLETED, STEP_FAILED)
-EVENT_TYPES: Final = (*RUN_TYPES, *STEP_TYPES, TRIGGER_FIRED)
+TASK_TYPES: Final = (TASK_CREATED, TASK_DECIDED, TASK_ESCALATED)
+EVENT_TYPES: Final = (*RUN_TYPES, *STEP_TYPES, TRIGGER_FIRED, *TASK_TYPES)
 
 SUBJECT_PREFIX: Final = "amos"
 ALL_SUBJECTS: Final = "amos.>"
@@ -78,13 +82,15 @@ def subject_token(value: str) -> str:
 
 
 def subject_for(type_: str, key: str) -> str:
-    """The NATS subject of an event: ``key`` is the run id, or the trigger name for triggers."""
+    """The NATS subject of an event: ``key`` is the run id (trigger name, task id for those)."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
     kind, _, verb = type_.removeprefix(_TYPE_PREFIX).partition(".")
     token = subject_token(key)
     if kind == "trigger":
         return f"{SUBJECT_PREFIX}.trigger.{token}.{verb}"
+    if kind == "task":
+        return f"{SUBJECT_PREFIX}.task.{token}.{verb}"
     if kind == "step":
         return f"{SUBJECT_PREFIX}.run.{token}.step.{verb}"
     return f"{SUBJECT_PREFIX}.run.{token}.{verb}"

@@ -6,10 +6,12 @@ from amosflow.config.settings import (
     CatalogSettings,
     EngineSettings,
     FileSettings,
+    NotifySettings,
     SmtpConnection,
     SmtpSettings,
     SqlSettings,
     StoreSettings,
+    TaskSettings,
 )
 
 __all__ = [
@@ -18,8 +20,10 @@ __all__ = [
     "CatalogSettings",
     "EngineSettings",
     "FileSettings",
+    "NotifySettings",
     "SmtpConnection",
     "SmtpSettings",
     "SqlSettings",
     "StoreSettings",
+    "TaskSettings",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FILE_ROOT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -188,4 +188,43 @@ class SmtpSettings(BaseSettings):
             'JSON object: connection name -> {"host", "port", "starttls", "ssl", "username",'
             ' "from", "timeout", "ca_file"}. Set by the operator, never by a flow.'
         ),
+    )
+
+
+class TaskSettings(BaseSettings):
+    """How human tasks are decided (decision 0032)."""
+
+    model_config = SettingsConfigDict(env_prefix="AMOS_TASKS_", extra="ignore")
+
+    four_eyes: bool = Field(
+        default=True,
+        description="The user who started a run may not decide its tasks (four-eyes).",
+    )
+
+
+class NotifySettings(BaseSettings):
+    """Notifications of new and escalated human tasks; every channel is off by default."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AMOS_NOTIFY_", extra="ignore", populate_by_name=True
+    )
+
+    public_url: str = Field(
+        default="http://127.0.0.1:8686",
+        validation_alias="AMOS_PUBLIC_URL",
+        description="The console's public base URL; notifications link to <url>/#/tasks/<id>.",
+    )
+    smtp_connection: str | None = Field(
+        default=None,
+        description="The AMOS_SMTP_CONNECTIONS entry to mail assignees through; unset: no mail.",
+    )
+    email_to: str = Field(
+        default="",
+        description="Comma-separated addresses told of every task, besides assignees' own.",
+    )
+    slack_webhook_url: SecretStr | None = Field(
+        default=None, description="Slack incoming-webhook URL (a secret); unset: no Slack post."
+    )
+    teams_webhook_url: SecretStr | None = Field(
+        default=None, description="Teams incoming-webhook URL (a secret); unset: no Teams post."
     )

@@ -92,3 +92,77 @@ class ActionResult:
 
     output: Any
     attempt: int = 1
+
+
+# -- human tasks ----------------------------------------------------------------------------
+
+#: The workflow update a decision on a human task goes through.
+DECIDE_UPDATE = "decide"
+TASK_OPEN_ACTIVITY = "amos.task.open"
+TASK_ESCALATE_ACTIVITY = "amos.task.escalate"
+TASK_CLOSE_ACTIVITY = "amos.task.close"
+TASK_NOTIFY_ACTIVITY = "amos.task.notify"
+
+
+@dataclass
+class TaskOpen:
+    """A human step's task as the workflow opens it; keyed by run, step and iteration."""
+
+    task_id: str
+    run_id: str
+    step_id: str
+    iteration: str
+    kind: str
+    title: str
+    assignees: list[str] = field(default_factory=list)
+    form: dict[str, Any] | None = None
+    due_at: str | None = None
+    flow: str = ""
+    workflow_id: str = ""
+
+
+@dataclass
+class TaskOpened:
+    """What the inbox knows that the workflow needs: who started the run, and four-eyes."""
+
+    task_id: str
+    started_by: str | None = None
+    four_eyes: bool = True
+
+
+@dataclass
+class TaskDecision:
+    """A person's decision on a task, sent as the `decide` update."""
+
+    task_id: str
+    outcome: str
+    by: str
+    comment: str = ""
+    data: dict[str, Any] | None = None
+    channel: str = "api"
+
+
+@dataclass
+class TaskEscalation:
+    """An SLA breach: the assignees to add, so the inbox and notifications follow."""
+
+    task_id: str
+    add_assignees: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TaskClose:
+    """The end of a task: its final status and the decision, if any, to reconcile the inbox."""
+
+    task_id: str
+    status: str
+    decision: dict[str, Any] | None = None
+    channel: str = "api"
+
+
+@dataclass
+class TaskNotice:
+    """Ask for the notifications of a task event (`created` or `escalated`)."""
+
+    task_id: str
+    event: str

@@ -54,9 +54,12 @@ def diff(previous: dict[str, Any], current: dict[str, Any], run_id: str) -> list
             continue
         status = str(rec.get("status"))
         runs_before = int(before.get("runs", 0)) if before else 0
-        if int(rec.get("runs", 0)) > runs_before and status != "running":
+        # A human step waiting on a person has started and not ended (decision 0032).
+        if int(rec.get("runs", 0)) > runs_before and status not in {"running", "waiting"}:
             found.append(RunEvent("step.started", run_id, {"step": step_id, **rec}))
-        kind = {"running": "step.started", "failed": "step.failed"}.get(status, "step.completed")
+        kind = {"running": "step.started", "waiting": "step.started", "failed": "step.failed"}.get(
+            status, "step.completed"
+        )
         found.append(RunEvent(kind, run_id, {"step": step_id, **rec}))
     return found
 

@@ -32,6 +32,7 @@ from amosflow.dsl.models import (
     FailStep,
     Flow,
     ForeachStep,
+    HumanStep,
     IfStep,
     ParallelStep,
     RetryPolicy,
@@ -46,6 +47,7 @@ from amosflow.dsl.models import (
     parse_duration,
 )
 from amosflow.engine.types import (
+    DECIDE_UPDATE,
     NON_RETRYABLE,
     PROGRESS_QUERY,
     WORKFLOW_NAME,
@@ -55,7 +57,10 @@ from amosflow.engine.types import (
     LoopSegment,
     RunInput,
     SegmentResult,
+    TaskDecision,
+    TaskOpen,
 )
+from amosflow.engine.workflow.human import HumanTasks, HumanWait, task_id_for
 from amosflow.engine.workflow.state import (
     COMPLETED,
     FAILED,
@@ -141,11 +146,24 @@ class FlowWorkflow:
     def __init__(self) -> None:
         self._progress = Progress()
         self._vars: dict[str, Any] = {}
+        self._humans = HumanTasks()
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> dict[str, Any]:
         """Each step's status, attempt and timing so far."""
         return self._progress.snapshot()
+
+    @workflow.update(name=DECIDE_UPDATE)
+    async def decide(self, decision: TaskDecision) -> dict[str, Any]:
+        """Decide one of the human tasks this run waits on; returns the step's output."""
+        return await self._humans.accept(decision)
+
+    @decide.validator
+    def _validate_decision(self, decision: TaskDecision) -> None:
+        """Refuse, before it enters the history, a decision this run would not accept."""
+        problem = self._humans.refusal(decision)
+        if problem is not None:
+            raise problem
 
     @workflow.run
     async def run(self, inp: RunInput) -> dict[str, Any]:
@@ -512,6 +530,39 @@ class FlowWorkflow:
         if delay > timedelta(0):
             await workflow.sleep(delay)
 
+    async def _human(self, step: HumanStep, frame: Frame, pointer: str) -> dict[str, Any]:
+        title = self._render(step.title, frame, f"{pointer}/title")
+        assignees = self._render(step.assignees, frame, f"{pointer}/assignees")
+        escalate_to = self._render(step.escalate_to, frame, f"{pointer}/escalate_to")
+        sla = _duration_or_fail(step.sla, step.id) if step.sla else None
+        key = frame.iteration_key
+        task_id = task_id_for(self._run_id, step.id, key)
+        task = TaskOpen(
+            task_id=task_id,
+            run_id=self._run_id,
+            step_id=step.id,
+            iteration=key,
+            kind=step.task,
+            title=str(title),
+            assignees=[str(a) for a in assignees],
+            form=step.form,
+            due_at=(workflow.now() + sla).isoformat() if sla is not None else None,
+            flow=self._flow.name,
+            workflow_id=workflow.info().workflow_id,
+        )
+        spec = HumanWait(
+            task=task,
+            sla=sla,
+            escalate_to=[str(a) for a in escalate_to],
+            on_timeout=step.on_timeout,
+            control_queue=f"{workflow.info().task_queue}{CONTROL_SUFFIX}",
+        )
+        self._progress.wait(step.id, task_id)
+        try:
+            return await self._humans.wait(spec, step.id)
+        finally:
+            self._progress.resume(step.id)
+
     async def _call(self, step: CallStep, frame: Frame, pointer: str) -> Any:
         doc = self._inp.library.get(step.flow)
         if doc is None:
@@ -536,7 +587,7 @@ class FlowWorkflow:
         return result.get("output")
 
 
-# How each control-flow step type is interpreted; `human` has no entry until its issue lands.
+# How each control-flow step type is interpreted.
 _HANDLERS: dict[type[Any], Callable[[FlowWorkflow, Any, Frame, str], Awaitable[Any]]] = {
     SetStep: FlowWorkflow._set,  # noqa: SLF001
     IfStep: FlowWorkflow._if,  # noqa: SLF001
@@ -547,6 +598,7 @@ _HANDLERS: dict[type[Any], Callable[[FlowWorkflow, Any, Frame, str], Awaitable[A
     TryStep: FlowWorkflow._try,  # noqa: SLF001
     WaitStep: FlowWorkflow._wait,  # noqa: SLF001
     CallStep: FlowWorkflow._call,  # noqa: SLF001
+    HumanStep: FlowWorkflow._human,  # noqa: SLF001
     FailStep: FlowWorkflow._fail_step,  # noqa: SLF001
     SucceedStep: FlowWorkflow._succeed,  # noqa: SLF001
 }

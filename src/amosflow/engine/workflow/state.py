@@ -13,6 +13,7 @@ RUNNING = "running"
 COMPLETED = "completed"
 FAILED = "failed"
 SKIPPED = "skipped"
+WAITING = "waiting"
 
 
 class StepFailedError(Exception):
@@ -73,6 +74,17 @@ class Progress:
         rec = self.steps.setdefault(step_id, {"runs": 0})
         rec.update(status=RUNNING, started_at=now, ended_at=None, error=None)
         rec["runs"] += 1
+
+    def wait(self, step_id: str, task_id: str) -> None:
+        """Mark a running step as waiting on a person (its human task)."""
+        rec = self.steps.setdefault(step_id, {"runs": 1})
+        rec.update(status=WAITING, task_id=task_id)
+
+    def resume(self, step_id: str) -> None:
+        """A waiting step has its decision (or gave up waiting): it runs again."""
+        rec = self.steps.get(step_id)
+        if rec is not None and rec.get("status") == WAITING:
+            rec["status"] = RUNNING
 
     def end(
         self,
