@@ -41,11 +41,17 @@ PUBLIC_PATHS = frozenset(
 )
 #: Webhook deliveries authenticate themselves with an HMAC signature over the body.
 _HOOK = re.compile(r"/api/v1/hooks/[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+#: The console's static page and its flat, hashed asset files: code, no data.
+_CONSOLE = re.compile(r"/|/assets/[A-Za-z0-9][A-Za-z0-9_-]{0,120}(?:\.[A-Za-z0-9]{1,8}){1,2}")
 
 
 def is_public(path: str) -> bool:
     """Whether ``path`` (decoded, as routing sees it) answers without a bearer token."""
-    return path in PUBLIC_PATHS or _HOOK.fullmatch(path) is not None
+    return (
+        path in PUBLIC_PATHS
+        or _HOOK.fullmatch(path) is not None
+        or _CONSOLE.fullmatch(path) is not None
+    )
 
 
 def _problem(status: int, slug: str, detail: str) -> bytes:
