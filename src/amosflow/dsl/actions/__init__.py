@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 # Adding an action family is one module here plus its name in this tuple.
-BUILTIN_MODULES = ("core", "http", "browser", "code", "file", "sql", "email")
+BUILTIN_MODULES = ("core", "http", "browser", "code", "file", "sql", "email", "llm", "agent")
 
 
 class WithModel(BaseModel):

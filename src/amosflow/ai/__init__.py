@@ -1,0 +1,1 @@
+"""The AI layer: the model gateway, agentic steps and the governed MCP gateway."""

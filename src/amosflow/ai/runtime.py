@@ -1,0 +1,85 @@
+"""What AI steps use on a worker: the store, the catalog and the one model gateway.
+
+A flow worker opens them lazily from its settings (``AMOS_HOME``, ``AMOS_DATABASE_URL``,
+``AMOS_CATALOG_PATH``), the way the secret resolver opens the vault: an install that never
+runs an AI step never touches them. A composition root or a test may install its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from amosflow import egress, secrets
+from amosflow.ai.gateway import CallContext, ModelGateway
+from amosflow.catalog import Catalog
+from amosflow.config import CatalogSettings, EngineSettings, StoreSettings
+from amosflow.errors import NotFoundError
+from amosflow.store import open_store, runs
+
+if TYPE_CHECKING:
+    from amosflow.engine.activities.base import ActionContext
+    from amosflow.store import Store
+
+__all__ = ["AiRuntime", "current", "install", "step_context"]
+
+
+@dataclass
+class AiRuntime:
+    """The store (usage, audit, folders), the catalog (model definitions) and the gateway."""
+
+    store: Store
+    catalog: Catalog
+    gateway: ModelGateway
+
+    @classmethod
+    def from_settings(cls) -> AiRuntime:
+        """Open the worker's own store and catalog, as its settings name them."""
+        home = EngineSettings().home
+        store = open_store(StoreSettings(home=home).url)
+        catalog = Catalog(CatalogSettings(home=home).path)
+        return cls(store, catalog, ModelGateway(store, resolve_secret=secrets.resolver_for(home)))
+
+
+_lock = threading.Lock()
+_current: AiRuntime | None = None
+
+
+def install(runtime: AiRuntime | None) -> AiRuntime | None:
+    """Use ``runtime`` from now on (None: open from settings on next use); return the old one."""
+    global _current  # one runtime per worker process, like its vault resolver
+    with _lock:
+        previous, _current = _current, runtime
+    return previous
+
+
+def current() -> AiRuntime:
+    """The installed runtime, opened from the worker's settings on first use."""
+    global _current  # noqa: PLW0603 - see install()
+    with _lock:
+        if _current is None:
+            _current = AiRuntime.from_settings()
+        return _current
+
+
+async def step_context(
+    ctx: ActionContext, runtime: AiRuntime, purpose: str = "step"
+) -> CallContext:
+    """The call context of an action: its run, step, folder, flow, secrets and egress policy."""
+    folder, flow = "default", ""
+    try:
+        with runtime.store.session(read_only=True) as session:
+            record = runs.get_run(session, ctx.call.run_id)
+        folder, flow = record.folder, record.flow_name
+    except NotFoundError:
+        pass  # a run started outside the control plane (`amos run`) is in the default folder
+    return CallContext(
+        run_id=ctx.call.run_id,
+        step_id=ctx.call.step_id,
+        folder=folder,
+        flow=flow,
+        purpose=purpose,
+        secrets=tuple(v for v in ctx.secrets_in_use if v),
+        egress=await egress.run_policy(ctx),
+    )

@@ -1,0 +1,72 @@
+"""AI test fixtures: the session's real model server, and a node whose worker uses it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from amosflow.ai import runtime
+from amosflow.ai.gateway import ModelGateway
+from amosflow.bus.embedded import EmbeddedNats
+from amosflow.catalog import Catalog
+from amosflow.config import EngineSettings
+from amosflow.store import Store, open_store
+from tests.api.conftest import Node, running_node
+from tests.support.llama import MODEL_ID, LlamaServer, model_revision
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """The running server, started once per session."""
+    server = LlamaServer(tmp_path_factory.mktemp("llama")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_server(llama: LlamaServer) -> str:
+    """The base URL (``…/v1``) of the session's OpenAI-compatible model server."""
+    return llama.base_url
+
+
+def model_document(name: str, base_url: str, **extra: Any) -> dict[str, Any]:
+    """A model definition for the session's server."""
+    return {
+        "name": name,
+        "base_url": base_url,
+        "model": MODEL_ID,
+        "revision": model_revision(),
+        "timeout_s": 120,
+        # the tiny model's template has no tool syntax: the gateway constrains calls instead
+        "tool_calls": "prompted",
+        **extra,
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A migrated SQLite store of its own."""
+    opened = open_store(f"sqlite:///{tmp_path / 'ai.db'}")
+    try:
+        yield opened
+    finally:
+        opened.dispose()
+
+
+@pytest.fixture
+def ai_node(settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats) -> Iterator[Node]:
+    """A running node whose flow worker's AI steps use the node's own store and catalog."""
+    with running_node(settings, tmp_path, nats_server) as node:
+        store = open_store(node.config.store_url)
+        services = runtime.AiRuntime(store, Catalog(node.config.catalog_path), ModelGateway(store))
+        previous = runtime.install(services)
+        try:
+            yield node
+        finally:
+            runtime.install(previous)
+            store.dispose()
