@@ -25,6 +25,7 @@ from amosflow.engine.embedded import EmbeddedTemporal
 from tests.api.conftest import Node
 from tests.api.conftest import node as node  # noqa: PLC0414 - the fixture, re-exported
 from tests.api.flows_util import save, wait_for_end
+from tests.api.test_tasks_api import caller, task_of
 from tests.bus.streams import stored_events
 from tests.engine.test_codec import history_payloads
 from tests.support.history import history_text
@@ -211,3 +212,53 @@ def test_a_vault_canary_reaches_its_server_and_nothing_else(  # noqa: PLR0917 - 
     assert {p.name for p in searched} >= {"amos.db", "node.log", "temporal.db", "kek.json"}
     for path in searched:
         assert canary.encode() not in path.read_bytes(), path
+
+
+def test_rotation_under_a_running_flow_loses_nothing(node: Node, http_server) -> None:
+    """A run waits on a person between two uses of a secret; meanwhile the key-encryption key
+    rotates and the secret gets a new version. The run resumes (its history still decodes) and
+    its second call carries the new value (retiring old versions: tests/vault/test_vault.py)."""
+    call = _flow(http_server.url)["steps"][0]
+    document = {
+        "dsl": "amos.flow/v1",
+        "name": "vault-rotation",
+        "requires": {"secrets": ["canary.token"]},
+        "outputs": {"second": "${steps.after.output.status}"},
+        "steps": [
+            {**call, "id": "before"},
+            {
+                "id": "hold",
+                "type": "human",
+                "task": "approval",
+                "title": "Go on",
+                "assignees": ["role:approver"],
+            },
+            {**call, "id": "after"},
+        ],
+    }
+    first, second = f"{CANARY}-old-{uuid.uuid4().hex[:6]}", f"{CANARY}-new-{uuid.uuid4().hex[:6]}"
+    assert node.client.put("/api/v1/secrets/canary.token", json={"value": first}).status_code in {
+        200,
+        201,
+    }
+    save(node.client, document)
+    started = node.client.post("/api/v1/runs", json={"flow": "vault-rotation", "inputs": {}})
+    assert started.status_code == 201, started.text
+    run_id = started.json()["run_id"]
+    task = task_of(node, run_id)  # the run is parked, after its first call
+    rotated = node.client.post("/api/v1/secrets/rotate")
+    assert rotated.status_code == 200, rotated.text
+    updated = node.client.put("/api/v1/secrets/canary.token", json={"value": second})
+    assert updated.status_code == 200, updated.text
+    decided = caller(node, "rotation-approver").post(
+        f"/api/v1/tasks/{task['id']}/decide", json={"outcome": "approved", "comment": "go"}
+    )
+    assert decided.status_code == 200, decided.text
+    record = wait_for_end(node.client, run_id)
+    assert record["status"] == "completed", record
+    auth = [r.headers["authorization"] for r in http_server.requests[-2:]]
+    assert auth == [f"Bearer {first}", f"Bearer {second}"]
+    raw, decoded = _history(node, run_id)  # written under the old KEK and the new one
+    assert run_id in raw
+    assert first not in decoded
+    assert second not in decoded
