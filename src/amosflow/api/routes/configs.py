@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from amosflow.api import access, problems
+from amosflow.api import catalog_objects as objects
+from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import (
     ConfigCreate,
@@ -18,9 +19,7 @@ from amosflow.api.schemas import (
 )
 from amosflow.api.security import CallerDep
 from amosflow.catalog import effective_config
-from amosflow.errors import Diagnostic, ValidationFailedError
 from amosflow.identity.policy import authorize
-from amosflow.services import auditing
 
 router = APIRouter(prefix="/api/v1", tags=["configs"], responses=problems.RESPONSES)
 KIND = "configs"
@@ -30,45 +29,33 @@ VersionQuery = Annotated[
 LayerQuery = Annotated[str | None, Query(max_length=63, description="Layer to include.")]
 
 
-def _version(version: object) -> VersionPublic:
-    return VersionPublic.model_validate(version, from_attributes=True)
-
-
 @router.put("/configs/{name}", response_model=ConfigPublic)
 def save_config(
     name: str, body: ConfigCreate, cp: ControlPlaneDep, caller: CallerDep
 ) -> ConfigPublic:
     """Save a new version of a config bundle (or create it); the bundle's name must match."""
-    if body.document.get("name") != name:
-        raise ValidationFailedError(
-            [Diagnostic("/document/name", f"must be {name!r}, the name in the path")]
-        )
-    folder = access.guard_write(cp, caller, KIND, name, body.folder)
-    version = auditing.save(
-        cp.store,
-        cp.catalog,
+    objects.require_path_name(name, body.document)
+    folder, version = objects.save(
+        cp,
+        caller,
         KIND,
         name,
         body.document,
-        author=access.author_of(caller, body.author),
+        folder=body.folder,
+        author=body.author,
         message=body.message or f"save {name}",
-        actor=caller.actor,
-        folder=folder,
     )
-    return ConfigPublic(name=name, folder=folder, document=body.document, version=_version(version))
+    return ConfigPublic(name=name, folder=folder, document=body.document, version=version)
 
 
 @router.get("/configs", response_model=list[ConfigPublic])
 def list_configs(cp: ControlPlaneDep, caller: CallerDep) -> list[ConfigPublic]:
     """Every config bundle the caller may read, at its latest version, by name."""
-    entries = cp.catalog.list(KIND)
-    shown = access.visible(cp, caller, KIND, (e.name for e in entries))
     return [
         ConfigPublic(
-            name=e.name, folder=shown[e.name], document=e.document, version=_version(e.version)
+            name=e.name, folder=folder, document=e.document, version=objects.to_version(e.version)
         )
-        for e in entries
-        if e.name in shown
+        for e, folder in objects.readable(cp, caller, KIND)
     ]
 
 
@@ -77,18 +64,19 @@ def get_config(
     name: str, cp: ControlPlaneDep, caller: CallerDep, version: VersionQuery = None
 ) -> ConfigPublic:
     """A config bundle at its latest version, or at the version asked for."""
-    folder = access.guard(cp, caller, "configs.read", KIND, name)
-    entry = cp.catalog.get(KIND, name, version)
+    entry, folder = objects.read(cp, caller, "configs.read", KIND, name, version=version)
     return ConfigPublic(
-        name=entry.name, folder=folder, document=entry.document, version=_version(entry.version)
+        name=entry.name,
+        folder=folder,
+        document=entry.document,
+        version=objects.to_version(entry.version),
     )
 
 
 @router.get("/configs/{name}/history", response_model=list[VersionPublic])
 def config_history(name: str, cp: ControlPlaneDep, caller: CallerDep) -> list[VersionPublic]:
     """Every version of a config bundle, newest first."""
-    access.guard(cp, caller, "configs.read", KIND, name)
-    return [_version(v) for v in cp.catalog.history(KIND, name)]
+    return objects.history(cp, caller, "configs.read", KIND, name)
 
 
 @router.delete("/configs/{name}", response_model=VersionPublic)
@@ -96,18 +84,9 @@ def delete_config(
     name: str, cp: ControlPlaneDep, caller: CallerDep, body: ConfigDelete | None = None
 ) -> VersionPublic:
     """Delete a config bundle; the deletion is a commit, so its history stays."""
-    access.guard(cp, caller, "configs.write", KIND, name)
     body = body or ConfigDelete()
-    return _version(
-        auditing.delete(
-            cp.store,
-            cp.catalog,
-            KIND,
-            name,
-            author=access.author_of(caller, body.author),
-            message=body.message or f"delete {name}",
-            actor=caller.actor,
-        )
+    return objects.delete(
+        cp, caller, "configs.write", KIND, name, author=body.author, message=body.message
     )
 
 

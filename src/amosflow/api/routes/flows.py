@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from amosflow.api import access, problems
+from amosflow.api import catalog_objects as objects
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import (
     DiffPublic,
@@ -18,17 +19,12 @@ from amosflow.api.schemas import (
 )
 from amosflow.api.security import CallerDep
 from amosflow.errors import ConflictError, Diagnostic, ValidationFailedError
-from amosflow.services import auditing
 
 router = APIRouter(prefix="/api/v1/flows", tags=["flows"], responses=problems.RESPONSES)
 KIND = "flows"
 VersionQuery = Annotated[
     str | None, Query(description="Commit, commit prefix or content hash; latest when absent.")
 ]
-
-
-def _version(version: object) -> VersionPublic:
-    return VersionPublic.model_validate(version, from_attributes=True)
 
 
 def _name_of(body: FlowCreate) -> str:
@@ -41,19 +37,17 @@ def _name_of(body: FlowCreate) -> str:
 def _save(
     cp: ControlPlaneDep, caller: CallerDep, name: str, body: FlowCreate, verb: str
 ) -> FlowPublic:
-    folder = access.guard_write(cp, caller, KIND, name, body.folder)
-    version = auditing.save(
-        cp.store,
-        cp.catalog,
+    folder, version = objects.save(
+        cp,
+        caller,
         KIND,
         name,
         body.document,
-        author=access.author_of(caller, body.author),
+        folder=body.folder,
+        author=body.author,
         message=body.message or f"{verb} {name}",
-        actor=caller.actor,
-        folder=folder,
     )
-    return FlowPublic(name=name, folder=folder, document=body.document, version=_version(version))
+    return FlowPublic(name=name, folder=folder, document=body.document, version=version)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=FlowPublic)
@@ -69,27 +63,22 @@ def create_flow(body: FlowCreate, cp: ControlPlaneDep, caller: CallerDep) -> Flo
 @router.put("/{name}", response_model=FlowPublic)
 def update_flow(name: str, body: FlowCreate, cp: ControlPlaneDep, caller: CallerDep) -> FlowPublic:
     """Save a new version of a flow (or create it); the document's name must match."""
-    if _name_of(body) != name:
-        raise ValidationFailedError(
-            [Diagnostic("/document/name", f"must be {name!r}, the name in the path")]
-        )
+    _name_of(body)  # a document without a name gets its own message first
+    objects.require_path_name(name, body.document)
     return _save(cp, caller, name, body, "update")
 
 
 @router.get("", response_model=list[FlowSummary])
 def list_flows(cp: ControlPlaneDep, caller: CallerDep) -> list[FlowSummary]:
     """Every flow the caller may read, at its latest version, by name."""
-    entries = cp.catalog.list(KIND)
-    shown = access.visible(cp, caller, KIND, (e.name for e in entries))
     return [
         FlowSummary(
             name=e.name,
-            folder=shown[e.name],
+            folder=folder,
             description=e.document.get("description"),
-            version=_version(e.version),
+            version=objects.to_version(e.version),
         )
-        for e in entries
-        if e.name in shown
+        for e, folder in objects.readable(cp, caller, KIND)
     ]
 
 
@@ -98,18 +87,19 @@ def get_flow(
     name: str, cp: ControlPlaneDep, caller: CallerDep, version: VersionQuery = None
 ) -> FlowPublic:
     """A flow at its latest version, or at the version asked for."""
-    folder = access.guard(cp, caller, "flows.read", KIND, name)
-    entry = cp.catalog.get(KIND, name, version)
+    entry, folder = objects.read(cp, caller, "flows.read", KIND, name, version=version)
     return FlowPublic(
-        name=entry.name, folder=folder, document=entry.document, version=_version(entry.version)
+        name=entry.name,
+        folder=folder,
+        document=entry.document,
+        version=objects.to_version(entry.version),
     )
 
 
 @router.get("/{name}/history", response_model=list[VersionPublic])
 def flow_history(name: str, cp: ControlPlaneDep, caller: CallerDep) -> list[VersionPublic]:
     """Every version of a flow, newest first."""
-    access.guard(cp, caller, "flows.read", KIND, name)
-    return [_version(v) for v in cp.catalog.history(KIND, name)]
+    return objects.history(cp, caller, "flows.read", KIND, name)
 
 
 @router.get("/{name}/diff", response_model=DiffPublic)
@@ -131,16 +121,7 @@ def delete_flow(
     name: str, cp: ControlPlaneDep, caller: CallerDep, body: FlowDelete | None = None
 ) -> VersionPublic:
     """Delete a flow; the deletion is a commit, so its history stays."""
-    access.guard(cp, caller, "flows.write", KIND, name)
     body = body or FlowDelete()
-    return _version(
-        auditing.delete(
-            cp.store,
-            cp.catalog,
-            KIND,
-            name,
-            author=access.author_of(caller, body.author),
-            message=body.message or f"delete {name}",
-            actor=caller.actor,
-        )
+    return objects.delete(
+        cp, caller, "flows.write", KIND, name, author=body.author, message=body.message
     )
