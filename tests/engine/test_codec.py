@@ -69,7 +69,7 @@ def history_payloads(history: WorkflowHistory) -> list[Payload]:
     return [p for event in history.events for p in _payloads(event)]
 
 
-def _key_ids(history: WorkflowHistory) -> set[str]:
+def key_ids(history: WorkflowHistory) -> set[str]:
     """The codec keys the encrypted payloads of ``history`` name."""
     return {p.metadata[KEY_ID].decode() for p in history_payloads(history) if KEY_ID in p.metadata}
 
@@ -174,8 +174,8 @@ def test_codec_key_rotation_keeps_older_runs_readable(
         old_key = ring.current()[0]
         new_key = ring.rotate()
         after = await _run(client, settings, _doc(http_server.url))
-        assert _key_ids(before) == {old_key}
-        assert _key_ids(after) == {new_key}
+        assert key_ids(before) == {old_key}
+        assert key_ids(after) == {new_key}
         fresh = payload_codec(settings.home)  # another process: loads the ring from the file
         for history in (before, after):
             assert OUT_CANARY in await decoded_text(fresh, history)

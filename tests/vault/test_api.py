@@ -27,7 +27,7 @@ from tests.api.conftest import node as node  # noqa: PLC0414 - the fixture, re-e
 from tests.api.flows_util import save, wait_for_end
 from tests.api.test_tasks_api import caller, task_of
 from tests.bus.streams import stored_events
-from tests.engine.test_codec import history_payloads
+from tests.engine.test_codec import decoded_text, history_payloads, key_ids
 from tests.support.history import history_text
 from tests.vault.conftest import CANARY
 
@@ -262,3 +262,59 @@ def test_rotation_under_a_running_flow_loses_nothing(node: Node, http_server) ->
     assert run_id in raw
     assert first not in decoded
     assert second not in decoded
+
+
+def test_the_codec_key_rotates_from_the_cli_and_old_runs_still_decode(node: Node) -> None:
+    """`amos secret rotate --codec`: later payloads name the new key, earlier ones still open;
+    the rotation is audited and needs the right to write secrets everywhere."""
+    document = {
+        "dsl": "amos.flow/v1",
+        "name": "codec-rotation",
+        "inputs": {"type": "object", "properties": {"word": {"type": "string"}}},
+        "outputs": {"said": "${steps.say.output}"},
+        "steps": [
+            {
+                "id": "say",
+                "type": "action",
+                "action": "core.echo",
+                "with": {"value": "${inputs.word}"},
+            }
+        ],
+    }
+    save(node.client, document)
+
+    def run(word: str) -> str:
+        started = node.client.post(
+            "/api/v1/runs", json={"flow": "codec-rotation", "inputs": {"word": word}}
+        )
+        assert started.status_code == 201, started.text
+        run_id: str = started.json()["run_id"]
+        assert wait_for_end(node.client, run_id)["status"] == "completed"
+        return run_id
+
+    before = run("before-rotation")
+    refused = caller(node, "codec-analyst", "analyst").post("/api/v1/secrets/codec/rotate")
+    assert refused.status_code == 403, refused.text
+    token = node.client.headers["Authorization"].removeprefix("Bearer ")
+    rotated = CliRunner(env={"AMOS_TOKEN": token}).invoke(
+        secret_cli, ["rotate", "--codec", "--api", node.url]
+    )
+    assert rotated.exit_code == 0, rotated.output
+    assert "is current" in rotated.output
+    after = run("after-rotation")
+
+    async def key_ids_and_text(run_id: str) -> tuple[set[str], str]:
+        client = await connect(str(node.config.engine.temporal_address))
+        history = await client.get_workflow_handle(run_id).fetch_history()
+        fresh = payload_codec(node.config.engine.home)  # a new process's view of the ring
+        return key_ids(history), await decoded_text(fresh, history)
+
+    old_keys, old_text = asyncio.run(key_ids_and_text(before))
+    new_keys, new_text = asyncio.run(key_ids_and_text(after))
+    assert old_keys
+    assert new_keys
+    assert old_keys.isdisjoint(new_keys)
+    assert "before-rotation" in old_text
+    assert "after-rotation" in new_text
+    audit = node.client.get("/api/v1/audit", params={"action": "secrets.rotate_codec"}).json()
+    assert audit["items"], audit

@@ -83,13 +83,24 @@ def remove_secret(
 
 
 @app.command("rotate")
-def rotate(api: ApiOption = DEFAULT_API_URL) -> None:
-    """Rotate the key-encryption key and re-wrap every stored data key."""
+def rotate(
+    codec: Annotated[
+        bool,
+        typer.Option("--codec", help="Rotate the Temporal payload codec's key instead of the KEK."),
+    ] = False,
+    api: ApiOption = DEFAULT_API_URL,
+) -> None:
+    """Rotate the key-encryption key and re-wrap every stored data key (or the codec key)."""
     try:
         with Api(api) as client:
-            result = client.call("POST", f"{SECRETS}/rotate")
+            result = client.call(
+                "POST", f"{SECRETS}/codec/rotate" if codec else f"{SECRETS}/rotate"
+            )
     except AmosError as err:
         raise report(err) from None
+    if codec:
+        typer.echo(f"payload codec key {result['key_id']} is current; {result['keys']} key(s) kept")
+        return
     typer.echo(
         f"key ring {result['kek_id']} now at version {result['kek_version']}; "
         f"{result['rewrapped']} data key(s) re-wrapped"

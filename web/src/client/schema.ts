@@ -790,6 +790,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/secrets/codec/rotate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Rotate Codec Key
+         * @description Add a payload-codec key and make it current for every process of the node.
+         *
+         *     Payloads written before keep naming their key, which stays in the ring, so old runs and
+         *     histories still decode. Like the KEK, the codec key serves every folder.
+         */
+        post: operations["rotate_codec_key_api_v1_secrets_codec_rotate_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/secrets/rotate": {
         parameters: {
             query?: never;
@@ -1204,7 +1227,7 @@ export interface paths {
         };
         /**
          * Readyz
-         * @description Readiness: Temporal, the store and the event bus are reachable.
+         * @description Readiness: Temporal, the store and the event bus are reachable, and the codec is open.
          */
         get: operations["readyz_readyz_get"];
         put?: never;
@@ -1473,6 +1496,22 @@ export interface components {
             subject: string;
             /** Subject Kind */
             subject_kind: string;
+        };
+        /**
+         * CodecRotationPublic
+         * @description The payload codec's key ring after a rotation.
+         */
+        CodecRotationPublic: {
+            /**
+             * Key Id
+             * @description The key new Temporal payloads are encrypted with.
+             */
+            key_id: string;
+            /**
+             * Keys
+             * @description How many codec keys the ring holds (older ones still decrypt).
+             */
+            keys: number;
         };
         /**
          * ConfigCreate
@@ -6759,6 +6798,89 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SecretPublic"][];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description No valid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid request or document */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    rotate_codec_key_api_v1_secrets_codec_rotate_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CodecRotationPublic"];
                 };
             };
             /** @description Bad request */

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated
 
@@ -11,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
-from amosflow.errors import NotFoundError, VaultSealedError
+from amosflow.engine.codec import VaultPayloadCodec
+from amosflow.errors import ConflictError, NotFoundError, VaultSealedError
 from amosflow.identity.policy import authorize, folder_scope
 from amosflow.identity.principal import Principal
 from amosflow.services import auditing
@@ -164,3 +166,34 @@ def rotate_kek(vault: VaultDep, cp: ControlPlaneDep, caller: CallerDep) -> Rotat
         cp.store, actor=caller.actor, action="secrets.rotate_kek", resource="vault", details={}
     )
     return RotationPublic.model_validate(rotation, from_attributes=True)
+
+
+class CodecRotationPublic(BaseModel):
+    """The payload codec's key ring after a rotation."""
+
+    key_id: str = Field(description="The key new Temporal payloads are encrypted with.")
+    keys: int = Field(description="How many codec keys the ring holds (older ones still decrypt).")
+
+
+@router.post("/codec/rotate", response_model=CodecRotationPublic)
+async def rotate_codec_key(cp: ControlPlaneDep, caller: CallerDep) -> CodecRotationPublic:
+    """Add a payload-codec key and make it current for every process of the node.
+
+    Payloads written before keep naming their key, which stays in the ring, so old runs and
+    histories still decode. Like the KEK, the codec key serves every folder.
+    """
+    authorize(caller, "secrets.write")
+    codec = cp.client.data_converter.payload_codec
+    if not isinstance(codec, VaultPayloadCodec):
+        raise ConflictError("this node does not encrypt Temporal payloads, so it has no codec key")
+    ring = await codec.ring()
+    key_id = await asyncio.to_thread(ring.rotate)
+    keys = len(await asyncio.to_thread(ring.ids))
+    auditing.record(
+        cp.store,
+        actor=caller.actor,
+        action="secrets.rotate_codec",
+        resource="vault",
+        details={"key_id": key_id},
+    )
+    return CodecRotationPublic(key_id=key_id, keys=keys)
