@@ -15,9 +15,11 @@ from amosflow import audit
 from amosflow.ai import mcp
 from amosflow.ai.receipts import ReceiptSigner, sha256_of
 from amosflow.catalog import Catalog
+from amosflow.egress import EgressDeniedError
 from amosflow.errors import ReceiptError, ToolBlockedError, ValidationFailedError
 from amosflow.store import Store
 from tests.api.conftest import Node
+from tests.conftest import LOOPBACK_EGRESS
 from tests.support.mcp_servers import calls, http_document, http_notes, stdio_document
 
 CANARY = "canary-7f3a9c2e-secret"
@@ -70,7 +72,9 @@ def setup(store: Store, tmp_path: Path) -> Setup:
 
 
 @pytest.fixture
-def http_state(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+def http_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
+    """An MCP server over streamable HTTP on loopback, which the egress policy allows."""
+    monkeypatch.setenv("AMOS_EGRESS_ALLOW", LOOPBACK_EGRESS)
     state = tmp_path / "http-notes"
     with http_notes(state) as url:
         yield state, url
@@ -272,3 +276,22 @@ def test_the_api_saves_approves_and_guards_mcp_servers(ai_node: Node, tmp_path: 
     assert [s["name"] for s in listed.json()] == ["notes"]
     assert ai_node.client.delete("/api/v1/mcp-servers/notes").status_code == 200
     assert ai_node.client.get("/api/v1/mcp-servers/notes").status_code == 404
+
+
+def test_an_http_server_the_egress_policy_does_not_allow_is_never_reached(
+    setup: Setup, http_state: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An approved server over HTTP obeys the egress policy like every other URL."""
+    http_dir, url = http_state
+    setup.save(http_document("remote", url))
+    setup.approve("remote")
+    monkeypatch.delenv("AMOS_EGRESS_ALLOW")  # loopback is closed again, as in production
+    gateway = setup.gateway(["remote.echo"])
+
+    async def go() -> None:
+        async with gateway:
+            await gateway.call("remote.echo", {"text": "over http"})
+
+    with pytest.raises(EgressDeniedError, match=r"127\.0\.0\.1"):
+        asyncio.run(go())
+    assert calls(http_dir) == []

@@ -346,6 +346,7 @@ async def agent_run(ctx: ActionContext, params: AgentRunWith) -> dict[str, Any]:
         audit=mcp.store_audit(rt.store, "engine:agent"),
         scope=ctx.idempotency_key,
         secrets_in_use=context.secrets,
+        egress_policy=context.egress,  # the run's policy: an MCP URL obeys it like any other
     )
     try:
         async with gateway, rt.gateway.http_client(model, context) as http_client:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from amosflow.ai.mcp._definition import McpServer
     from amosflow.ai.receipts import ReceiptSigner
+    from amosflow.egress import EgressPolicy
 
 Outcome = Literal["ok", "denied", "error"]
 
@@ -127,8 +128,10 @@ class McpGateway:
         audit: AuditSink,
         scope: str,
         secrets_in_use: Sequence[str] = (),
+        egress_policy: EgressPolicy | None = None,
     ) -> None:
         self._entries = {entry.server.name: entry for entry in servers}
+        self._egress = egress_policy
         self._allowlist = frozenset(allowlist)
         self._signer = signer
         self._audit = audit
@@ -146,7 +149,8 @@ class McpGateway:
                 entry = self._entries.get(name)
                 if entry is None:
                     continue  # its tools stay unknown, and a call to one is refused as out of scope
-                session = await self._stack.enter_async_context(open_session(entry.server))
+                opening = open_session(entry.server, self._egress)
+                session = await self._stack.enter_async_context(opening)
                 self._open[name] = _Open(entry, session)
         except BaseException:
             await self._stack.__aexit__(None, None, None)
