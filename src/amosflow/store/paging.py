@@ -7,9 +7,17 @@ import binascii
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from sqlalchemy import and_, or_
 
 from amosflow.errors import Diagnostic, ValidationFailedError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy import Select
+    from sqlalchemy.orm import InstrumentedAttribute, Session
 
 T = TypeVar("T")
 MAX_LIMIT = 500
@@ -51,3 +59,32 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     if not isinstance(key, str) or created_at.tzinfo is None:
         raise _invalid("not a cursor this server issued")
     return created_at, key
+
+
+def newest_first(
+    session: Session,
+    query: Select[Any],
+    columns: tuple[InstrumentedAttribute[datetime], InstrumentedAttribute[str]],
+    *,
+    cursor: str | None,
+    limit: int,
+    record: Callable[[Any], T],
+) -> Page[T]:
+    """A page of ``query``'s rows, newest first, after ``cursor``; ties broken by the key.
+
+    Keyset paging on (created_at, key) stays stable while new rows arrive, where an offset
+    would skip or repeat rows.
+    """
+    created_at, key = columns
+    if cursor is not None:
+        after_at, after_key = decode_cursor(cursor)
+        query = query.where(
+            or_(created_at < after_at, and_(created_at == after_at, key < after_key))
+        )
+    query = query.order_by(created_at.desc(), key.desc()).limit(limit + 1)
+    rows = list(session.scalars(query))
+    items = [record(row) for row in rows[:limit]]
+    if len(rows) <= limit:
+        return Page(items)
+    last = rows[limit - 1]
+    return Page(items, encode_cursor(getattr(last, created_at.key), getattr(last, key.key)))

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from amosflow.errors import Diagnostic, NotFoundError, ValidationFailedError
 from amosflow.store._types import utcnow
-from amosflow.store.paging import Page, check_limit, decode_cursor, encode_cursor
+from amosflow.store.paging import Page, check_limit, newest_first
 from amosflow.store.tables import RUN_STATUSES, RUN_TRIGGERS, RunRow
 
 if TYPE_CHECKING:
@@ -153,20 +153,14 @@ def list_runs(
         query = query.where(RunRow.created_at >= since)
     if until is not None:
         query = query.where(RunRow.created_at < until)
-    if cursor is not None:
-        after_at, after_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                RunRow.created_at < after_at,
-                and_(RunRow.created_at == after_at, RunRow.run_id < after_id),
-            )
-        )
-    query = query.order_by(RunRow.created_at.desc(), RunRow.run_id.desc()).limit(limit + 1)
-    rows = [RunRecord.model_validate(row) for row in session.scalars(query)]
-    if len(rows) <= limit:
-        return Page(rows)
-    last = rows[limit - 1]
-    return Page(rows[:limit], encode_cursor(last.created_at, last.run_id))
+    return newest_first(
+        session,
+        query,
+        (RunRow.created_at, RunRow.run_id),
+        cursor=cursor,
+        limit=limit,
+        record=RunRecord.model_validate,
+    )
 
 
 def count_runs(session: Session, *, flow: str | None = None, status: str | None = None) -> int:

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from amosflow.errors import NotFoundError
 from amosflow.store._types import utcnow
-from amosflow.store.paging import Page, check_limit, decode_cursor, encode_cursor
+from amosflow.store.paging import Page, check_limit, newest_first
 from amosflow.store.tables import TaskRow
 
 if TYPE_CHECKING:
@@ -118,17 +118,11 @@ def list_tasks(
         query = query.where(TaskRow.status == status)
     if overdue_at is not None:
         query = query.where(TaskRow.status == "open", TaskRow.due_at < overdue_at)
-    if cursor is not None:
-        after_at, after_id = decode_cursor(cursor)
-        query = query.where(
-            or_(
-                TaskRow.created_at < after_at,
-                and_(TaskRow.created_at == after_at, TaskRow.id < after_id),
-            )
-        )
-    query = query.order_by(TaskRow.created_at.desc(), TaskRow.id.desc()).limit(limit + 1)
-    rows = [TaskRecord.model_validate(r) for r in session.scalars(query)]
-    if len(rows) <= limit:
-        return Page(rows)
-    last = rows[limit - 1]
-    return Page(rows[:limit], encode_cursor(last.created_at, last.id))
+    return newest_first(
+        session,
+        query,
+        (TaskRow.created_at, TaskRow.id),
+        cursor=cursor,
+        limit=limit,
+        record=TaskRecord.model_validate,
+    )
