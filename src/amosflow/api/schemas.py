@@ -25,10 +25,9 @@ class VersionPublic(BaseModel):
     committed_at: datetime
 
 
-class FlowCreate(_Body):
-    """A flow document to save, with the commit message."""
+class CatalogSave(_Body):
+    """What every save of a catalog object carries besides its document."""
 
-    document: dict[str, Any] = Field(description="The amos.flow/v1 document.")
     message: str = Field(default="", max_length=2000, description="Commit message.")
     author: str | None = Field(
         default=None, max_length=200, description="Commit author; the caller when absent."
@@ -40,13 +39,30 @@ class FlowCreate(_Body):
     )
 
 
-class FlowPublic(BaseModel):
-    """A flow as stored in the catalog, at one version."""
+class CatalogDelete(_Body):
+    """Who deletes a catalog object, and why."""
+
+    message: str = Field(default="", max_length=2000)
+    author: str | None = Field(default=None, max_length=200)
+
+
+class CatalogObject(BaseModel):
+    """A catalog object as stored, at one version."""
 
     name: str
     folder: str
     document: dict[str, Any]
     version: VersionPublic
+
+
+class FlowCreate(CatalogSave):
+    """A flow document to save, with the commit message."""
+
+    document: dict[str, Any] = Field(description="The amos.flow/v1 document.")
+
+
+class FlowPublic(CatalogObject):
+    """A flow as stored in the catalog, at one version."""
 
 
 class FlowSummary(BaseModel):
@@ -58,11 +74,8 @@ class FlowSummary(BaseModel):
     version: VersionPublic
 
 
-class FlowDelete(_Body):
+class FlowDelete(CatalogDelete):
     """Who deletes a flow, and why."""
-
-    message: str = Field(default="", max_length=2000)
-    author: str | None = Field(default=None, max_length=200)
 
 
 class DiffPublic(BaseModel):
@@ -132,37 +145,20 @@ class Health(BaseModel):
     checks: dict[str, str] = Field(default_factory=dict)
 
 
-class ConfigCreate(_Body):
+class ConfigCreate(CatalogSave):
     """A config bundle to save, with the commit message."""
 
     document: dict[str, Any] = Field(
         description="The config bundle: name, layer (base, environment, trigger), values."
     )
-    message: str = Field(default="", max_length=2000, description="Commit message.")
-    author: str | None = Field(
-        default=None, max_length=200, description="Commit author; the caller when absent."
-    )
-    folder: str | None = Field(
-        default=None,
-        pattern=FOLDER_PATTERN,
-        description="Folder of the object; `default` for a new one, unchanged for an update.",
-    )
 
 
-class ConfigPublic(BaseModel):
+class ConfigPublic(CatalogObject):
     """A config bundle as stored in the catalog, at one version."""
 
-    name: str
-    folder: str
-    document: dict[str, Any]
-    version: VersionPublic
 
-
-class ConfigDelete(_Body):
+class ConfigDelete(CatalogDelete):
     """Who deletes a config bundle, and why."""
-
-    message: str = Field(default="", max_length=2000)
-    author: str | None = Field(default=None, max_length=200)
 
 
 class ConfigSource(BaseModel):

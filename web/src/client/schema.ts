@@ -1846,14 +1846,14 @@ export interface components {
             author?: string | null;
             /**
              * Document
-             * @description The definition: name, base_url (OpenAI-compatible), model, revision, and optionally parameters, budget_run_tokens, budget_folder_tokens, timeout_s, api_key_secret.
+             * @description The definition: name, base_url (OpenAI-compatible), model, revision, and optionally parameters, budget_run_tokens, budget_folder_tokens, timeout_s, tool_calls, api_key_secret.
              */
             document: {
                 [key: string]: unknown;
             };
             /**
              * Folder
-             * @description Folder of the model; `default` models serve every folder.
+             * @description Folder of the object; `default` for a new one, unchanged for an update.
              */
             folder?: string | null;
             /**

@@ -5,57 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from amosflow.ai.models import KIND
 from amosflow.api import catalog_objects as objects
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import FOLDER_PATTERN, VersionPublic
+from amosflow.api.schemas import CatalogDelete, CatalogObject, CatalogSave, VersionPublic
 from amosflow.api.security import CallerDep
 
 router = APIRouter(prefix="/api/v1", tags=["models"], responses=problems.RESPONSES)
 
 
-class ModelCreate(BaseModel):
+class ModelCreate(CatalogSave):
     """A model definition to save, with the commit message."""
-
-    model_config = ConfigDict(extra="forbid")
 
     document: dict[str, Any] = Field(
         description=(
             "The definition: name, base_url (OpenAI-compatible), model, revision, and"
             " optionally parameters, budget_run_tokens, budget_folder_tokens, timeout_s,"
-            " api_key_secret."
+            " tool_calls, api_key_secret."
         )
     )
-    message: str = Field(default="", max_length=2000, description="Commit message.")
-    author: str | None = Field(
-        default=None, max_length=200, description="Commit author; the caller when absent."
-    )
-    folder: str | None = Field(
-        default=None,
-        pattern=FOLDER_PATTERN,
-        description="Folder of the model; `default` models serve every folder.",
-    )
 
 
-class ModelPublic(BaseModel):
+class ModelPublic(CatalogObject):
     """A model definition as stored in the catalog, at one version."""
 
-    name: str
-    folder: str
-    document: dict[str, Any]
-    version: VersionPublic
 
-
-class ModelDelete(BaseModel):
+class ModelDelete(CatalogDelete):
     """Who deletes a model definition, and why."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    message: str = Field(default="", max_length=2000)
-    author: str | None = Field(default=None, max_length=200)
 
 
 @router.put("/models/{name}", response_model=ModelPublic)
