@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from amosflow import console
 from amosflow.engine.embedded import free_port
 from amosflow.triggers.webhooks import sign
 
@@ -277,6 +278,17 @@ def test_crashed_child_is_restarted(node: RunningNode) -> None:
     with node.admin() as client:
         run = client.post("/api/v1/runs", json={"flow": "hello", "inputs": {"who": "again"}}).json()
         assert _until(lambda: _run(client, run["run_id"])["status"] == "completed")
+
+
+def test_the_node_prints_the_console_address_and_serves_it_there(node: RunningNode) -> None:
+    """`amos up` says where the Operator Console is, and that address answers with its page."""
+    printed = [line.split()[1] for line in node.printed if line.startswith("console")]
+    assert printed == [f"{node.url}/"]
+    page = httpx.get(printed[0], timeout=10)
+    assert page.headers["content-type"].startswith("text/html"), page.text[:200]
+    built = (console.DIST / "index.html").is_file()  # `make install` builds it where npm is
+    assert page.status_code == (200 if built else 503), page.text[:200]
+    assert page.headers["content-security-policy"] == console.CONTENT_SECURITY_POLICY
 
 
 def test_a_fresh_node_has_no_way_in_until_the_setup_link_makes_an_admin(node: RunningNode) -> None:

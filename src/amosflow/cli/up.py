@@ -138,6 +138,7 @@ def up(
     if examples is not None:
         names = load_examples(node.api_url, examples, token)
         typer.echo(f"catalog: loaded {len(names)} flows from {examples}")
+    typer.echo(f"console    {node.api_url}/")
     typer.echo(f"API        {node.api_url}/api/v1  (docs {node.api_url}/api/v1/docs)")
     typer.echo(f"ready      {node.api_url}/readyz")
     typer.echo(f"Temporal   {node.temporal_address}")
