@@ -6,9 +6,9 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo
 
-from amosflow.dsl.models import RENDERED, Duration, Expr
+from amosflow.dsl.models import EXPRESSION_MARK, RENDERED, Duration, Expr, parse_duration
 from amosflow.errors import UnknownActionError
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Expr",
     "WithModel",
     "all_actions",
+    "bounded_timeout",
     "get_action",
     "register",
     "validate_with",
@@ -45,6 +46,20 @@ class ActionSpec:
 
 
 _REGISTRY: dict[str, ActionSpec] = {}
+
+
+def bounded_timeout(value: str, info: ValidationInfo, limit: str) -> str:
+    """Check an action's own ``timeout`` against its ceiling ``limit`` (a duration).
+
+    An expression is checked once rendered, at run time; at validation it passes as it is.
+    """
+    rendered = isinstance(info.context, dict) and bool(info.context.get(RENDERED))
+    if EXPRESSION_MARK in value and not rendered:
+        return value
+    seconds = parse_duration(value).total_seconds()
+    if seconds <= 0 or seconds > parse_duration(limit).total_seconds():
+        raise ValueError(f"timeout must be more than 0 and at most {limit}, got {value!r}")
+    return value
 
 
 def register(spec: ActionSpec) -> ActionSpec:

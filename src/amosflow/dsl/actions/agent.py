@@ -8,13 +8,12 @@ from typing import Annotated, Any, Literal
 import jsonschema
 from pydantic import Field, ValidationInfo, field_validator
 
-from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, register
-from amosflow.dsl.models import EXPRESSION_MARK, RENDERED, parse_duration
+from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, bounded_timeout, register
+from amosflow.dsl.models import EXPRESSION_MARK, RENDERED
 
 MAX_INSTRUCTIONS_CHARS = 256 * 1024
 MAX_ITERATIONS = 50
 MAX_TOKENS = 1_000_000
-MAX_TIMEOUT_S = 3600
 MAX_TOOLS = 64
 # server.tool: a server name (the catalog's name rule), a dot, the server's own tool name.
 QUALIFIED_TOOL = r"^[a-z][a-z0-9-]{0,62}\.[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -83,13 +82,7 @@ class AgentRunWith(WithModel):
     @field_validator("timeout")
     @classmethod
     def _timeout_bounds(cls, value: str, info: ValidationInfo) -> str:
-        rendered = isinstance(info.context, dict) and bool(info.context.get(RENDERED))
-        if EXPRESSION_MARK in value and not rendered:
-            return value
-        seconds = parse_duration(value).total_seconds()
-        if seconds <= 0 or seconds > MAX_TIMEOUT_S:
-            raise ValueError(f"timeout must be more than 0 and at most 1h, got {value!r}")
-        return value
+        return bounded_timeout(value, info, "1h")
 
 
 register(

@@ -6,11 +6,9 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, register
-from amosflow.dsl.models import EXPRESSION_MARK, RENDERED, parse_duration
+from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, bounded_timeout, register
 
 MAX_SCRIPT_BYTES = 256 * 1024
-MAX_TIMEOUT_S = 600
 MIN_MEMORY_MB = 16
 MAX_MEMORY_MB = 4096
 MAX_CPU_SECONDS = 600
@@ -64,13 +62,7 @@ class CodePythonWith(WithModel):
     @field_validator("timeout")
     @classmethod
     def _timeout_bounds(cls, value: str, info: ValidationInfo) -> str:
-        rendered = isinstance(info.context, dict) and bool(info.context.get(RENDERED))
-        if EXPRESSION_MARK in value and not rendered:
-            return value
-        seconds = parse_duration(value).total_seconds()
-        if seconds <= 0 or seconds > MAX_TIMEOUT_S:
-            raise ValueError(f"timeout must be more than 0 and at most 10m, got {value!r}")
-        return value
+        return bounded_timeout(value, info, "10m")
 
 
 register(

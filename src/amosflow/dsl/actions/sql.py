@@ -12,15 +12,14 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator
 
 from amosflow.dsl import expr
-from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, register
-from amosflow.dsl.models import RENDERED, parse_duration
+from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, bounded_timeout, register
+from amosflow.dsl.models import RENDERED
 
 CONNECTION_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$"
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 MAX_QUERY_CHARS = 1024 * 1024
 DEFAULT_MAX_ROWS = 1000
 MAX_ROWS_CAP = 100_000
-MAX_TIMEOUT_S = 3600
 
 ConnectionName = Annotated[str, StringConstraints(pattern=CONNECTION_NAME_PATTERN)]
 ParamName = Annotated[str, StringConstraints(pattern=PARAM_NAME_PATTERN)]
@@ -74,13 +73,7 @@ class SqlQueryWith(WithModel):
     @field_validator("timeout")
     @classmethod
     def _timeout_bounds(cls, value: str, info: ValidationInfo) -> str:
-        rendered = isinstance(info.context, dict) and bool(info.context.get(RENDERED))
-        if expr.has_expression(value) and not rendered:
-            return value
-        seconds = parse_duration(value).total_seconds()
-        if seconds <= 0 or seconds > MAX_TIMEOUT_S:
-            raise ValueError(f"timeout must be more than 0 and at most 1h, got {value!r}")
-        return value
+        return bounded_timeout(value, info, "1h")
 
 
 register(
