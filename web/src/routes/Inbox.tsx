@@ -1,6 +1,7 @@
 // The inbox: tasks that flows hand to people, and one task with its decision form.
 import { useId, useState } from "react";
 import { claimTask, decideTask, getTask, listTasks, type Task, type TaskFilter } from "../client/tasks";
+import { Pager } from "../components/Pager";
 import { ProblemNote } from "../components/ProblemNote";
 import { TaskForm } from "../components/TaskForm";
 import { href } from "../hooks/useHashRoute";
@@ -100,18 +101,7 @@ export function Inbox() {
           </tbody>
         </table>
       ) : null}
-      <nav aria-label="Pages of tasks" className="pager">
-        <button type="button" disabled={cursors.length === 0} onClick={() => setCursors((c) => c.slice(0, -1))}>
-          Newer
-        </button>
-        <button
-          type="button"
-          disabled={!page.data?.next_cursor}
-          onClick={() => setCursors((c) => [...c, page.data?.next_cursor ?? ""])}
-        >
-          Older
-        </button>
-      </nav>
+      <Pager label="Pages of tasks" cursors={cursors} setCursors={setCursors} next={page.data?.next_cursor} />
     </>
   );
 }

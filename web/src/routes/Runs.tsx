@@ -3,6 +3,7 @@ import { useId, useState } from "react";
 import { api, withQuery, type FlowPublic, type RunDetail, type RunPage, type RunPublic } from "../client/api";
 import { FlowDiagram } from "../components/FlowDiagram";
 import { JsonView } from "../components/JsonView";
+import { Pager } from "../components/Pager";
 import { ProblemNote } from "../components/ProblemNote";
 import { href } from "../hooks/useHashRoute";
 import { useApi } from "../hooks/useApi";
@@ -68,18 +69,7 @@ export function RunList() {
       </form>
       <ProblemNote error={page.error} />
       <RunTable runs={page.data?.items ?? []} />
-      <nav aria-label="Pages of runs" className="pager">
-        <button type="button" disabled={cursors.length === 0} onClick={() => setCursors((c) => c.slice(0, -1))}>
-          Newer
-        </button>
-        <button
-          type="button"
-          disabled={!page.data?.next_cursor}
-          onClick={() => setCursors((c) => [...c, page.data?.next_cursor ?? ""])}
-        >
-          Older
-        </button>
-      </nav>
+      <Pager label="Pages of runs" cursors={cursors} setCursors={setCursors} next={page.data?.next_cursor} />
     </>
   );
 }
