@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
 from amosflow import audit
 from amosflow.errors import AuditError, ConflictError, NotFoundError, ValidationFailedError
-from amosflow.store import Store
-from amosflow.store.tables import AuditAnchorRow, AuditRow
+from amosflow.store import Store, open_store
+from amosflow.store._types import utcnow
+from amosflow.store.tables import AuditAnchorRow, AuditHoldRow, AuditRow
 from tests.audit.chain import build, delete_where, drop_stored_checkpoints, rehash_from, row
 from tests.audit.chain import set_columns as set_record
 
@@ -44,10 +48,32 @@ def _anchor(store: Store) -> tuple[int, str] | None:
         return None if found is None else (found.seq, found.hash)
 
 
-def _verify(store: Store, checkpointer: audit.Checkpointer | None = None) -> audit.VerifyReport:
-    if checkpointer is None:
-        return audit.verify(store, sink=None, public_key=None)
+def _verify(store: Store, checkpointer: audit.Checkpointer) -> audit.VerifyReport:
     return audit.verify(store, sink=checkpointer.sink, public_key=checkpointer.signer.public_key)
+
+
+def _prune(checkpointer: audit.Checkpointer, **options: Any) -> audit.PruneReport:
+    """Prune as retention does: signed with the install's checkpoint key into its sink."""
+    return audit.prune(
+        checkpointer.store, signer=checkpointer.signer, sink=checkpointer.sink, **options
+    )
+
+
+def _hold(checkpointer: audit.Checkpointer, folder: str, reason: str = "case 42") -> int:
+    return audit.place_hold(
+        checkpointer.store,
+        folder=folder,
+        reason=reason,
+        actor=ACTOR,
+        signer=checkpointer.signer,
+        sink=checkpointer.sink,
+    )
+
+
+def _release(checkpointer: audit.Checkpointer, hold: int, actor: str = ACTOR) -> audit.Hold:
+    return audit.release_hold(
+        checkpointer.store, hold, actor=actor, signer=checkpointer.signer, sink=checkpointer.sink
+    )
 
 
 def test_prune_removes_the_oldest_records_and_verify_starts_at_the_anchor(
@@ -58,7 +84,7 @@ def test_prune_removes_the_oldest_records_and_verify_starts_at_the_anchor(
     before = _at(store, 8)
     through = _older_than(store, before)
     last_removed = row(store, through)["hash"]
-    report = audit.prune(store, before=before)
+    report = _prune(checkpointer, before=before)
     assert (report.deleted, report.first_seq, report.through_seq) == (through, 1, through)
     assert (report.anchor_seq, report.anchor_hash) == (through, last_removed)
     assert report.record_seq == 13
@@ -80,7 +106,7 @@ def test_checkpoints_older_than_the_anchor_are_skipped(
 ) -> None:
     """The checkpoint at seq 5 signs records that are gone: skipped, and the one at 10 holds."""
     build(store, 12, checkpointer)
-    audit.prune(store, before=_at(store, 7))
+    _prune(checkpointer, before=_at(store, 7))
     assert [c.seq for c in checkpointer.sink.read()] == [5, 10]
     report = _verify(store, checkpointer)
     assert (report.ok, report.last_checkpoint_seq) == (True, 10)
@@ -91,11 +117,11 @@ def test_appends_after_pruning_everything_continue_the_chain(
 ) -> None:
     """With every record removed, the prune record and later ones link on from the anchor."""
     build(store, 4, checkpointer)
-    report = audit.prune(store, before=datetime.now(UTC))
+    report = _prune(checkpointer, before=datetime.now(UTC))
     assert (report.deleted, report.anchor_seq, report.record_seq) == (4, 4, 5)
     build(store, 2, checkpointer)
     checkpointer.checkpoint()
-    second = audit.prune(store, before=_at(store, 6) + timedelta(microseconds=1))
+    second = _prune(checkpointer, before=_at(store, 6) + timedelta(microseconds=1))
     assert (second.first_seq, second.through_seq, second.record_seq) == (5, 6, 8)
     assert _seqs(store) == [7, 8]
     report_after = _verify(store, checkpointer)
@@ -103,47 +129,55 @@ def test_appends_after_pruning_everything_continue_the_chain(
     assert report_after.anchor_seq == 6
 
 
-def test_nothing_to_prune_still_leaves_an_audit_record(store: Store) -> None:
+def test_nothing_to_prune_still_leaves_an_audit_record(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
     """A prune that removes nothing says why, and is recorded like any other."""
     build(store, 3)
-    report = audit.prune(store, before=_at(store, 1))
+    report = _prune(checkpointer, before=_at(store, 1))
     assert (report.deleted, report.anchor_seq) == (0, None)
     assert "not older than the cut-off" in report.stopped_by
     assert row(store, 4)["action"] == "audit.prune"
-    assert _verify(store).ok
+    assert _verify(store, checkpointer).ok
 
 
-def test_a_hold_on_a_folder_stops_pruning_at_its_first_record(store: Store) -> None:
+def test_a_hold_on_a_folder_stops_pruning_at_its_first_record(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
     """Seq 4 is in folder finance: with finance held, only seq 1..3 go, the rest stays."""
     build(store, 8)
-    hold = audit.place_hold(store, folder="finance", reason="case 42", actor=ACTOR)
-    report = audit.prune(store, before=datetime.now(UTC))
+    hold = _hold(checkpointer, "finance", "case 42")
+    report = _prune(checkpointer, before=datetime.now(UTC))
     assert (report.deleted, report.through_seq) == (3, 3)
     assert f"held by hold {hold}" in report.stopped_by
     assert _seqs(store)[0] == 4
-    assert _verify(store).ok
+    assert _verify(store, checkpointer).ok
 
 
-def test_a_hold_on_every_folder_stops_everything_until_released(store: Store) -> None:
+def test_a_hold_on_every_folder_stops_everything_until_released(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
     """A `*` hold keeps every record; once released, pruning proceeds; both are audited."""
     build(store, 5)
-    hold = audit.place_hold(store, folder="*", reason="litigation", actor=ACTOR)
-    assert audit.prune(store, before=datetime.now(UTC)).deleted == 0
+    hold = _hold(checkpointer, "*", "litigation")
+    assert _prune(checkpointer, before=datetime.now(UTC)).deleted == 0
     assert _seqs(store)[0] == 1
     assert [h.id for h in audit.list_holds(store)] == [hold]
-    released = audit.release_hold(store, hold, actor=ACTOR)
+    released = _release(checkpointer, hold)
     assert not released.active
     assert audit.list_holds(store) == []
     assert [h.id for h in audit.list_holds(store, include_released=True)] == [hold]
-    report = audit.prune(store, before=datetime.now(UTC))
+    report = _prune(checkpointer, before=datetime.now(UTC))
     assert report.deleted == 8  # five records, the hold, the first prune, the release
-    assert _verify(store).ok
+    assert _verify(store, checkpointer).ok
 
 
-def test_placing_and_releasing_a_hold_is_audited(store: Store) -> None:
+def test_placing_and_releasing_a_hold_is_audited(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
     """Each hold change is a record naming the actor, the hold and its folder."""
-    hold = audit.place_hold(store, folder="finance", reason="case 42", actor=ACTOR)
-    audit.release_hold(store, hold, actor="user:boss")
+    hold = _hold(checkpointer, "finance", "case 42")
+    _release(checkpointer, hold, "user:boss")
     placed, released = row(store, 1), row(store, 2)
     assert (placed["action"], placed["actor"], placed["folder"]) == (
         "audit_holds.place", ACTOR, "finance",
@@ -153,42 +187,46 @@ def test_placing_and_releasing_a_hold_is_audited(store: Store) -> None:
     assert (released["action"], released["actor"]) == ("audit_holds.release", "user:boss")
 
 
-def test_hold_mistakes_are_refused(store: Store) -> None:
+def test_hold_mistakes_are_refused(store: Store, checkpointer: audit.Checkpointer) -> None:
     """An unknown or already released hold, or an empty reason, is an error, not a no-op."""
     with pytest.raises(NotFoundError):
-        audit.release_hold(store, 99, actor=ACTOR)
-    hold = audit.place_hold(store, folder="finance", reason="case", actor=ACTOR)
-    audit.release_hold(store, hold, actor=ACTOR)
+        _release(checkpointer, 99)
+    hold = _hold(checkpointer, "finance", "case")
+    _release(checkpointer, hold)
     with pytest.raises(ConflictError):
-        audit.release_hold(store, hold, actor=ACTOR)
+        _release(checkpointer, hold)
     with pytest.raises(ValidationFailedError):
-        audit.place_hold(store, folder="finance", reason=" ", actor=ACTOR)
+        _hold(checkpointer, "finance", " ")
 
 
-def test_prune_keeps_records_not_yet_shipped(store: Store) -> None:
+def test_prune_keeps_records_not_yet_shipped(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
     """``max_seq`` (the SIEM cursor) caps what may go, however old the rest is."""
     build(store, 6)
-    report = audit.prune(store, before=datetime.now(UTC), max_seq=2)
+    report = _prune(checkpointer, before=datetime.now(UTC), max_seq=2)
     assert report.through_seq == 2
     assert "not been shipped" in report.stopped_by
 
 
-def test_prune_refuses_bad_cut_offs(store: Store) -> None:
+def test_prune_refuses_bad_cut_offs(store: Store, checkpointer: audit.Checkpointer) -> None:
     """A naive time or one in the future is refused before anything is touched."""
     build(store, 2)
     with pytest.raises(ValidationFailedError):
-        audit.prune(store, before=datetime(2020, 1, 1))  # noqa: DTZ001
+        _prune(checkpointer, before=datetime(2020, 1, 1))  # noqa: DTZ001
     with pytest.raises(ValidationFailedError):
-        audit.prune(store, before=datetime.now(UTC) + timedelta(days=1))
+        _prune(checkpointer, before=datetime.now(UTC) + timedelta(days=1))
     assert _seqs(store) == [1, 2]
 
 
-def test_prune_refuses_to_remove_tampered_records(store: Store) -> None:
+def test_prune_refuses_to_remove_tampered_records(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
     """An edited record inside the range would be laundered by removing it: prune refuses."""
     build(store, 6)
     set_record(store, 3, actor="user:mallory")
     with pytest.raises(AuditError, match="refusing to prune: seq 3"):
-        audit.prune(store, before=datetime.now(UTC))
+        _prune(checkpointer, before=datetime.now(UTC))
     assert _seqs(store) == [1, 2, 3, 4, 5, 6]
     assert _anchor(store) is None
 
@@ -199,7 +237,7 @@ def test_prune_refuses_to_remove_tampered_records(store: Store) -> None:
 def _pruned(store: Store, checkpointer: audit.Checkpointer) -> int:
     """Twelve records, checkpoints at 5 and 10, pruned through seq 6; return the first left."""
     build(store, 12, checkpointer)
-    report = audit.prune(store, before=_at(store, 7))
+    report = _prune(checkpointer, before=_at(store, 7))
     assert report.through_seq == 6
     return 7
 
@@ -251,17 +289,18 @@ def test_deleting_the_first_remaining_record_is_reported(
 def test_an_anchor_moved_to_hide_deleted_records_is_reported(
     store: Store, checkpointer: audit.Checkpointer
 ) -> None:
-    """Delete seq 7..9 and move the anchor to seq 9: the chain links, the prune record does not."""
+    """Delete seq 7..9 and move the anchor to seq 9: the chain links, but no signed prune got there."""
     _pruned(store, checkpointer)
     hidden = row(store, 9)["hash"]
     delete_where(store, AuditRow.seq <= 9)
     with store.session() as session:
         session.execute(update(AuditAnchorRow).values(seq=9, hash=hidden))
     key = checkpointer.signer.public_key
-    assert audit.verify(store, sink=None, public_key=key).first_bad_seq == 7
+    unsigned = audit.verify(store, sink=None, public_key=key)
+    assert (unsigned.ok, unsigned.first_bad_seq) == (False, 1)
     report = _verify(store, checkpointer)
     assert (report.ok, report.first_bad_seq) == (False, 7)
-    assert "audit.prune" in (report.problem or "")
+    assert "seq 7..9 were removed, but no prune signed" in (report.problem or "")
 
 
 def test_a_forged_anchor_without_a_prune_record_is_reported(
@@ -275,7 +314,7 @@ def test_a_forged_anchor_without_a_prune_record_is_reported(
         session.add(AuditAnchorRow(id=1, seq=4, hash=hidden, pruned_at=datetime.now(UTC)))
     report = _verify(store, checkpointer)
     assert (report.ok, report.first_bad_seq) == (False, 1)
-    assert "no audit.prune record" in (report.problem or "")
+    assert "no prune signed with the checkpoint key" in (report.problem or "")
 
 
 def test_a_deleted_anchor_is_reported(store: Store, checkpointer: audit.Checkpointer) -> None:
@@ -295,7 +334,8 @@ def test_a_rewrite_after_pruning_is_still_caught_by_the_external_checkpoint(
     set_record(store, 8, actor="user:mallory")
     rehash_from(store, 8)
     drop_stored_checkpoints(store)
-    assert audit.verify(store, sink=None, public_key=checkpointer.signer.public_key).ok
+    blind = audit.verify(store, sink=None, public_key=checkpointer.signer.public_key)
+    assert "rewritten" not in (blind.problem or "")  # the database alone cannot tell
     report = _verify(store, checkpointer)
     assert (report.ok, report.first_bad_seq) == (False, 7)
     assert "rewritten" in (report.problem or "")
@@ -311,3 +351,147 @@ def test_a_truncation_after_pruning_is_still_caught(
     report = _verify(store, checkpointer)
     assert (report.ok, report.first_bad_seq) == (False, 9)
     assert "cut off" in (report.problem or "")
+
+
+# -- head truncation and holds against a database writer (ADR 0048) ------------------------------
+
+
+def _forge_prune(store: Store, through: int) -> None:
+    """Delete seq ..``through``, anchor there and append a plausible audit.prune, as the API could."""
+    hidden = row(store, through)["hash"]
+    delete_where(store, AuditRow.seq <= through)
+    with store.session() as session:
+        found = session.get(AuditAnchorRow, 1)
+        if found is None:
+            session.add(AuditAnchorRow(id=1, seq=through, hash=hidden, pruned_at=datetime.now(UTC)))
+        else:
+            found.seq, found.hash = through, hidden
+        audit.append(
+            session,
+            actor="service:retention",
+            action="audit.prune",
+            resource="audit:records",
+            folder="*",
+            details={"deleted": through, "anchor_seq": through, "anchor_hash": hidden},
+        )
+
+
+def test_a_head_cut_with_an_anchor_and_a_prune_record_is_reported(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
+    """Delete seq 1..8, anchor at 8, append a valid audit.prune: no signed prune covers 1..8."""
+    build(store, 12, checkpointer)
+    _forge_prune(store, 8)
+    report = _verify(store, checkpointer)
+    assert (report.ok, report.first_bad_seq, report.anchor_seq) == (False, 1, 8)
+    assert "seq 1..8 were removed, but no prune signed with the checkpoint key" in (
+        report.problem or ""
+    )
+
+
+def test_a_head_cut_after_a_real_prune_is_reported_from_the_signed_anchor(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
+    """After retention signed a prune through seq 6, a forged one through seq 10 names seq 7."""
+    _pruned(store, checkpointer)
+    _forge_prune(store, 10)
+    report = _verify(store, checkpointer)
+    assert (report.ok, report.first_bad_seq) == (False, 7)
+    assert "seq 7..10 were removed, but no prune signed" in (report.problem or "")
+
+
+def test_a_signed_prune_whose_records_are_still_there_is_harmless(
+    tmp_path: Path, checkpointer: audit.Checkpointer
+) -> None:
+    """A prune signed but never committed (its records all still there) does not fail verify."""
+    original = open_store(f"sqlite:///{tmp_path / 'original.db'}")
+    try:
+        build(original, 9)
+        copy = tmp_path / "copy.db"
+        with sqlite3.connect(tmp_path / "original.db") as source, sqlite3.connect(copy) as target:
+            source.backup(target)
+        elsewhere = open_store(f"sqlite:///{copy}")
+        try:
+            done = audit.prune(
+                elsewhere, before=_at(elsewhere, 6), signer=checkpointer.signer,
+                sink=checkpointer.sink,
+            )  # fmt: skip
+        finally:
+            elsewhere.dispose()
+        assert done.through_seq == 5
+        assert len(checkpointer.sink.statements()) == 1
+        report = _verify(original, checkpointer)
+        assert (report.ok, report.anchor_seq) == (True, None), report.problem
+    finally:
+        original.dispose()
+
+
+def test_a_hold_whose_row_was_deleted_still_stops_retention(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
+    """The signed hold statement keeps finance held after its row is gone from the database."""
+    build(store, 8)
+    hold = _hold(checkpointer, "finance")
+    with store.session() as session:
+        session.execute(AuditHoldRow.__table__.delete())
+    assert audit.list_holds(store) == []
+    report = _prune(checkpointer, before=datetime.now(UTC))
+    assert (report.deleted, report.through_seq) == (3, 3)
+    assert f"held by hold {hold}" in report.stopped_by
+    assert _verify(store, checkpointer).ok
+
+
+def test_a_hold_row_reused_for_another_folder_does_not_lift_the_signed_hold(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
+    """Rewriting hold 1's row to another folder and releasing it leaves finance held."""
+    build(store, 8)
+    hold = _hold(checkpointer, "finance")
+    with store.session() as session:
+        session.execute(update(AuditHoldRow).values(folder="nowhere", released_at=utcnow()))
+    report = _prune(checkpointer, before=datetime.now(UTC))
+    assert report.through_seq == 3
+    assert f"held by hold {hold}" in report.stopped_by
+
+
+def test_a_signed_prune_that_removed_a_held_folder_fails_verification(
+    store: Store, checkpointer: audit.Checkpointer, tmp_path: Path
+) -> None:
+    """Even a prune the key signed fails verify when it removed a folder under a signed hold."""
+    build(store, 8)
+    _hold(checkpointer, "finance")
+    with store.session() as session:
+        session.execute(update(AuditHoldRow).values(released_at=utcnow()))
+    blind = audit.JsonlSink(tmp_path / "blind.jsonl")  # a signer that never saw the hold
+    report = audit.prune(store, before=_at(store, 6), signer=checkpointer.signer, sink=blind)
+    assert report.through_seq == 5
+    with checkpointer.sink.path.open("a") as out:
+        out.write(blind.path.read_text())
+    verified = _verify(store, checkpointer)
+    assert (verified.ok, verified.first_bad_seq) == (False, 1)
+    assert "removed records of folder finance while hold 1 held it" in (verified.problem or "")
+
+
+def test_prune_refuses_records_that_differ_from_a_signed_checkpoint(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
+    """A rewrite with every hash recomputed links, but retention will not sign it away."""
+    build(store, 12, checkpointer)
+    set_record(store, 3, actor="user:mallory")
+    rehash_from(store, 3)
+    with pytest.raises(AuditError, match="seq 5 differs from its signed checkpoint"):
+        _prune(checkpointer, before=datetime.now(UTC))
+    assert _anchor(store) is None
+
+
+def test_prune_without_the_key_leaves_everything(
+    store: Store, checkpointer: audit.Checkpointer, tmp_path: Path
+) -> None:
+    """A sink that cannot be written makes prune fail before its transaction commits."""
+    build(store, 4)
+    (tmp_path / "not-a-dir").write_text("")
+    broken = audit.JsonlSink(tmp_path / "not-a-dir" / "sink.jsonl")
+    with pytest.raises(AuditError, match="cannot write the checkpoint sink"):
+        audit.prune(store, before=datetime.now(UTC), signer=checkpointer.signer, sink=broken)
+    assert _seqs(store) == [1, 2, 3, 4]
+    assert _anchor(store) is None

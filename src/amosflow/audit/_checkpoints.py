@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from amosflow.audit._canonical import canonical_value, stamp
+from amosflow.audit._statements import Statement
 from amosflow.errors import AuditError
 from amosflow.store._types import utcnow
 from amosflow.store.tables import AuditCheckpointRow, AuditRow
@@ -76,26 +77,32 @@ class Checkpoint:
 
 
 class CheckpointSink(Protocol):
-    """Somewhere outside the database that keeps checkpoints (a file, a WORM bucket, a SIEM)."""
+    """Somewhere outside the database that keeps checkpoints and signed statements.
 
-    def write(self, checkpoint: Checkpoint) -> None:
-        """Store ``checkpoint`` durably before returning."""
+    A file, a WORM bucket, a SIEM: anything the database's writers cannot change.
+    """
+
+    def write(self, entry: Checkpoint | Statement) -> None:
+        """Store ``entry`` durably before returning."""
 
     def read(self) -> list[Checkpoint]:
         """Return every checkpoint stored, oldest first."""
 
+    def statements(self) -> list[Statement]:
+        """Return every signed statement stored (prunes, holds), oldest first."""
+
 
 class JsonlSink:
-    """A JSON Lines file, appended to and fsynced once per checkpoint."""
+    """A JSON Lines file, appended to and fsynced once per checkpoint or statement."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
 
-    def write(self, checkpoint: Checkpoint) -> None:
+    def write(self, entry: Checkpoint | Statement) -> None:
         """Append one line and fsync the file (and its directory when the file is new)."""
         try:
-            self._append(checkpoint.to_json() + "\n")
+            self._append(entry.to_json() + "\n")
         except OSError as exc:
             raise AuditError(f"cannot write the checkpoint sink {self.path}: {exc}") from exc
 
@@ -103,7 +110,9 @@ class JsonlSink:
         with self._lock:
             new = not self.path.exists()
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as out:
+            # 0600 whatever the umask; a node running as root widens it for its API (ADR 0049).
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as out:
                 out.write(line)
                 out.flush()
                 os.fsync(out.fileno())
@@ -114,13 +123,32 @@ class JsonlSink:
                 finally:
                     os.close(directory)
 
-    def read(self) -> list[Checkpoint]:
+    def _entries(self) -> list[Checkpoint | Statement]:
         """Parse every complete line; a final line without its newline was never acknowledged."""
         if not self.path.exists():
             return []
         text = self.path.read_text(encoding="utf-8")
-        lines = text.split("\n")[:-1]
-        return [Checkpoint.from_json(line) for line in lines if line.strip()]
+        entries: list[Checkpoint | Statement] = []
+        for line in text.split("\n")[:-1]:
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except ValueError as exc:
+                raise AuditError(f"not a checkpoint line: {line[:80]!r}") from exc
+            if isinstance(raw, dict) and "type" in raw:
+                entries.append(Statement.from_fields(raw))
+            else:
+                entries.append(Checkpoint.from_json(line))
+        return entries
+
+    def read(self) -> list[Checkpoint]:
+        """Every checkpoint in the file, oldest first."""
+        return [entry for entry in self._entries() if isinstance(entry, Checkpoint)]
+
+    def statements(self) -> list[Statement]:
+        """Every signed statement in the file, oldest first."""
+        return [entry for entry in self._entries() if isinstance(entry, Statement)]
 
 
 def _insert_checkpoint(dialect: str) -> Any:

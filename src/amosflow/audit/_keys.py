@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import secrets
 from typing import TYPE_CHECKING
 
@@ -82,15 +83,34 @@ class CheckpointSigner:
             raise AuditError(f"{path} is not a PEM private key: {exc}") from exc
         if not isinstance(key, Ed25519PrivateKey):
             raise AuditError(f"{path} is not an Ed25519 key")
+        owner = path.stat().st_uid
+        if owner != os.geteuid():
+            # A key someone else owns is one they could have planted or can read (ADR 0049).
+            raise AuditError(
+                f"refusing {path}: it belongs to uid {owner}, not to uid {os.geteuid()} that "
+                "signs with it"
+            )
         signer = cls(key)
-        public = public_key_path(path)
-        if not public.exists() or public.read_bytes() != _public_pem(signer.public_key):
-            public.write_bytes(_public_pem(signer.public_key))
+        _publish(public_key_path(path), _public_pem(signer.public_key))
         return signer
 
     def sign(self, payload: bytes) -> str:
         """Return the base64 Ed25519 signature of ``payload``."""
         return base64.b64encode(self._private_key.sign(payload)).decode()
+
+
+def _publish(path: Path, pem: bytes) -> None:
+    """Write the public key; a new file is 0600, an existing one keeps its mode and group."""
+    if path.exists():
+        if path.read_bytes() != pem:
+            path.write_bytes(pem)
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another first start published the same key
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
 
 
 def public_key_path(private_key_path: Path) -> Path:

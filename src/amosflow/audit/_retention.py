@@ -1,11 +1,14 @@
-"""Retention: remove the oldest audit records, never past a legal hold, leaving a checked anchor.
+"""Retention: remove the oldest audit records, never past a legal hold, leaving a signed anchor.
 
 ``prune`` deletes one contiguous prefix of the chain (records older than a date) and keeps
 the seq and hash of the last record it removed in ``audit_anchor``, so ``verify`` can start
 there. It stops at the first record whose folder is under an active hold (a ``*`` hold stops
-it at once), checks the hashes and links of everything it removes before removing it, and
-appends an ``audit.prune`` record naming the new anchor in the same transaction. Placing and
-releasing a hold are audited too.
+it at once), checks the hashes and links of everything it removes before removing it,
+appends an ``audit.prune`` record naming the new anchor, and signs a prune statement into
+the checkpoint sink before the transaction commits: without that signature ``verify``
+treats the missing head as deleted (ADR 0048). Holds are signed the same way when placed
+and released, and a hold counts while either its row or its signed statements say so, so
+deleting a hold's row from the database does not lift it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from amosflow.audit._keys import signature_valid
 from amosflow.audit._records import AUDIT_LOCK_KEY, append
+from amosflow.audit._statements import HOLD, PRUNE, held, hold_body, prune_body, sign
 from amosflow.audit._verify import PRUNE_ACTION, Anchor, read_anchor, rows, walk_chain
 from amosflow.errors import (
     AuditError,
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
     from sqlalchemy import Select
     from sqlalchemy.orm import Session
 
+    from amosflow.audit._checkpoints import CheckpointSink
+    from amosflow.audit._keys import CheckpointSigner
     from amosflow.store import Store
 
 #: A hold on this folder stops retention for every folder.
@@ -87,41 +94,62 @@ def _lock(session: Session) -> None:
         session.execute(_LOCK, {"key": AUDIT_LOCK_KEY})
 
 
-def _active_holds(session: Session) -> list[AuditHoldRow]:
+def _active_holds(session: Session, sink: CheckpointSink) -> list[tuple[int, str]]:
+    """(hold id, folder) of every hold in force: its row is active or its statements say so.
+
+    The rows live in the database an attacker may control; the signed statements do not, so
+    a hold whose row was deleted, reused or marked released by hand still stops retention.
+    """
     statement = select(AuditHoldRow).where(AuditHoldRow.released_at.is_(None))
-    return list(session.scalars(statement.order_by(AuditHoldRow.id)))
+    rows_ = {(row.id, row.folder) for row in session.scalars(statement)}
+    return sorted(rows_ | set(held(sink.statements()).items()))
 
 
 def _stop(
-    session: Session, before: datetime, holds: list[AuditHoldRow], max_seq: int | None
+    session: Session, before: datetime, holds: list[tuple[int, str]], max_seq: int | None
 ) -> tuple[int | None, str]:
     """The seq of the first record prune must keep (None: none), and why."""
-    everywhere = [hold for hold in holds if hold.folder == ALL_FOLDERS]
+    everywhere = [hold_id for hold_id, folder in holds if folder == ALL_FOLDERS]
     first = session.scalar(select(func.min(AuditRow.seq)))
     if everywhere:
-        return first, f"hold {everywhere[0].id} covers every folder"
-    held = {hold.folder: hold.id for hold in holds}
+        return first, f"hold {everywhere[0]} covers every folder"
+    by_folder: dict[str, int] = {}
+    for hold_id, folder in holds:
+        by_folder.setdefault(folder, hold_id)
     conditions: list[Any] = [AuditRow.at >= before]
-    if held:
-        conditions.append(AuditRow.folder.in_(held))
+    if by_folder:
+        conditions.append(AuditRow.folder.in_(by_folder))
     if max_seq is not None:
         conditions.append(AuditRow.seq > max_seq)
     stop = session.scalar(select(func.min(AuditRow.seq)).where(or_(*conditions)))
     if stop is None:
         return None, "every record is older than the cut-off"
     kept = session.execute(select(AuditRow.at, AuditRow.folder).where(AuditRow.seq == stop)).one()
-    if kept.folder in held:
-        return stop, f"seq {stop} is in folder {kept.folder}, held by hold {held[kept.folder]}"
+    if kept.folder in by_folder:
+        return stop, f"seq {stop} is in folder {kept.folder}, held by hold {by_folder[kept.folder]}"
     if kept.at >= before:
         return stop, f"seq {stop} is not older than the cut-off"
     return stop, f"seq {stop} has not been shipped yet (after seq {max_seq})"
 
 
-def _check_range(session: Session, anchor: Anchor | None, through: int) -> str:
+def _signed_hashes(sink: CheckpointSink, signer: CheckpointSigner) -> dict[int, str]:
+    """Seq → hash of every checkpoint in the sink that ``signer``'s key signed."""
+    return {
+        checkpoint.seq: checkpoint.hash
+        for checkpoint in sink.read()
+        if checkpoint.key_id == signer.key_id
+        and signature_valid(signer.public_key, checkpoint.payload(), checkpoint.signature)
+    }
+
+
+def _check_range(
+    session: Session, anchor: Anchor | None, through: int, signed: dict[int, str]
+) -> str:
     """Walk the records about to be removed (and the first one kept); return the last hash.
 
-    Raises AuditError when they do not check out: retention must not launder tampering by
-    deleting the evidence and anchoring whatever hash it finds.
+    Raises AuditError when they do not check out, by their own hashes and links or against
+    the signed checkpoints in ``signed``: retention must not launder tampering by deleting
+    the evidence and signing whatever hash it finds.
     """
 
     def read(statement: Select[Any]) -> Sequence[Sequence[Any]]:
@@ -129,16 +157,23 @@ def _check_range(session: Session, anchor: Anchor | None, through: int) -> str:
 
     raw = session.get_bind().dialect.name == "sqlite"
     after = anchor.seq if anchor is not None else 0
-    last: dict[int, str] = {}
+    found: dict[int, str] = {}
+    wanted = {seq for seq in signed if after < seq <= through} | {through}
     records = rows(read, raw=raw, page=_CHECK_PAGE, after=after, through=through + 1)
-    walk = walk_chain(records, anchor, {through}, last)
+    walk = walk_chain(records, anchor, wanted, found)
     if walk.bad is not None:
         raise AuditError(
             f"refusing to prune: {walk.problem}; run `amos audit verify` and investigate first"
         )
-    if walk.tail < through or through not in last:
+    if walk.tail < through or through not in found:
         raise AuditError(f"refusing to prune: the chain ends at seq {walk.tail}, before {through}")
-    return last[through]
+    for seq in sorted(seq for seq in wanted if seq in signed):
+        if found.get(seq) != signed[seq]:
+            raise AuditError(
+                f"refusing to prune: seq {seq} differs from its signed checkpoint; run "
+                "`amos audit verify` and investigate first"
+            )
+    return found[through]
 
 
 def _set_anchor(session: Session, anchor: Anchor, moment: datetime) -> None:
@@ -150,10 +185,17 @@ def _set_anchor(session: Session, anchor: Anchor, moment: datetime) -> None:
     session.flush()
 
 
+def _removed_folders(session: Session, after: int, through: int) -> list[str]:
+    statement = select(AuditRow.folder).where(AuditRow.seq > after, AuditRow.seq <= through)
+    return sorted(set(session.scalars(statement.distinct())))
+
+
 def prune(
     store: Store,
     *,
     before: datetime,
+    signer: CheckpointSigner,
+    sink: CheckpointSink,
     now: datetime | None = None,
     actor: str = RETENTION_ACTOR,
     max_seq: int | None = None,
@@ -164,9 +206,10 @@ def prune(
     active hold (any ``*`` hold stops it before the first record), or whose seq is above
     ``max_seq`` (pass the SIEM cursor to keep what was not shipped yet). Everything removed
     is checked first (hash, link, seq) and the new first record must link to it; then the
-    anchor is updated and an ``audit.prune`` record appended, all in one transaction.
-    ``before`` must be timezone-aware and not after ``now``. Raises AuditError when the
-    chain does not check out or the store fails.
+    anchor is updated and an ``audit.prune`` record appended, and a prune statement signed
+    by ``signer`` is written to ``sink`` before the transaction commits. ``before`` must be
+    timezone-aware and not after ``now``. Raises AuditError when the chain does not check
+    out, the store fails or the sink cannot be written (nothing is removed then).
     """
     if before.tzinfo is None:
         raise ValidationFailedError([Diagnostic("/before", "needs a time zone offset")])
@@ -176,14 +219,16 @@ def prune(
     try:
         with store.session() as session:
             _lock(session)
-            anchor = read_anchor(session)
-            stop, reason = _stop(session, before, _active_holds(session), max_seq)
+            anchor = previous = read_anchor(session)
+            stop, reason = _stop(session, before, _active_holds(session, sink), max_seq)
             tail = session.scalar(select(func.max(AuditRow.seq))) or 0
             through = (tail if stop is None else stop - 1) if tail else 0
             first = (anchor.seq if anchor is not None else 0) + 1
             deleted = 0
+            folders: list[str] = []
             if through >= first:
-                last_hash = _check_range(session, anchor, through)
+                last_hash = _check_range(session, anchor, through, _signed_hashes(sink, signer))
+                folders = _removed_folders(session, first - 1, through)
                 result = session.execute(
                     delete(AuditRow).where(AuditRow.seq <= through),
                     execution_options={"synchronize_session": False},
@@ -207,6 +252,19 @@ def prune(
                     "stopped_by": reason,
                 },
             )
+            if deleted and anchor is not None:
+                # Signed before the commit: a statement whose prune then rolls back is
+                # harmless (verify finds its records still there), a prune without one is not.
+                body = prune_body(
+                    from_seq=first - 1,
+                    from_hash=previous.hash if previous is not None else None,
+                    anchor_seq=anchor.seq,
+                    anchor_hash=anchor.hash,
+                    folders=folders,
+                    record_seq=record.seq,
+                    record_hash=record.hash,
+                )
+                sink.write(sign(signer, PRUNE, body))
     except SQLAlchemyError as exc:
         raise AuditError(f"cannot prune the audit trail: {exc}") from exc
     return PruneReport(
@@ -227,10 +285,21 @@ def _check_text(pointer: str, value: str, limit: int) -> None:
         raise ValidationFailedError([Diagnostic(pointer, f"is longer than {limit} characters")])
 
 
-def place_hold(store: Store, *, folder: str, reason: str, actor: str) -> int:
+def place_hold(
+    store: Store,
+    *,
+    folder: str,
+    reason: str,
+    actor: str,
+    signer: CheckpointSigner,
+    sink: CheckpointSink,
+) -> int:
     """Hold the audit records of ``folder`` (``*``: all) against retention; return the hold id.
 
-    The hold and its ``audit_holds.place`` record commit together or not at all.
+    The hold and its ``audit_holds.place`` record commit together; then a hold statement
+    signed by ``signer`` goes to ``sink``, which keeps the hold in force even if its row is
+    later deleted. Raises AuditError when the statement cannot be written (the hold then
+    stands only in the store: place it again).
     """
     _check_text("/folder", folder, _MAX_FOLDER)
     _check_text("/reason", reason, _MAX_REASON)
@@ -247,31 +316,52 @@ def place_hold(store: Store, *, folder: str, reason: str, actor: str) -> int:
                 folder=folder,
                 details={"hold_id": row.id, "reason": reason},
             )
-            return row.id
+            hold_id = row.id
     except SQLAlchemyError as exc:
         raise AuditError(f"cannot place the hold: {exc}") from exc
+    # After the commit, so the id is final: a signed hold without a row still holds.
+    sink.write(sign(signer, HOLD, hold_body(hold_id=hold_id, folder=folder, placed=True)))
+    return hold_id
 
 
-def release_hold(store: Store, hold_id: int, *, actor: str) -> Hold:
-    """Release an active hold and return it; NotFoundError or ConflictError when it is not one."""
+def release_hold(
+    store: Store,
+    hold_id: int,
+    *,
+    actor: str,
+    signer: CheckpointSigner,
+    sink: CheckpointSink,
+) -> Hold:
+    """Release an active hold and return it; NotFoundError or ConflictError when it is not one.
+
+    A hold is active while its row or its signed statements say so; the release is signed
+    into ``sink`` before the row changes, so a failure leaves the hold in force.
+    """
+    signed = held(sink.statements())
     try:
         with store.session() as session:
             row = session.get(AuditHoldRow, hold_id)
-            if row is None:
+            if row is None and hold_id not in signed:
                 raise NotFoundError(f"no audit hold {hold_id}")
-            if row.released_at is not None:
+            if (row is None or row.released_at is not None) and hold_id not in signed:
                 raise ConflictError(f"audit hold {hold_id} was already released")
-            row.released_at = utcnow()
-            session.flush()
+            folder = signed.get(hold_id) or (row.folder if row is not None else ALL_FOLDERS)
+            moment = utcnow()
+            if row is not None and row.released_at is None:
+                row.released_at = moment
+                session.flush()
             append(
                 session,
                 actor=actor,
                 action="audit_holds.release",
                 resource=f"audit_hold:{hold_id}",
-                folder=row.folder,
-                details={"hold_id": hold_id, "reason": row.reason},
+                folder=folder,
+                details={"hold_id": hold_id, "reason": row.reason if row is not None else ""},
             )
-            return _hold(row)
+            sink.write(sign(signer, HOLD, hold_body(hold_id=hold_id, folder=folder, placed=False)))
+            if row is not None:
+                return _hold(row)
+            return Hold(hold_id, folder, "", actor, moment, moment)
     except SQLAlchemyError as exc:
         raise AuditError(f"cannot release hold {hold_id}: {exc}") from exc
 

@@ -1,9 +1,11 @@
 """Walk the chain, name the first record that was edited, deleted, inserted or reordered.
 
-Then hold the chain against the signed checkpoints, which catch what the chain cannot see on
-its own: a tail cut off, or every hash recomputed after a change. A chain shortened by
-retention starts at its anchor (the seq and hash of the last record removed), which the
-latest ``audit.prune`` record in the chain must vouch for.
+Then hold the chain against what the checkpoint key signed, which catches what the chain
+cannot see on its own: a tail cut off, every hash recomputed after a change, or a head cut
+off and papered over with an anchor and a plausible ``audit.prune`` record. A chain shortened
+by retention starts at its anchor (the seq and hash of the last record removed), and a
+series of signed prune statements must lead from the start of the chain to exactly that
+anchor, none of them removing a folder under a signed legal hold (ADR 0048).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from amosflow.audit._canonical import GENESIS, record_hash
 from amosflow.audit._checkpoints import Checkpoint, CheckpointSink
 from amosflow.audit._keys import key_id, signature_valid
+from amosflow.audit._statements import PRUNE, Pruned, Statement, held
 from amosflow.errors import AuditError
 from amosflow.store.tables import AuditAnchorRow, AuditCheckpointRow, AuditRow
 
@@ -79,7 +82,6 @@ class _Walk:
     tail: int = 0
     bad: int | None = None
     problem: str | None = None
-    prune: tuple[int, Any] | None = None  # seq and details of the latest audit.prune record
 
 
 def rows(
@@ -169,48 +171,10 @@ def walk_chain(
             return walk
         if hashes is not None and wanted is not None and seq in wanted:
             hashes[seq] = stored
-        if action == PRUNE_ACTION:
-            walk.prune = (seq, details)
         walk.checked += 1
         walk.tail = seq
         prev, prev2 = stored, prev
     return walk
-
-
-def _anchor_problem(anchor: Anchor | None, walk: _Walk) -> tuple[int | None, str | None]:
-    """Hold the anchor against the latest audit.prune record, which the chain protects.
-
-    Someone who deletes the oldest records and writes a matching anchor gets a chain that
-    links; only the prune record (whose details name the anchor it left) tells them apart.
-    """
-    if walk.bad is not None:
-        return None, None  # the walk stopped early: a later prune record may exist
-    claimed: tuple[object, object] = (None, None)
-    if walk.prune is not None:
-        details = walk.prune[1] if isinstance(walk.prune[1], dict) else {}
-        claimed = (details.get("anchor_seq"), details.get("anchor_hash"))
-    if anchor is None:
-        if claimed[0] is not None:
-            return 1, (
-                f"the retention anchor is missing, but the audit.prune record at seq "
-                f"{walk.prune[0] if walk.prune else '-'} left one at seq {claimed[0]}"
-            )
-        return None, None
-    if walk.prune is None:
-        return 1, (
-            f"the chain starts after seq {anchor.seq} but no audit.prune record vouches for "
-            f"its anchor: seq 1..{anchor.seq} were removed outside retention, or the tail "
-            "holding the prune record was cut off"
-        )
-    if claimed != (anchor.seq, anchor.hash):
-        vouched = claimed[0] if isinstance(claimed[0], int) else 0
-        first = min(vouched, anchor.seq) + 1
-        return first, (
-            f"the retention anchor (seq {anchor.seq}) is not the one the audit.prune record at "
-            f"seq {walk.prune[0]} left (seq {vouched}): seq {first}..{max(vouched, anchor.seq)} "
-            "were removed or altered outside retention"
-        )
-    return None, None
 
 
 def _stored_checkpoints(store: Store) -> list[Checkpoint]:
@@ -219,49 +183,130 @@ def _stored_checkpoints(store: Store) -> list[Checkpoint]:
     return [Checkpoint(r.seq, r.hash, r.at, r.key_id, r.signature) for r in rows]
 
 
-def _check_checkpoints(
-    checkpoints: list[Checkpoint],
-    public_key: Ed25519PublicKey,
-    hashes: dict[int, str],
-    walk: _Walk,
-    floor: int,
-) -> tuple[int | None, str | None, int | None]:
-    """Return the first bad seq and problem the checkpoints show, and the last good one.
+@dataclass(frozen=True, slots=True)
+class _Point:
+    """A (seq, hash) the key signed: a checkpoint, or an anchor or record a prune left."""
 
-    Checkpoints below ``floor`` (the retention anchor) sign records that no longer exist:
-    their signatures are still checked, their hashes cannot be and are skipped.
-    """
+    seq: int
+    hash: str
+    checkpoint: bool
+
+
+Found = tuple[int | None, str | None]
+
+
+def _bad_signature(
+    checkpoints: list[Checkpoint], statements: list[Statement], public_key: Ed25519PublicKey
+) -> str | None:
+    """Name the first checkpoint or statement the key did not sign, or None."""
     expected_id = key_id(public_key)
-    good, last = floor, None
     for checkpoint in sorted(checkpoints, key=lambda c: c.seq):
         if checkpoint.key_id != expected_id or not signature_valid(
             public_key, checkpoint.payload(), checkpoint.signature
         ):
-            return None, f"the checkpoint at seq {checkpoint.seq} has a bad signature", last
-        if checkpoint.seq < floor:
+            return f"the checkpoint at seq {checkpoint.seq} has a bad signature"
+    for position, statement in enumerate(statements):
+        if statement.key_id != expected_id or not signature_valid(
+            public_key, statement.payload(), statement.signature
+        ):
+            return f"statement {position + 1} of the sink ({statement.kind}) has a bad signature"
+    return None
+
+
+def _check_points(
+    points: list[_Point], hashes: dict[int, str], walk: _Walk, floor: int
+) -> tuple[int | None, str | None, int | None]:
+    """Return the first bad seq and problem the signed points show, and the last good checkpoint.
+
+    Points below ``floor`` (the retention anchor) name records that no longer exist: only
+    those that coincide with an anchor of the signed prunes leading there can be compared.
+    """
+    good, last = floor, None
+    for point in sorted(points, key=lambda p: (p.seq, not p.checkpoint)):
+        if point.seq < floor:
+            if point.seq in hashes and hashes[point.seq] != point.hash:
+                return point.seq, f"seq {point.seq} differs from what the key signed for it", last
             continue
-        if walk.bad is not None and checkpoint.seq >= walk.bad:
+        if walk.bad is not None and point.seq >= walk.bad:
             break  # the chain already failed before this point
-        if checkpoint.seq > walk.tail:
+        if point.seq > walk.tail:
             return (
                 walk.tail + 1,
                 (
-                    f"the chain ends at seq {walk.tail} but was checkpointed at seq "
-                    f"{checkpoint.seq}: its tail was cut off"
+                    f"the chain ends at seq {walk.tail} but was signed at seq {point.seq}: "
+                    "its tail was cut off"
                 ),
                 last,
             )
-        if hashes.get(checkpoint.seq) != checkpoint.hash:
+        if hashes.get(point.seq) != point.hash:
+            what = "its signed checkpoint" if point.checkpoint else "what a signed prune left"
             return (
                 good + 1,
-                (
-                    f"seq {checkpoint.seq} differs from its signed checkpoint: "
-                    f"seq {good + 1}..{checkpoint.seq} were rewritten"
-                ),
+                f"seq {point.seq} differs from {what}: seq {good + 1}..{point.seq} were rewritten",
                 last,
             )
-        good = last = checkpoint.seq
+        good = point.seq
+        if point.checkpoint:
+            last = point.seq
     return None, None, last
+
+
+def _prune_path(prunes: list[Pruned], anchor: Anchor | None) -> tuple[list[Pruned], Found]:
+    """The signed prunes that lead from the start of the chain to ``anchor``, or the problem.
+
+    Each prune starts where an earlier one ended (or at the start); a prune whose transaction
+    rolled back leaves a statement no later prune starts from, which is harmless.
+    """
+    if anchor is None:
+        return [], (None, None)
+    reached: dict[tuple[int, str], Pruned | None] = {(0, GENESIS): None}
+    for prune in sorted(prunes, key=lambda p: (p.from_seq, p.position)):
+        start, end = (prune.from_seq, prune.from_hash), (prune.anchor_seq, prune.anchor_hash)
+        if prune.anchor_seq > prune.from_seq and start in reached and end not in reached:
+            reached[end] = prune
+    target = (anchor.seq, anchor.hash)
+    if target not in reached:
+        below = max((seq for seq, _ in reached if seq < anchor.seq), default=0)
+        problem = (
+            f"seq {below + 1}..{anchor.seq} were removed, but no prune signed with the "
+            f"checkpoint key covers them: the retention anchor at seq {anchor.seq} was set "
+            "outside retention"
+        )
+        return [], (below + 1, problem)
+    path: list[Pruned] = []
+    step = reached[target]
+    while step is not None:
+        path.append(step)
+        step = reached[(step.from_seq, step.from_hash)]
+    return path[::-1], (None, None)
+
+
+def _hold_problem(path: list[Pruned], statements: list[Statement]) -> Found:
+    """Name the first signed prune that removed records of a folder under a signed hold."""
+    for prune in path:
+        holds = held(statements, until=prune.position)
+        span = f"seq {prune.from_seq + 1}..{prune.anchor_seq}"
+        for hold_id, folder in sorted(holds.items()):
+            if folder == "*" or folder in prune.folders:
+                return prune.from_seq + 1, (
+                    f"the signed prune of {span} removed records of folder "
+                    f"{'(every folder)' if folder == '*' else folder} while hold {hold_id} held it"
+                )
+    return None, None
+
+
+def _signed_points(
+    checkpoints: list[Checkpoint], prunes: list[Pruned], path: list[Pruned]
+) -> list[_Point]:
+    """Every (seq, hash) the key vouched for: checkpoints, prune anchors, applied prune records.
+
+    A prune whose transaction rolled back never wrote its record, so only the records of the
+    prunes that lead to the anchor are held against the chain.
+    """
+    points = [_Point(c.seq, c.hash, checkpoint=True) for c in checkpoints]
+    points += [_Point(p.anchor_seq, p.anchor_hash, checkpoint=False) for p in prunes]
+    points += [_Point(p.record_seq, p.record_hash, checkpoint=False) for p in path]
+    return points
 
 
 def verify(
@@ -271,13 +316,14 @@ def verify(
     public_key: Ed25519PublicKey | None,
     page: int = PAGE,
 ) -> VerifyReport:
-    """Check every record's hash, link and seq, then the chain against signed checkpoints.
+    """Check every record's hash, link and seq, then the chain against what the key signed.
 
     Checkpoints come from ``sink`` (the copy outside the database, which is what catches a
-    truncation or a full rewrite) and from the store's own table; each must carry a valid
-    signature by ``public_key``. A chain pruned by retention is walked from its anchor, which
-    the latest ``audit.prune`` record must name; checkpoints older than the anchor are
-    skipped. Raises AuditError only when the store cannot be read.
+    truncation or a full rewrite) and from the store's own table; prune and hold statements
+    come from ``sink`` only. Each must carry a valid signature by ``public_key``. A chain
+    pruned by retention is walked from its anchor, which signed prunes must lead to from the
+    start of the chain; checkpoints older than the anchor are compared where a signed prune
+    left the same seq. Raises AuditError only when the store cannot be read.
     """
     raw = store.dialect == "sqlite"
 
@@ -287,35 +333,36 @@ def verify(
 
     try:
         external = sink.read() if sink is not None else []
+        statements = sink.statements() if sink is not None else []
+        prunes = [Pruned.of(s, i) for i, s in enumerate(statements) if s.kind == PRUNE]
         stored = _stored_checkpoints(store)
         with store.session(read_only=True) as session:
             anchor = read_anchor(session)
         checkpoints = list({(c.seq, c.signature): c for c in external + stored}.values())
+        path, path_problem = _prune_path(prunes, anchor)
+        points = _signed_points(checkpoints, prunes, path)
         hashes: dict[int, str] = {}
         after = anchor.seq if anchor is not None else 0
         records = rows(read, raw=raw, page=page, after=after)
-        walk = walk_chain(records, anchor, {c.seq for c in checkpoints}, hashes)
+        walk = walk_chain(records, anchor, {p.seq for p in points}, hashes)
     except SQLAlchemyError as exc:
         raise AuditError(f"cannot read the audit trail: {exc}") from exc
     except AuditError as exc:  # an unreadable sink line
         return VerifyReport(ok=False, checked=0, problem=str(exc))
-    found = [(walk.bad, walk.problem)]
+    found: list[Found] = [(walk.bad, walk.problem), path_problem]
+    for prune in path:
+        hashes[prune.anchor_seq] = prune.anchor_hash
     if anchor is not None:
         hashes[anchor.seq] = anchor.hash
     last = None
-    cut = False
-    if checkpoints and public_key is None:
-        found.append((None, f"{len(checkpoints)} checkpoints but no public key to check them"))
+    if (checkpoints or statements) and public_key is None:
+        signed = len(checkpoints) + len(statements)
+        found.append((None, f"{signed} signed checkpoints or statements but no public key"))
     elif public_key is not None:
-        bad, problem, last = _check_checkpoints(
-            checkpoints, public_key, hashes, walk, anchor.seq if anchor is not None else 0
-        )
+        found.append((None, _bad_signature(checkpoints, statements, public_key)))
+        bad, problem, last = _check_points(points, hashes, walk, after)
         found.append((bad, problem))
-        cut = walk.bad is None and bad == walk.tail + 1  # only a cut-off tail is blamed there
-    if not cut:
-        # A proven cut-off tail may have taken the latest audit.prune record with it; then
-        # the anchor cannot be held against it, and the cut is what to report.
-        found.append(_anchor_problem(anchor, walk))
+        found.append(_hold_problem(path, statements))
     problems = sorted(
         ((bad, problem) for bad, problem in found if problem is not None),
         key=lambda item: item[0] or 0,  # a bad signature (no seq) casts doubt on everything

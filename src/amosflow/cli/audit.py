@@ -121,6 +121,14 @@ def _public_key(path: Path, *, required: bool) -> Ed25519PublicKey | None:
     return audit.load_public_key(path)
 
 
+def _signing(settings: audit.AuditSettings) -> tuple[audit.CheckpointSigner, audit.JsonlSink]:
+    """The checkpoint key and sink: retention and holds are signed like checkpoints (ADR 0048).
+
+    Run these commands as the OS user that owns the key, as for `amos audit checkpointer`.
+    """
+    return audit.CheckpointSigner.from_file(settings.key_path), audit.JsonlSink(settings.sink_path)
+
+
 def _moment(value: str | None, option: str) -> datetime | None:
     """Parse an ISO 8601 date or date-time; without an offset it is UTC."""
     if value is None:
@@ -316,11 +324,18 @@ def prune(
     settings = audit.AuditSettings()
     try:
         with _store() as store:
+            signer, sink = _signing(settings)
             shipped = None
             if settings.audit_siem_url:
                 shipped = audit.SiemForwarder(store, settings).cursor()
             report = audit.prune(
-                store, before=cut, now=now, actor=actor or _default_actor(), max_seq=shipped
+                store,
+                before=cut,
+                signer=signer,
+                sink=sink,
+                now=now,
+                actor=actor or _default_actor(),
+                max_seq=shipped,
             )
     except AmosError as err:
         raise _fail(err) from None
@@ -343,9 +358,15 @@ def hold_add(
 ) -> None:
     """Stop retention from removing any record of a folder until the hold is released."""
     try:
+        signer, sink = _signing(audit.AuditSettings())
         with _store() as store:
             hold_id = audit.place_hold(
-                store, folder=folder, reason=reason, actor=actor or _default_actor()
+                store,
+                folder=folder,
+                reason=reason,
+                actor=actor or _default_actor(),
+                signer=signer,
+                sink=sink,
             )
     except AmosError as err:
         raise _fail(err) from None
@@ -359,8 +380,11 @@ def hold_release(
 ) -> None:
     """Release a hold; retention may then remove the folder's old records again."""
     try:
+        signer, sink = _signing(audit.AuditSettings())
         with _store() as store:
-            released = audit.release_hold(store, hold_id, actor=actor or _default_actor())
+            released = audit.release_hold(
+                store, hold_id, actor=actor or _default_actor(), signer=signer, sink=sink
+            )
     except AmosError as err:
         raise _fail(err) from None
     typer.echo(f"hold {released.id} on folder {released.folder} released")
