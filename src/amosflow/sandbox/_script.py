@@ -1,22 +1,11 @@
-"""Run an untrusted Python script in a sandbox: gVisor (``runsc``) first, bubblewrap second.
+"""``code.python``: run an untrusted Python script once, in a fresh sandbox.
 
-Both backends give the script the same world (docs/decisions/0025-code-sandbox.md):
-
-* no network: gVisor's ``--network=none`` or bubblewrap's empty network namespace, each
-  with nothing but its own loopback;
-* an unprivileged user (uid 65534 when the worker runs as root, else the worker's own uid
-  inside a user namespace) with no capabilities;
-* a read-only root made of ``/usr`` (and the ``/bin``, ``/lib*`` links), the interpreter's
-  install, a small ``/tmp`` tmpfs, ``/proc``, ``/dev``, the script at ``/amos/in`` (read-only),
-  the result directory ``/amos/out`` and a fresh scratch directory ``/scratch`` (both
-  writable, both deleted afterwards); nothing else of the host's filesystem;
-* an environment of ``PATH``, ``LANG`` and ``HOME=/scratch`` only;
-* the interpreter started with ``-I -S -B``; a small runner sets hard resource limits
-  (address space, CPU seconds, file size, processes, no core files) and then runs the script.
-
-The wall clock is enforced from outside: the sandbox's process group is killed on expiry.
-The backend is picked by ``AMOS_SANDBOX`` (``auto``, ``gvisor`` or ``bubblewrap``); each one
-is probed once per process with a trivial script before it is trusted.
+The script gets the sandbox's world (see ``_world``) with the interpreter started with
+``-I -S -B``, the script read-only at ``/amos/in``, the result directory ``/amos/out`` and a
+scratch directory ``/scratch`` (both writable, both deleted afterwards) and an environment of
+``PATH``, ``LANG`` and ``HOME=/scratch``. A small runner sets hard resource limits (address
+space, CPU seconds, file size, processes, no core files) and then runs the script. The wall
+clock is enforced from outside: the sandbox's process group is killed on expiry.
 """
 
 from __future__ import annotations
@@ -27,61 +16,48 @@ import functools
 import json
 import logging
 import os
-import secrets
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from amosflow.errors import AmosError
+from amosflow.sandbox._world import (
+    _BINARIES,
+    BACKENDS,
+    MIB,
+    SANDBOX_ENV,
+    SANDBOX_GID,
+    SANDBOX_UID,
+    SCRATCH,
+    Backend,
+    Job,
+    Mount,
+    SandboxError,
+    SandboxUnavailableError,
+    as_root,
+    backend_binary,
+    bwrap_argv,
+    gvisor_argv,
+)
 
-__all__ = [
-    "BACKENDS",
-    "SANDBOX_ENV",
-    "Backend",
-    "Limits",
-    "Outcome",
-    "SandboxError",
-    "SandboxUnavailableError",
-    "backend_binary",
-    "detect_backend",
-    "probe",
-    "run_python",
-]
-
-Backend = Literal["gvisor", "bubblewrap"]
 Kind = Literal["ok", "error", "timeout", "memory", "cpu", "bad_result"]
-BACKENDS: tuple[Backend, ...] = ("gvisor", "bubblewrap")
-SANDBOX_ENV = "AMOS_SANDBOX"
-SANDBOX_UID = 65534  # nobody
-SANDBOX_GID = 65534  # nogroup
-MIB = 1024 * 1024
 MAX_FILE_BYTES = 1024 * MIB  # RLIMIT_FSIZE: no single file above 1 GiB
 MAX_PROCESSES = 256  # RLIMIT_NPROC
 MAX_RESULT_BYTES = 16 * MIB
-TMP_TMPFS_MB = 64
 RESULT_FILE = "result.json"
 STARTED_FILE = "started"
 KILL_GRACE_S = 5.0
 PROBE_TIMEOUT_S = 60.0
 
 # Paths inside the sandbox.
-SCRATCH = "/scratch"
-TMP = "/tmp"  # noqa: S108 - the sandbox's own small tmpfs, not the host's /tmp
 IN_DIR = "/amos/in"
 OUT_DIR = "/amos/out"
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 SANDBOX_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": SCRATCH}
-_ROOT_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
-_BINARIES: dict[Backend, str] = {"gvisor": "runsc", "bubblewrap": "bwrap"}
-# gVisor's ptrace platform needs neither KVM nor a recent runsc; it works in containers.
-RUNSC_FLAGS = ("--network=none", "--platform=ptrace")
 
 _log = logging.getLogger(__name__)
 
@@ -127,6 +103,7 @@ def _failed(status, message):
 
 
 def _main():
+    os.umask(0o077)  # what the script writes is its own, like the job directory around it
     memory, cpu, fsize, nproc, max_result = (int(arg) for arg in sys.argv[1:6])
     open(OUT + "/started", "w").close()
     raw = sys.stdin.buffer.read().decode("utf-8")
@@ -180,25 +157,6 @@ _main()
 """
 
 
-class SandboxUnavailableError(AmosError):
-    """No sandbox backend works on this machine (or the one asked for does not)."""
-
-    code = "amos.sandbox.unavailable"
-
-
-class SandboxError(AmosError):
-    """The sandbox itself failed (not the script): it did not start or it broke.
-
-    ``detail`` is the backend's last line of complaint, host paths replaced, for operators.
-    """
-
-    code = "amos.sandbox"
-
-    def __init__(self, message: str, detail: str = "") -> None:
-        self.detail = detail
-        super().__init__(message)
-
-
 @dataclass(frozen=True)
 class Limits:
     """What one run may use."""
@@ -222,18 +180,6 @@ class Outcome:
     backend: Backend
 
 
-def backend_binary(backend: Backend) -> str | None:
-    """The path of the backend's program (``runsc`` or ``bwrap``), or None if absent."""
-    name = _BINARIES[backend]
-    found = shutil.which(name)
-    if found is None:
-        for folder in ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"):
-            candidate = Path(folder) / name
-            if candidate.is_file() and os.access(candidate, os.X_OK):
-                return str(candidate)
-    return found
-
-
 def _interpreter() -> tuple[str, str | None]:
     """The Python the sandbox runs and the directory to mount for it (None: under /usr)."""
     if SYSTEM_PYTHON.exists():
@@ -243,72 +189,50 @@ def _interpreter() -> tuple[str, str | None]:
     return str(exe), (None if base.is_relative_to("/usr") else str(base))
 
 
-def _root_layout() -> tuple[list[tuple[str, str]], list[str]]:
-    """The host's ``/bin``-style links as (target, path) and the directories to mount."""
-    links: list[tuple[str, str]] = []
-    binds = ["/usr"]
-    for name in _ROOT_LINKS:
-        path = Path("/") / name
-        if path.is_symlink():
-            links.append((str(path.readlink()), str(path)))
-        elif path.is_dir():
-            binds.append(str(path))
-    _, prefix = _interpreter()
-    if prefix is not None:
-        binds.append(prefix)
-    return links, binds
-
-
-def _drop_to_nobody() -> bool:
-    """Whether the sandbox must be started as uid 65534 (the worker runs as root)."""
-    return os.geteuid() == 0
-
-
 @dataclass(frozen=True)
-class _Job:
-    """The host directory of one run: script, result, scratch and the backend's state."""
+class _ScriptJob:
+    """A job directory holding the script (``in``), the result (``out``) and ``scratch``."""
 
-    root: Path
+    job: Job
 
     @property
     def in_dir(self) -> Path:
-        return self.root / "in"
+        return self.job.root / "in"
 
     @property
     def out_dir(self) -> Path:
-        return self.root / "out"
+        return self.job.root / "out"
 
     @property
     def scratch(self) -> Path:
-        return self.root / "scratch"
-
-    @property
-    def bundle(self) -> Path:
-        return self.root / "bundle"
-
-    @property
-    def state(self) -> Path:
-        return self.root / "state"
+        return self.job.root / "scratch"
 
     @classmethod
-    def create(cls, script: str) -> _Job:
-        root = Path(tempfile.mkdtemp(prefix="amos-sandbox-"))
-        job = cls(root)
-        # Traversable but not listable: an unprivileged bwrap must reach the mount sources.
-        root.chmod(0o711)
-        job.in_dir.mkdir(mode=0o755)
-        job.in_dir.chmod(0o755)
-        script_file = job.in_dir / "script.py"
-        script_file.write_text(script, encoding="utf-8", errors="surrogatepass")
-        script_file.chmod(0o644)
-        for private in (job.out_dir, job.scratch):
-            private.mkdir(mode=0o700)
-            if _drop_to_nobody():
-                os.chown(private, SANDBOX_UID, SANDBOX_GID)
-        return job
+    def create(cls, backend: Backend, script: str) -> _ScriptJob:
+        job = Job.create(backend)
+        try:
+            job.directory("in", sandbox=True)
+            source = script.encode("utf-8", errors="surrogatepass")
+            job.file(job.root / "in" / "script.py", source, sandbox=True)
+            job.directory("out", sandbox=True)
+            job.directory("scratch", sandbox=True)
+        except BaseException:
+            job.remove()
+            raise
+        return cls(job)
+
+    def mounts(self) -> list[Mount]:
+        _, prefix = _interpreter()
+        interpreter = [Mount(Path(prefix), prefix)] if prefix is not None else []
+        return [
+            *interpreter,
+            Mount(self.in_dir, IN_DIR),
+            Mount(self.out_dir, OUT_DIR, writable=True),
+            Mount(self.scratch, SCRATCH, writable=True),
+        ]
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        self.job.remove()
 
 
 def _runner_argv(limits: Limits) -> list[str]:
@@ -328,107 +252,6 @@ def _runner_argv(limits: Limits) -> list[str]:
     ]
 
 
-@functools.cache
-def _bwrap_supports(binary: str, option: str) -> bool:
-    """Whether this bubblewrap knows ``option`` (``--disable-userns`` came in 0.8)."""
-    try:
-        shown = subprocess.run(  # noqa: S603 - a fixed argv
-            [binary, "--help"], capture_output=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return option.encode() in shown.stdout + shown.stderr
-
-
-def _bwrap_argv(binary: str, job: _Job, limits: Limits) -> list[str]:
-    links, binds = _root_layout()
-    argv = [binary, "--unshare-all", "--unshare-user", "--unshare-net"]
-    if _bwrap_supports(binary, "--disable-userns"):  # no nested user namespaces
-        argv.append("--disable-userns")
-    argv += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox"]
-    for path in binds:
-        argv += ["--ro-bind", path, path]
-    for target, path in links:
-        argv += ["--symlink", target, path]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
-    argv += ["--size", str(TMP_TMPFS_MB * MIB), "--tmpfs", TMP]
-    argv += ["--ro-bind", str(job.in_dir), IN_DIR]
-    argv += ["--bind", str(job.out_dir), OUT_DIR, "--bind", str(job.scratch), SCRATCH]
-    argv += ["--chdir", SCRATCH, "--remount-ro", "/", "--", *_runner_argv(limits)]
-    return argv
-
-
-def _oci_spec(job: _Job, limits: Limits) -> dict[str, Any]:
-    links, binds = _root_layout()
-    rootfs = job.bundle / "rootfs"
-    for target, path in links:
-        (rootfs / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-        (rootfs / path.lstrip("/")).symlink_to(target)
-    for path in (*binds, "/proc", "/dev", TMP, IN_DIR, OUT_DIR, SCRATCH):
-        (rootfs / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
-    mounts: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["mode=755"]},
-        {
-            "destination": TMP,
-            "type": "tmpfs",
-            "source": "tmpfs",
-            "options": ["nosuid", "nodev", "mode=1777", f"size={TMP_TMPFS_MB}m"],
-        },
-    ]
-    mounts += [
-        {"destination": path, "type": "bind", "source": path, "options": ["rbind", "ro"]}
-        for path in binds
-    ]
-    for source, destination, mode in (
-        (job.in_dir, IN_DIR, "ro"),
-        (job.out_dir, OUT_DIR, "rw"),
-        (job.scratch, SCRATCH, "rw"),
-    ):
-        mounts.append(
-            {
-                "destination": destination,
-                "type": "bind",
-                "source": str(source),
-                "options": ["rbind", mode, "nosuid", "nodev"],
-            }
-        )
-    no_caps: list[str] = []
-    return {
-        "ociVersion": "1.0.2",
-        "process": {
-            "terminal": False,
-            "user": {"uid": SANDBOX_UID, "gid": SANDBOX_GID},
-            "args": _runner_argv(limits),
-            "env": [f"{key}={value}" for key, value in SANDBOX_ENVIRONMENT.items()],
-            "cwd": SCRATCH,
-            "capabilities": {
-                "bounding": no_caps,
-                "effective": no_caps,
-                "inheritable": no_caps,
-                "permitted": no_caps,
-                "ambient": no_caps,
-            },
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs", "readonly": True},
-        "hostname": "sandbox",
-        "mounts": mounts,
-        "linux": {
-            "namespaces": [{"type": kind} for kind in ("pid", "network", "ipc", "uts", "mount")],
-        },
-    }
-
-
-def _gvisor_argv(binary: str, job: _Job, limits: Limits) -> list[str]:
-    job.bundle.mkdir(mode=0o700)
-    job.state.mkdir(mode=0o700)
-    spec = _oci_spec(job, limits)
-    (job.bundle / "config.json").write_text(json.dumps(spec), encoding="utf-8")
-    container = "amos-" + secrets.token_hex(8)
-    return [binary, f"--root={job.state}", *RUNSC_FLAGS, "run", f"--bundle={job.bundle}", container]
-
-
 @dataclass(frozen=True)
 class _Launch:
     argv: list[str]
@@ -438,21 +261,21 @@ class _Launch:
     extra_groups: list[int] | None
 
 
-def _launch(backend: Backend, job: _Job, limits: Limits) -> _Launch:
+def _launch(backend: Backend, job: _ScriptJob, limits: Limits) -> _Launch:
     binary = backend_binary(backend)
     if binary is None:
         raise SandboxUnavailableError(f"{_BINARIES[backend]} is not installed")
+    argv, env = _runner_argv(limits), SANDBOX_ENVIRONMENT
     if backend == "gvisor":
-        if os.geteuid() != 0:
+        if not as_root():
             raise SandboxUnavailableError("gVisor's runsc needs a worker running as root")
         # runsc itself sees only PATH; the sandboxed process gets the spec's environment.
-        return _Launch(
-            _gvisor_argv(binary, job, limits), {"PATH": "/usr/bin:/bin"}, None, None, None
-        )
-    argv = _bwrap_argv(binary, job, limits)
-    if _drop_to_nobody():
-        return _Launch(argv, dict(SANDBOX_ENVIRONMENT), SANDBOX_UID, SANDBOX_GID, [])
-    return _Launch(argv, dict(SANDBOX_ENVIRONMENT), None, None, None)
+        line = gvisor_argv(binary, job.job, job.mounts(), argv, env, cwd=SCRATCH)
+        return _Launch(line, {"PATH": "/usr/bin:/bin"}, None, None, None)
+    line = bwrap_argv(binary, job.mounts(), argv, env, cwd=SCRATCH)
+    if as_root():  # the user namespace then maps to nobody, not to host root
+        return _Launch(line, {"PATH": "/usr/bin:/bin"}, SANDBOX_UID, SANDBOX_GID, [])
+    return _Launch(line, {"PATH": "/usr/bin:/bin"}, None, None, None)
 
 
 def _decode(data: bytes, total: int) -> str:
@@ -462,7 +285,7 @@ def _decode(data: bytes, total: int) -> str:
     return text
 
 
-def _read_result(job: _Job) -> dict[str, Any] | None:
+def _read_result(job: _ScriptJob) -> dict[str, Any] | None:
     """The runner's result document, read without following links the script may plant."""
     path = job.out_dir / RESULT_FILE
     try:
@@ -519,12 +342,12 @@ def _from_exit(returncode: int, stderr: str, limits: Limits) -> tuple[Kind, str]
     return "error", f"the script's interpreter exited with status {returncode}"
 
 
-def _check_started(backend: Backend, job: _Job, returncode: int, stderr: str) -> None:
+def _check_started(backend: Backend, job: _ScriptJob, returncode: int, stderr: str) -> None:
     """Raise SandboxError when the runner never started: the backend itself failed."""
     if (job.out_dir / STARTED_FILE).exists():
         return
     _log.warning("%s sandbox failed to start (status %s): %s", backend, returncode, stderr)
-    lines = [line for line in stderr.replace(str(job.root), "<job>").splitlines() if line]
+    lines = [line for line in job.job.scrub(stderr).splitlines() if line]
     raise SandboxError(
         f"the {backend} sandbox failed to start (exit status {returncode})",
         lines[-1][:500] if lines else "",
@@ -533,7 +356,7 @@ def _check_started(backend: Backend, job: _Job, returncode: int, stderr: str) ->
 
 def _outcome(
     backend: Backend,
-    job: _Job,
+    job: _ScriptJob,
     *,
     returncode: int,
     timed_out: bool,
@@ -595,7 +418,7 @@ async def run_python(
     """
     chosen = backend if backend is not None else await asyncio.to_thread(detect_backend)
     payload = json.dumps(inputs, allow_nan=False).encode()
-    job = await asyncio.to_thread(_Job.create, script)
+    job = await asyncio.to_thread(_ScriptJob.create, chosen, script)
     try:
         launch = _launch(chosen, job, limits)
         started = time.monotonic()
@@ -651,7 +474,7 @@ async def run_python(
 
 def _run_sync(backend: Backend, script: str, inputs: Any, limits: Limits) -> Outcome:
     """The blocking twin of run_python, for the probe (no event loop needed)."""
-    job = _Job.create(script)
+    job = _ScriptJob.create(backend, script)
     try:
         launch = _launch(backend, job, limits)
         started = time.monotonic()
@@ -737,4 +560,4 @@ def detect_backend() -> Backend:
         if problem is None:
             return backend
         reasons.append(f"{backend}: {problem}")
-    raise SandboxUnavailableError("no working sandbox for code.python (" + "; ".join(reasons) + ")")
+    raise SandboxUnavailableError("no working sandbox (" + "; ".join(reasons) + ")")
