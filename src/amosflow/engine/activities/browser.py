@@ -7,6 +7,10 @@ Chromium per worker process, launched on first use, shared by every loop of the 
 closed when the process exits (or by ``shutdown``). Each job gets its own browser context, so
 no cookie or storage outlives it, and its failures name the command (``/commands/3: click
 #submit timed out after 5s``) with every secret value masked.
+
+Every connection the context opens — pages, sub-requests, redirects, WebSockets, workers —
+goes through the job's own ``egress.EgressProxy``, which resolves the host once, checks it
+against the run's policy and connects to the checked address (decision 0047).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from playwright.async_api import async_playwright
@@ -47,7 +52,15 @@ from amosflow.errors import ActionError
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
-    from playwright.async_api import Browser, BrowserContext, Download, Page, Playwright, Route
+    from playwright.async_api import (
+        APIResponse,
+        Browser,
+        BrowserContext,
+        Download,
+        Page,
+        Playwright,
+        Route,
+    )
 
     from amosflow.artifacts import ArtifactStore
 
@@ -55,7 +68,8 @@ T = TypeVar("T")
 
 CHROMIUM_ENV = "AMOS_CHROMIUM"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
-# No traffic of Chromium's own (updates, sync, field trials, QUIC probes) and no GPU.
+# No traffic of Chromium's own (updates, sync, field trials, QUIC probes) and no GPU; WebRTC
+# may not send UDP, which no proxy sees (STUN or media to any address a page names).
 CHROMIUM_FLAGS = (
     "--disable-gpu",
     "--disable-background-networking",
@@ -63,7 +77,12 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--no-first-run",
     "--disable-quic",
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",
 )
+# Chromium sends loopback destinations past a proxy unless its bypass list says this; named
+# here, not left to Playwright, which drops it when PLAYWRIGHT_DISABLE_FORCED_CHROMIUM_
+# PROXIED_LOOPBACK is set in the worker's environment.
+PROXY_LOOPBACK_TOO = "<-loopback>"
 ALLOWED_SCHEMES = frozenset({"http", "https"})
 CLOSE_TIMEOUT_S = 10.0
 
@@ -113,26 +132,45 @@ async def admit(url: str, policy: egress.EgressPolicy) -> None:
 
 
 async def _guard(policy: egress.EgressPolicy, route: Route) -> None:
-    """The context's route handler: let a request go only if the egress policy opens it.
-
-    Chromium follows redirects without asking the route again, so the request is made here
-    (without following redirects) and a redirect's target is checked before the browser
-    sees it; following it then is a new request that comes through here too.
-    """
-    url = route.request.url
-    if urlsplit(url).scheme.lower() in _LOCAL_SCHEMES:
+    """The context's route handler: refuse early what the egress policy does not open."""
+    if urlsplit(route.request.url).scheme.lower() in _LOCAL_SCHEMES:
         await route.continue_()
         return
     try:
+        outcome = await _fetch_checked(policy, route)
+    except PlaywrightError:
+        outcome = "failed"
+    if isinstance(outcome, str):
+        with contextlib.suppress(PlaywrightError):  # the context may be closing
+            await route.abort(outcome)
+        return
+    await route.fulfill(response=outcome)
+
+
+async def _fetch_checked(policy: egress.EgressPolicy, route: Route) -> APIResponse | str:
+    """The response to give the page, or the error code to abort the request with.
+
+    Chromium follows redirects without asking the route again, so the request is made here
+    (without following redirects) and a redirect's target is checked before the browser
+    sees it; following it then is a new request that comes through here too. The fetch
+    itself goes through the job's egress proxy, which resolves again and connects only to
+    the address it checked; its refusal (a rebinding answer) aborts the request too.
+    """
+    url = route.request.url
+    try:
         await admit(url, policy)
         response = await route.fetch(max_redirects=0)
+        proxy_answer = response.headers.get(egress.ANSWER_HEADER)
+        if proxy_answer is not None:
+            return "blockedbyclient" if proxy_answer == "refused" else "connectionfailed"
         location = response.headers.get("location")
         if REDIRECT_MIN <= response.status < REDIRECT_MAX and location:
             await admit(urljoin(url, location), policy)
     except ActionError:
-        await route.abort("blockedbyclient")
-        return
-    await route.fulfill(response=response)
+        return "blockedbyclient"
+    except (httpcore.ConnectError, httpcore.ConnectTimeout):
+        return "namenotresolved"
+    return response
 
 
 def _chromium_env(home: Path) -> dict[str, str | float | bool]:
@@ -255,9 +293,9 @@ class _Session:
 
     context: BrowserContext
     page: Page
+    proxy: egress.EgressProxy
+    policy: egress.EgressPolicy
     downloads: list[Download] = field(default_factory=list)
-
-    policy: egress.EgressPolicy | None = None
 
     @classmethod
     async def open(
@@ -265,15 +303,22 @@ class _Session:
     ) -> _Session:
         """A fresh context (no cookies, no storage) with one page; downloads are kept.
 
-        Every request the page makes — navigations, redirects, scripts, images, XHR — passes
-        the run's egress policy first; a refused one is aborted before it leaves.
+        The context reaches the network only through its own egress proxy, so every
+        connection (WebSockets and workers' requests included) is checked and pinned to the
+        checked address; the route handler also refuses a request, or a redirect, early.
         """
         browser = await _HOST.browser()
-        context = await browser.new_context(
-            viewport={"width": params.viewport.width, "height": params.viewport.height},
-            accept_downloads=True,
-            service_workers="block",
-        )
+        proxy = await egress.EgressProxy(policy).start()
+        try:
+            context = await browser.new_context(
+                viewport={"width": params.viewport.width, "height": params.viewport.height},
+                accept_downloads=True,
+                service_workers="block",
+                proxy={"server": proxy.url, "bypass": PROXY_LOOPBACK_TOO},
+            )
+        except BaseException:
+            await proxy.aclose()
+            raise
         try:
             context.set_default_timeout(timeout_ms)
             await context.route("**/*", partial(_guard, policy))
@@ -285,9 +330,12 @@ class _Session:
             context.on("page", lambda page: page.on("download", keep))
             page = await context.new_page()
         except BaseException:
-            await context.close()
+            try:
+                await context.close()
+            finally:
+                await proxy.aclose()
             raise
-        return cls(context, page, downloads, policy)
+        return cls(context, page, proxy, policy, downloads)
 
     async def perform(self, command: BrowserCommand, timeout_ms: float) -> Any:
         """Do one command; an extract returns its value, a screenshot its PNG bytes."""
@@ -295,8 +343,7 @@ class _Session:
         match command:
             case BrowserGoto():
                 url = checked_url(command.url)
-                if self.policy is not None:
-                    await admit(url, self.policy)
+                await admit(url, self.policy)
                 await page.goto(url, timeout=timeout_ms)
             case BrowserClick(download=True):
                 async with page.expect_download(timeout=timeout_ms):
@@ -350,9 +397,12 @@ class _Session:
         return self.page.url, files
 
     async def close(self) -> None:
-        """Close the context and with it every page, cookie, storage and download file."""
-        with contextlib.suppress(PlaywrightError):
-            await self.context.close()
+        """Close the context (pages, cookies, storage, downloads), then its egress proxy."""
+        try:
+            with contextlib.suppress(PlaywrightError):
+                await self.context.close()
+        finally:
+            await self.proxy.aclose()
 
 
 def table_rows(headers: list[str], rows: list[list[str]]) -> list[dict[str, str]]:
