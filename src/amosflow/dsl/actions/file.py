@@ -8,9 +8,17 @@ path (literal or computed) is checked again where the action runs (decision 0027
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from amosflow.dsl.actions import ActionSpec, Expr, WithModel, register
 from amosflow.dsl.models import EXPRESSION_MARK, RENDERED
@@ -22,10 +30,35 @@ MAX_READ_BYTES = 256 * 1024 * 1024
 MAX_WRITE_CHARS = 16 * 1024 * 1024 * 4 // 3 + 4  # 16 MiB once base64 is decoded
 MAX_LIST_ENTRIES = 100_000
 DEFAULT_LIST_ENTRIES = 10_000
+DEFAULT_FILE_MODE = 0o600
+FILE_MODE_PATTERN = r"^0?[0-7]{3}$"
 
 RootName = Annotated[str, StringConstraints(pattern=ROOT_NAME_PATTERN)]
 Encoding = Literal["utf-8", "base64"]
 MaxEntries = Annotated[int, Field(ge=1, le=MAX_LIST_ENTRIES)]
+
+
+def _check_mode(value: str) -> str:
+    if not re.fullmatch(FILE_MODE_PATTERN, value):
+        raise ValueError(f"{value[:20]!r} is not octal permission bits such as '0600' or '0640'")
+    mode = int(value, 8)
+    if mode & 0o002:
+        raise ValueError(f"mode {value} lets every user write the file; drop the last 2")
+    if not mode & 0o400:
+        raise ValueError(f"mode {value} does not let the owner read the file")
+    return value
+
+
+FileMode = Annotated[
+    str,
+    AfterValidator(_check_mode),
+    WithJsonSchema({"type": "string", "pattern": FILE_MODE_PATTERN, "examples": ["0600", "0640"]}),
+]
+
+
+def file_mode(value: str | None) -> int:
+    """The permission bits ``file.write`` gives a file: ``mode`` as octal, else 0600."""
+    return DEFAULT_FILE_MODE if value is None else int(value, 8)
 
 
 def path_problem(path: str) -> str | None:
@@ -84,6 +117,10 @@ class FileWriteWith(_FileWith):
     place with one rename, so a reader sees the old file or the new one, never half of it.
     ``overwrite: false`` (the default) refuses an existing file, unless it already holds
     exactly these bytes (a retried write). ``parents: true`` creates missing directories.
+    ``mode`` (octal text such as ``"0640"``; the owner must read it, other users may not
+    write it) sets the file's permission bits, exactly, whatever the process umask; without
+    it the file is ``0600``, whether it is new or replaces another. Directories it creates
+    are ``0700``, plus read and search for the group or others where ``mode`` lets them read.
     Output: ``{"root", "path", "size", "sha256", "created"}``.
     """
 
@@ -92,6 +129,7 @@ class FileWriteWith(_FileWith):
     encoding: Expr[Encoding] = "utf-8"
     overwrite: Expr[bool] = False
     parents: Expr[bool] = False
+    mode: Expr[FileMode] | None = None
 
 
 class FileListWith(_FileWith):

@@ -14,6 +14,9 @@ Safe by construction (decision 0027):
   target's directory, are synced, and are renamed into place; without ``overwrite`` the
   rename is a hard link that fails when the name exists, so an existing file is never
   replaced, even by a racing writer.
+- A written file is ``0600`` (or the action's ``mode``) from the moment it exists, and a
+  directory made for it ``0700`` (plus read and search where ``mode`` grants read), so
+  nothing a flow writes is readable by other users unless the flow says so.
 - A refusal is ``FileAccessDenied`` (not retryable) and names the root and the relative
   path only, never a host path.
 """
@@ -46,8 +49,7 @@ if TYPE_CHECKING:
     from amosflow.artifacts import ArtifactStore
 
 SETTING = "AMOS_FILE_ROOTS"
-FILE_MODE = 0o644
-DIR_MODE = 0o755
+DIR_MODE = 0o700
 CHUNK = 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -128,9 +130,20 @@ def _check_inside(target: _Target, fd: int) -> None:
         raise _RefusedError(f"{_where(target)}: resolves outside the root")
 
 
+def dir_mode(mode: int) -> int:
+    """The bits of a directory made for a file of ``mode``: 0700, plus r-x where it reads."""
+    readers = mode & 0o044
+    return DIR_MODE | readers | (readers >> 2)
+
+
 @contextlib.contextmanager
-def _open_dir(target: _Target, parts: tuple[str, ...], *, create: bool = False) -> Iterator[int]:
-    """A descriptor of the directory ``parts`` below the root, walked without following links."""
+def _open_dir(
+    target: _Target, parts: tuple[str, ...], *, create: int | None = None
+) -> Iterator[int]:
+    """A descriptor of the directory ``parts`` below the root, walked without following links.
+
+    With ``create`` (the new directories' mode), missing directories are made.
+    """
     try:
         fd = os.open(target.root_real, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
@@ -152,15 +165,23 @@ def _open_dir(target: _Target, parts: tuple[str, ...], *, create: bool = False) 
         os.close(fd)
 
 
-def _open_child_dir(parent: int, name: str, *, create: bool) -> int:
+def _open_child_dir(parent: int, name: str, *, create: int | None) -> int:
     try:
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except FileNotFoundError:
-        if not create:
+        if create is None:
             raise
-    with contextlib.suppress(FileExistsError):  # made by someone else meanwhile: open it
-        os.mkdir(name, DIR_MODE, dir_fd=parent)
-    return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    try:
+        os.mkdir(name, create, dir_fd=parent)
+    except FileExistsError:  # made by someone else meanwhile: open it as it is
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+    try:
+        os.fchmod(fd, create)  # exactly, whatever the umask took away
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 # -- read ------------------------------------------------------------------------------------
@@ -238,7 +259,9 @@ def _decode(target: _Target, content: str, encoding: str) -> bytes:
         ) from None
 
 
-def _write(target: _Target, data: bytes, *, overwrite: bool, parents: bool) -> dict[str, Any]:
+def _write(
+    target: _Target, data: bytes, *, overwrite: bool, parents: bool, mode: int
+) -> dict[str, Any]:
     if not target.parts:
         raise _RefusedError(f"{_where(target)}: is the root directory, not a file")
     name = target.parts[-1]
@@ -249,7 +272,7 @@ def _write(target: _Target, data: bytes, *, overwrite: bool, parents: bool) -> d
         "size": len(data),
         "sha256": digest,
     }
-    with _open_dir(target, target.parts[:-1], create=parents) as parent:
+    with _open_dir(target, target.parts[:-1], create=dir_mode(mode) if parents else None) as parent:
         existing = _lstat(target, parent, name)
         if existing is not None:
             if stat.S_ISLNK(existing.st_mode):
@@ -267,7 +290,7 @@ def _write(target: _Target, data: bytes, *, overwrite: bool, parents: bool) -> d
             fd = os.open(
                 tmp,
                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                FILE_MODE,
+                0o600,  # owner only until fchmod below sets the bits asked for
                 dir_fd=parent,
             )
         except OSError as err:
@@ -275,6 +298,7 @@ def _write(target: _Target, data: bytes, *, overwrite: bool, parents: bool) -> d
         try:
             try:
                 with os.fdopen(fd, "wb", closefd=True) as handle:
+                    os.fchmod(handle.fileno(), mode)
                     handle.write(data)
                     handle.flush()
                     os.fsync(handle.fileno())
@@ -446,7 +470,13 @@ async def write(ctx: ActionContext, params: Any) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         target = _target(params.root, params.path)
         data = _decode(target, params.content, params.encoding)
-        return _write(target, data, overwrite=params.overwrite, parents=params.parents)
+        return _write(
+            target,
+            data,
+            overwrite=params.overwrite,
+            parents=params.parents,
+            mode=spec.file_mode(params.mode),
+        )
 
     return await _run(ctx, "file.write", work)
 
