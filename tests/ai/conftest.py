@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,11 @@ from amosflow.config import EngineSettings
 from amosflow.store import Store, open_store
 from tests.api.conftest import Node, running_node
 from tests.support.llama import MODEL_ID, LlamaServer, model_revision
+from tests.support.mcp_servers import NOTES
+
+SANDBOX_UID = 65534  # who a root worker's sandboxed MCP servers run as
+#: The state directories the MCP tests give their stdio notes servers, under ``tmp_path``.
+MCP_STATE_DIRS = ("notes", "crm")
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +76,23 @@ def ai_node(settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats)
         finally:
             runtime.install(previous)
             store.dispose()
+
+
+def sandbox_writable(path: Path) -> Path:
+    """Make ``path`` a directory a sandboxed MCP server may write (it runs as 65534 under root)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(path, SANDBOX_UID, SANDBOX_UID)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def mcp_sandbox_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stdio notes servers run sandboxed: their program readable, their state dirs writable.
+
+    A sandboxed server sees no host path it is not given (decision 0045), so the tests give
+    it the test servers' directory and the state directories they name.
+    """
+    states = [sandbox_writable(tmp_path / name) for name in MCP_STATE_DIRS]
+    monkeypatch.setenv("AMOS_MCP_SANDBOX_READ", str(NOTES.parent))
+    monkeypatch.setenv("AMOS_MCP_SANDBOX_WRITE", ",".join(str(state) for state in states))

@@ -9,6 +9,12 @@ job directory is deleted when the block ends.
 The program sees the sandbox's world (``_world``): ``/usr``, the paths it is given
 (read-only or writable, each at its own path), a fresh writable ``/scratch`` as ``HOME``
 and working directory, and no network but its own loopback.
+
+With ``proxy``, its one way out is an HTTP proxy: a small bridge inside the sandbox listens
+on the sandbox's own ``127.0.0.1:3128`` (``HTTP_PROXY`` and ``HTTPS_PROXY`` point there)
+and carries each connection over a Unix socket in the job directory to the host, where the
+caller serves the proxy and decides where each connection may go. The network namespace is
+never shared with the host.
 """
 
 from __future__ import annotations
@@ -44,6 +50,67 @@ if TYPE_CHECKING:
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 ERROR_TAIL_BYTES = 8192
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+PROXY_DIR = "/amos/net"
+PROXY_SOCKET = "proxy.sock"
+PROXY_PORT = 3128
+PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
+# Inside the sandbox, in front of the program: listen on the sandbox's loopback, relay each
+# connection to the host's proxy socket, and end with the program's exit status. Keep it
+# compatible with any Python 3.8+, since the interpreter may be the system's.
+BRIDGE = r"""
+import os, select, signal, socket, sys, threading
+
+SOCKET, PORT, PROGRAM = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+
+
+def _relay(client):
+    upstream = socket.socket(socket.AF_UNIX)
+    try:
+        upstream.connect(SOCKET)
+        peers = {client: upstream, upstream: client}
+        while peers:
+            ready, _, _ = select.select(list(peers), [], [])
+            for sock in ready:
+                data = sock.recv(65536)
+                if data:
+                    peers[sock].sendall(data)
+                else:
+                    peers.pop(sock).shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        client.close()
+        upstream.close()
+
+
+def _serve(listener):
+    while True:
+        client, _ = listener.accept()
+        threading.Thread(target=_relay, args=(client,), daemon=True).start()
+
+
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", PORT))
+listener.listen(64)
+child = os.fork()
+if child == 0:
+    listener.close()
+    try:
+        os.execvp(PROGRAM[0], PROGRAM)
+    except OSError as exc:
+        sys.stderr.write("cannot start %s: %s\n" % (PROGRAM[0], exc.strerror))
+        os._exit(127)
+quiet = os.open(os.devnull, os.O_RDWR)
+os.dup2(quiet, 0)
+os.dup2(quiet, 1)
+for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(number, lambda signum, frame: os.kill(child, signum))
+threading.Thread(target=_serve, args=(listener,), daemon=True).start()
+_, status = os.waitpid(child, 0)
+os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status))
+"""
 # Started by a root worker, bubblewrap must run as the sandbox user (its user namespace then
 # maps to nobody, not to host root). The caller starts the command itself, so the command
 # drops its privileges first: the worker's own interpreter, isolated, then exec.
@@ -74,6 +141,7 @@ class SandboxedCommand:
     env: dict[str, str]
     backend: Backend
     stderr: Path
+    proxy_socket: Path | None
     _job: Job
 
     def last_error(self) -> str:
@@ -158,13 +226,16 @@ def sandboxed_command(
     read_only: Sequence[Path] = (),
     writable: Sequence[Path] = (),
     worker_python: bool = False,
+    proxy: bool = False,
 ) -> Iterator[SandboxedCommand]:
     """Prepare a sandbox for ``program`` and yield the command that runs it there.
 
     ``read_only`` and ``writable`` are host paths the program sees at the same path, and
     with ``worker_python`` the worker's own Python install and virtual environment too
     (read-only), so a Python program can use the packages installed with the platform.
-    The environment is ``PATH``, ``LANG`` and ``HOME=/scratch``, then ``env``.
+    The environment is ``PATH``, ``LANG`` and ``HOME=/scratch``, then ``env``. With
+    ``proxy``, the caller must serve an HTTP proxy on ``proxy_socket`` before it starts the
+    command: the program's only way out (see the module).
 
     Raises:
         SandboxUnavailableError: the backend's program is missing (or gVisor without root).
@@ -185,18 +256,41 @@ def sandboxed_command(
         if backend == "bubblewrap" and not reachable_by_sandbox(mount.source):
             raise SandboxError(f"the sandbox user cannot reach {mount.source}")
     _find_program(program[0], inner["PATH"], mounts)
+    if proxy:
+        bridge = _bridge_python(mounts)
+        names = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+        inner |= dict.fromkeys(names, PROXY_URL) | dict.fromkeys(("NO_PROXY", "no_proxy"), "")
+        socket = f"{PROXY_DIR}/{PROXY_SOCKET}"
+        program = [bridge, "-I", "-S", "-c", BRIDGE, socket, str(PROXY_PORT), *program]
     job = Job.create(backend)
     try:
         scratch = job.directory("scratch", sandbox=True)
         stderr = job.file(job.root / "stderr", b"", sandbox=False)
         mounts.append(Mount(scratch, SCRATCH, writable=True))
+        proxy_socket = None
+        if proxy:
+            net = job.directory("net", sandbox=True)
+            mounts.append(Mount(net, PROXY_DIR))
+            proxy_socket = net / PROXY_SOCKET
         if backend == "gvisor":
-            argv = gvisor_argv(binary, job, mounts, program, inner, cwd=SCRATCH)
+            argv = gvisor_argv(binary, job, mounts, program, inner, cwd=SCRATCH, host_sockets=proxy)
         else:
             argv = bwrap_argv(binary, mounts, program, inner, cwd=SCRATCH)
             if as_root():
                 drop = [sys.executable, "-I", "-S", "-c", _DROP_PRIVILEGES]
                 argv = [*drop, str(SANDBOX_GID), str(SANDBOX_UID), *argv]
-        yield SandboxedCommand(argv, {"PATH": "/usr/bin:/bin"}, backend, stderr, job)
+        env = {"PATH": "/usr/bin:/bin"}
+        yield SandboxedCommand(argv, env, backend, stderr, proxy_socket, job)
     finally:
         job.remove()
+
+
+def _bridge_python(mounts: Sequence[Mount]) -> str:
+    """The interpreter that runs the network bridge inside the sandbox."""
+    for python in (str(SYSTEM_PYTHON), sys.executable):
+        try:
+            _find_program(python, DEFAULT_PATH, mounts)
+        except ProgramNotFoundError:
+            continue
+        return python
+    raise SandboxError("no Python inside the sandbox to carry the program's network traffic")

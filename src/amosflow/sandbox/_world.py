@@ -252,12 +252,18 @@ def bwrap_argv(
 
 
 def _skeleton_dir(rootfs: Path, path: Path) -> None:
-    """Make ``path`` and its missing parents under ``rootfs``: 0711, traversable, not listable."""
+    """Make ``path`` and its missing parents under ``rootfs``, 0700 and the sandbox user's.
+
+    They are the sandbox's root directory and its mount points: the sandbox user walks and
+    lists them, nobody else needs to.
+    """
     missing = [path, *(p for p in path.parents if p.is_relative_to(rootfs))]
     for folder in reversed(missing):
         if not folder.exists():
-            folder.mkdir(mode=0o711)
-            folder.chmod(0o711)  # the sandbox user walks through the mount points' parents
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)
+            if as_root():
+                os.chown(folder, SANDBOX_UID, SANDBOX_GID)
 
 
 def _mount_point(rootfs: Path, target: str, *, is_dir: bool) -> None:
@@ -343,11 +349,17 @@ def gvisor_argv(
     env: Mapping[str, str],
     *,
     cwd: str,
+    host_sockets: bool = False,
 ) -> list[str]:
-    """The ``runsc run`` command line for ``argv``, its bundle and state in the job directory."""
+    """The ``runsc run`` command line for ``argv``, its bundle and state in the job directory.
+
+    ``host_sockets`` lets the sandbox connect to host Unix sockets in its mounts (the only
+    way out of ``--network=none``; see ``_command``'s egress proxy).
+    """
     job.directory("bundle", sandbox=False)
     job.directory("state", sandbox=False)
     spec = _oci_spec(job, mounts, argv, env, cwd=cwd)
     job.file(job.bundle / "config.json", json.dumps(spec).encode(), sandbox=False)
     container = "amos-" + secrets.token_hex(8)
-    return [binary, f"--root={job.state}", *RUNSC_FLAGS, "run", f"--bundle={job.bundle}", container]
+    flags = [*RUNSC_FLAGS, *(["--host-uds=open"] if host_sockets else [])]
+    return [binary, f"--root={job.state}", *flags, "run", f"--bundle={job.bundle}", container]

@@ -1,8 +1,11 @@
 """The governed MCP gateway: server definitions, approval pins, guarded and receipted tool calls.
 
 Contract: a step reaches MCP tools only through ``McpGateway``, by qualified names
-(``server.tool``) from its allowlist. Every call is checked (scope, approval pins, outbound
-DLP, cross-server chains), audited, and answered with a receipt signed by the gateway.
+(``server.tool``) from its allowlist. A server is started or connected to only when its
+current definition is approved; a stdio server runs in a fresh sandbox, an HTTP one is
+reached through the egress policy (decisions 0045, 0046). Every call is checked (scope,
+approval pins, outbound DLP, cross-server chains), audited, and answered with a receipt
+signed by the gateway.
 """
 
 from amosflow.ai.mcp._definition import KIND, Approval, McpServer, ServerPolicy, parse_server

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from amosflow.catalog import register_kind
 from amosflow.dsl import content_hash
+from amosflow.egress import AllowEntry, EgressPolicyError
 from amosflow.errors import Diagnostic, ValidationFailedError
 
 KIND = "mcp-servers"
@@ -76,18 +77,38 @@ class McpServer(_Frozen):
     env: dict[str, str] = Field(
         default_factory=dict, description="stdio: extra environment (no secrets: it is in Git)."
     )
+    egress_allow: list[str] | None = Field(
+        default=None,
+        description=(
+            "stdio: where the server may connect (egress allow entries: host, *.suffix, IP,"
+            " CIDR, optional :port), through an HTTP proxy that also applies the run's egress"
+            " policy; absent, the server has no network at all."
+        ),
+    )
     url: str | None = Field(default=None, description="http: the streamable HTTP endpoint.")
     timeout_s: float = Field(default=30.0, gt=0, le=600, description="Per request.")
     policy: ServerPolicy = Field(default_factory=ServerPolicy)
     approval: Approval | None = None
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _entries_parse(cls, entries: list[str] | None) -> list[str] | None:
+        for entry in entries or []:
+            try:
+                AllowEntry.parse(entry)
+            except EgressPolicyError as err:
+                raise ValueError(str(err)) from None
+        return entries
 
     @model_validator(mode="after")
     def _transport_fields(self) -> Self:
         if self.transport == "stdio" and (self.command is None or self.url is not None):
             raise ValueError("a stdio server needs 'command' and no 'url'")
         if self.transport == "http":
-            if self.url is None or self.command is not None or self.env:
-                raise ValueError("an http server needs 'url' and no 'command' or 'env'")
+            if self.url is None or self.command is not None or self.env or self.egress_allow:
+                raise ValueError(
+                    "an http server needs 'url' and no 'command', 'env' or 'egress_allow'"
+                )
             if not re.match(r"^https?://", self.url):
                 raise ValueError("'url' must be an http:// or https:// URL")
         return self

@@ -1,9 +1,11 @@
 """The governed MCP gateway: every tool call of a step passes its guards, is audited and receipted.
 
-Guards, in the order a call meets them: scope (the step's allowlist and the server's own
-policy), approval (the server's definition and the tool's pin, re-hashed on every listing:
-the rug-pull guard), outbound DLP (secrets in use, configured patterns) and cross-server
-chains (a server whose results the step has seen may forbid its data flowing to another).
+Before any server starts or is connected to, each one the step names must be approved as
+it is defined now. Guards, in the order a call meets them: scope (the step's allowlist and
+the server's own policy), approval (the server's definition and the tool's pin, re-hashed
+on every listing: the rug-pull guard), outbound DLP (secrets in use, configured patterns)
+and cross-server chains (a server whose results the step has seen may forbid its data
+flowing to another).
 A call that passes is audited with the hashes of its arguments and result and answered with
 a receipt the gateway signs; a call that fails a guard never reaches the server and is
 audited as denied, without the values.
@@ -11,6 +13,7 @@ audited as denied, without the values.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
@@ -143,12 +146,19 @@ class McpGateway:
         self.calls: list[ToolCallResult] = []
 
     async def __aenter__(self) -> Self:
+        named = sorted({split_qualified(q)[0] for q in self._allowlist})
+        # A server's command runs, or its URL is connected to, only once its definition is
+        # approved as it stands: an edit cannot get a new program started on the worker.
+        entries = [self._entries[name] for name in named if name in self._entries]
+        for entry in entries:
+            problem = self._definition_problem(entry.server)
+            if problem is not None:
+                raise self._deny(entry, entry.server.name, "unapproved", problem)
         await self._stack.__aenter__()
         try:
-            for name in sorted({split_qualified(q)[0] for q in self._allowlist}):
-                entry = self._entries.get(name)
-                if entry is None:
-                    continue  # its tools stay unknown, and a call to one is refused as out of scope
+            for entry in entries:
+                # A name without a definition stays unknown: its tools are out of scope.
+                name = entry.server.name
                 opening = open_session(entry.server, self._egress)
                 session = await self._stack.enter_async_context(opening)
                 self._open[name] = _Open(entry, session)
@@ -163,8 +173,13 @@ class McpGateway:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with contextlib.suppress(Exception):
+        try:
             await self._stack.__aexit__(exc_type, exc, tb)
+        except McpError:
+            if isinstance(exc, asyncio.CancelledError):
+                raise  # a session broke and the SDK cancelled the step: say which, and why
+        except Exception:  # noqa: S110 - teardown noise; the step's own error stands
+            pass
 
     async def list_tools(self) -> list[GatewayTool]:
         """The approved, unchanged tools of the allowlist; each changed or new one is audited."""
@@ -273,13 +288,28 @@ class McpGateway:
         return allowed is None or tool_name in allowed
 
     @staticmethod
-    def _approval_problem(server: McpServer, tool: types.Tool) -> str | None:
+    def _definition_problem(server: McpServer) -> str | None:
+        """Why the server may not be started or reached as defined, or None when it may."""
         approval = server.approval
         if approval is None:
-            return f"server {server.name!r} is not approved"
+            return (
+                f"MCP server {server.name!r} is not approved; an administrator must approve it"
+                " before flows can start or reach it"
+            )
         if approval.definition != server.definition_hash():
-            return f"server {server.name!r} changed since its approval"
-        pinned = approval.tools.get(tool.name)
+            return (
+                f"MCP server {server.name!r} changed since its approval; an administrator must"
+                " approve it again before flows can start or reach it"
+            )
+        return None
+
+    @classmethod
+    def _approval_problem(cls, server: McpServer, tool: types.Tool) -> str | None:
+        problem = cls._definition_problem(server)
+        if problem is not None:
+            return problem
+        assert server.approval is not None  # _definition_problem made sure
+        pinned = server.approval.tools.get(tool.name)
         if pinned is None:
             return "the tool was not listed when the server was approved"
         if pinned != tool_pin(tool):
@@ -302,6 +332,7 @@ class McpGateway:
             details={"scope": self.scope, "reason": reason, "why": why},
             outcome="denied",
         )
+        what = "tool" if "." in qualified else "server"
         return ToolBlockedError(
-            f"tool {qualified} blocked ({reason}): {why}", tool=qualified, reason=reason
+            f"{what} {qualified} blocked ({reason}): {why}", tool=qualified, reason=reason
         )
