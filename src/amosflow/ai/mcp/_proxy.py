@@ -31,6 +31,7 @@ MAX_HEAD_BYTES = 16 * 1024
 HEAD_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 30.0
 CHUNK_BYTES = 64 * 1024
+HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authorization"})
 SANDBOX_UID = 65534  # a root worker's sandboxes run as nobody, who must reach the socket
 
 _log = logging.getLogger(__name__)
@@ -79,6 +80,21 @@ def _listening_socket(path: Path) -> socket.socket:
     sock.listen(64)
     sock.setblocking(False)  # noqa: FBT003 - the socket module's own signature
     return sock
+
+
+def _origin_request(method: str, path: str, version: str, headers: bytes) -> bytes:
+    """The request to send upstream: origin-form, and the last one on this connection.
+
+    A client may send its next request for another host down the same connection; closing
+    after one answer keeps every request on a connection that was checked for its host.
+    """
+    kept = [
+        header
+        for header in headers.decode("latin-1").split("\r\n")
+        if header and header.partition(":")[0].strip().lower() not in HOP_HEADERS
+    ]
+    lines = [f"{method} {path} {version}", *kept, "Connection: close", "", ""]
+    return "\r\n".join(lines).encode("latin-1")
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -162,7 +178,7 @@ class EgressProxy:
             if path is None:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             else:
-                upstream_writer.write(f"{method} {path} {version}\r\n".encode("latin-1") + headers)
+                upstream_writer.write(_origin_request(method, path, version, headers))
             await asyncio.gather(_pipe(reader, upstream_writer), _pipe(upstream_reader, writer))
         finally:
             upstream_writer.close()
