@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from amosflow import audit
 from amosflow.errors import AuditError, ConflictError, NotFoundError, ValidationFailedError
@@ -321,7 +321,7 @@ def test_a_deleted_anchor_is_reported(store: Store, checkpointer: audit.Checkpoi
     """Without its anchor, a pruned chain is missing its first records."""
     _pruned(store, checkpointer)
     with store.session() as session:
-        session.execute(AuditAnchorRow.__table__.delete())
+        session.execute(delete(AuditAnchorRow))
     report = _verify(store, checkpointer)
     assert (report.ok, report.first_bad_seq) == (False, 1)
 
@@ -433,7 +433,7 @@ def test_a_hold_whose_row_was_deleted_still_stops_retention(
     build(store, 8)
     hold = _hold(checkpointer, "finance")
     with store.session() as session:
-        session.execute(AuditHoldRow.__table__.delete())
+        session.execute(delete(AuditHoldRow))
     assert audit.list_holds(store) == []
     report = _prune(checkpointer, before=datetime.now(UTC))
     assert (report.deleted, report.through_seq) == (3, 3)
@@ -455,7 +455,7 @@ def test_a_hold_row_reused_for_another_folder_does_not_lift_the_signed_hold(
 
 
 def test_a_signed_prune_that_removed_a_held_folder_fails_verification(
-    store: Store, checkpointer: audit.Checkpointer, tmp_path: Path
+    store: Store, checkpointer: audit.Checkpointer, sink: audit.JsonlSink, tmp_path: Path
 ) -> None:
     """Even a prune the key signed fails verify when it removed a folder under a signed hold."""
     build(store, 8)
@@ -465,7 +465,7 @@ def test_a_signed_prune_that_removed_a_held_folder_fails_verification(
     blind = audit.JsonlSink(tmp_path / "blind.jsonl")  # a signer that never saw the hold
     report = audit.prune(store, before=_at(store, 6), signer=checkpointer.signer, sink=blind)
     assert report.through_seq == 5
-    with checkpointer.sink.path.open("a") as out:
+    with sink.path.open("a") as out:
         out.write(blind.path.read_text())
     verified = _verify(store, checkpointer)
     assert (verified.ok, verified.first_bad_seq) == (False, 1)
