@@ -2,6 +2,7 @@
 
 A reference is ``{"$ref": "artifact://sha256/HEX", "sha256": HEX, "size": N}``; the file lives
 at ``<root>/<HEX[:2]>/<HEX>`` and is written atomically, so a crash never leaves half a value.
+Values are run data (often personal): files are 0600 and directories 0700 whatever the umask.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ class ArtifactStore:
         digest = hashlib.sha256(data).hexdigest()
         path = self._path(digest)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # 0600
             try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)

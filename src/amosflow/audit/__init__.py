@@ -4,7 +4,9 @@
 its fields and the previous record's hash; ``Checkpointer`` signs the tail with a per-install
 Ed25519 key into a sink outside the database (``run_checkpoints`` does it in a process of its
 own); ``verify`` names the first bad record. ``SiemForwarder`` ships records to a syslog
-receiver as CEF or JSON; ``prune`` removes the oldest records up to any legal hold.
+receiver as CEF or JSON; ``prune`` removes the oldest records up to any legal hold and signs
+what it removed, as ``place_hold``/``release_hold`` sign holds; ``key_exposure`` tells whether
+an OS user (the API's) could reach the checkpoint key or change what a verifier trusts.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 from amosflow.audit._auto import run_checkpoints
 from amosflow.audit._canonical import GENESIS, record_bytes, record_hash
 from amosflow.audit._checkpoints import Checkpoint, Checkpointer, CheckpointSink, JsonlSink
+from amosflow.audit._doctor import OsUser, key_exposure, os_user
 from amosflow.audit._keys import (
     CheckpointSigner,
     key_id,
@@ -63,6 +66,7 @@ __all__ = [
     "Checkpointer",
     "Hold",
     "JsonlSink",
+    "OsUser",
     "Outcome",
     "PruneReport",
     "SiemForwarder",
@@ -73,11 +77,13 @@ __all__ = [
     "export_lines",
     "fingerprint",
     "json_line",
+    "key_exposure",
     "key_id",
     "list_holds",
     "load_fingerprint_key",
     "load_public_key",
     "open_checkpointer",
+    "os_user",
     "place_hold",
     "prune",
     "public_key_path",

@@ -24,6 +24,7 @@ from amosflow import audit
 from amosflow.audit._auto import poll_interval
 from amosflow.cli import exits
 from amosflow.config import StoreSettings
+from amosflow.config.settings import NodeSettings
 from amosflow.errors import AmosError
 from amosflow.store import Store, open_store
 
@@ -173,6 +174,53 @@ def verify(
     else:
         typer.echo(f"FAIL at seq {report.first_bad_seq or '-'}: {report.problem}")
     raise typer.Exit(exits.OK if report.ok else VERIFY_FAILED)
+
+
+def _api_user(name: str | None) -> audit.OsUser:
+    """The OS user named, else the node's service user if it exists, else the one running this."""
+    if name is not None:
+        return audit.os_user(name)
+    try:
+        return audit.os_user(NodeSettings().service_user)
+    except KeyError:
+        return audit.os_user()
+
+
+@app.command("doctor")
+def doctor(
+    api_user: Annotated[
+        str | None,
+        typer.Option(
+            "--api-user",
+            help="OS user the API runs as; default the service user (AMOS_SERVICE_USER) when "
+            "it exists, else the user running this command.",
+        ),
+    ] = None,
+) -> None:
+    """Check that the API's OS user can neither read the checkpoint key nor change the sink.
+
+    Exit 0 when both are out of its reach, 1 when it could forge what `verify` trusts.
+    """
+    settings = audit.AuditSettings()
+    try:
+        user = _api_user(api_user)
+    except KeyError:
+        typer.echo(f"error: no OS user {api_user!r}", err=True)
+        raise typer.Exit(exits.INVALID) from None
+    key = settings.key_path
+    if key.exists():
+        info = key.stat()
+        typer.echo(f"key       {key} (uid {info.st_uid}, mode {info.st_mode & 0o7777:04o})")
+    else:
+        typer.echo(f"key       {key} (not created yet)")
+    typer.echo(f"sink      {settings.sink_path}")
+    typer.echo(f"api user  {user.name} (uid {user.uid})")
+    problems = audit.key_exposure(settings, user)
+    for problem in problems:
+        typer.echo(f"problem: {problem}")
+    if problems:
+        raise typer.Exit(VERIFY_FAILED)
+    typer.echo(f"ok: {user.name} can neither read the checkpoint key nor change the sink")
 
 
 @app.command("checkpoint")

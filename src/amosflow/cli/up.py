@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -12,10 +13,15 @@ from typing import Annotated, Any
 import httpx
 import typer
 
+from amosflow import audit
 from amosflow.config import ApiSettings, BusSettings, EngineSettings, StoreSettings
+from amosflow.config.settings import NodeSettings
+from amosflow.errors import AmosError
 from amosflow.identity import accounts, setup
 from amosflow.identity.node import node_token
 from amosflow.identity.settings import IdentitySettings
+from amosflow.node.home import hand_over, private_umask, secure_home, share_home
+from amosflow.node.service_user import ServiceUser, ensure_service_user
 from amosflow.node.supervisor import Child, NodePlan, Supervisor
 from amosflow.runners.agent import enroll_local
 from amosflow.runners.server import endpoint_url
@@ -95,6 +101,90 @@ def smoke_run(api_url: str, flow: str, token: str, timeout_s: float = 60) -> str
         return f"{run_id} {run.get('status', 'unknown')}: {output}"
 
 
+def _service_user() -> ServiceUser | None:
+    """The service user to run the API, worker and runner as; None when not root."""
+    if os.geteuid() != 0:
+        return None
+    return ensure_service_user(NodeSettings().service_user)
+
+
+def _signs_itself(settings: audit.AuditSettings) -> bool:
+    """Whether this node runs its own checkpointer: not when the key is another user's.
+
+    A key this user cannot read belongs to a checkpointer run by someone else, the set-up
+    decision 0049 recommends for a node that does not start as root.
+    """
+    key = settings.key_path
+    return not key.exists() or os.access(key, os.R_OK)
+
+
+def _key_warning(settings: audit.AuditSettings, *, signs_itself: bool) -> str | None:
+    """What to tell the operator of a node not started as root about the checkpoint key."""
+    me = audit.os_user()
+    problems = audit.key_exposure(settings, me)
+    if signs_itself:
+        problems = [f"the API runs as {me.name}, like the audit checkpointer", *problems]
+    if not problems:
+        return None
+    return (
+        "warning: a compromise of the API could sign audit checkpoints for a chain it "
+        f"rewrote: {'; '.join(problems)}. Run `amos up` as root (the API, worker and runner "
+        "then run as the service user), or give the checkpoint key to another user who runs "
+        "`amos audit checkpointer` (docs/decisions/0049); `amos audit doctor` checks it."
+    )
+
+
+def _plan(api_port: int | None) -> NodePlan:
+    """Make AMOS_HOME private (under root, the service user's; decision 0049) and plan the node.
+
+    Raises RuntimeError, OSError or AmosError when the home or the service user cannot be set up.
+    """
+    engine, api, bus = EngineSettings(), ApiSettings(), BusSettings()
+    audit_settings = audit.AuditSettings(home=engine.home)
+    user = _service_user()
+    secure_home(engine.home)
+    runner_dir = local_runner(engine.home)
+    if user is not None:
+        share_home(engine.home, user, audit_settings)
+    return NodePlan(
+        home=engine.home,
+        api_host=api.host,
+        api_port=api_port or api.port,
+        temporal_address=engine.temporal_address,
+        nats_url=bus.nats_url,
+        runner_dir=runner_dir,
+        service_user=user,
+        trusted_proxies=api.proxies(),
+        checkpointer=user is not None or _signs_itself(audit_settings),
+        reveal=[audit_settings.directory, audit_settings.sink_path.parent],
+    )
+
+
+def _announce(node: Supervisor, setup_token: str | None) -> None:
+    """Print where everything answers, and who runs it."""
+    plan = node.plan
+    typer.echo(f"console    {node.api_url}/")
+    typer.echo(f"API        {node.api_url}/api/v1  (docs {node.api_url}/api/v1/docs)")
+    typer.echo(f"ready      {node.api_url}/readyz")
+    typer.echo(f"Temporal   {node.temporal_address}")
+    typer.echo(f"NATS       {node.nats_url}")
+    typer.echo(f"home       {plan.home}")
+    if plan.runner_dir is not None:
+        typer.echo(f"runner     {endpoint_url(RunnerSettings(home=plan.home))}  (mTLS; zone local)")
+    if setup_token is not None:
+        typer.echo(f"setup      {node.api_url}/setup?token={setup_token}  (one use: first admin)")
+    settings = audit.AuditSettings(home=plan.home)
+    if plan.service_user is not None:
+        name = plan.service_user.name
+        typer.echo(f"user       {name} runs the API, worker and runner; root signs the audit")
+    elif not plan.checkpointer:
+        typer.echo(f"audit      checkpoints signed elsewhere ({settings.key_path})")
+    if plan.service_user is None:
+        warning = _key_warning(settings, signs_itself=plan.checkpointer)
+        if warning is not None:
+            typer.echo(warning, err=True)
+
+
 def up(
     examples: Annotated[
         Path | None,
@@ -107,17 +197,14 @@ def up(
     ] = None,
 ) -> None:
     """Start the single node and keep it running; Ctrl-C stops everything cleanly."""
+    private_umask()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    engine, api, bus = EngineSettings(), ApiSettings(), BusSettings()
-    plan = NodePlan(
-        home=engine.home,
-        api_host=api.host,
-        api_port=api_port or api.port,
-        temporal_address=engine.temporal_address,
-        nats_url=bus.nats_url,
-        runner_dir=local_runner(engine.home),
-    )
+    try:
+        plan = _plan(api_port)
+    except (RuntimeError, OSError, AmosError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(3) from None
     node = Supervisor(plan)
     stopping = False
 
@@ -135,19 +222,12 @@ def up(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(3) from None
     token, setup_token = node_credentials(plan.home)
+    if plan.service_user is not None:  # a setup token root wrote just now is the API's to read
+        hand_over([IdentitySettings(home=plan.home).key_dir], plan.service_user)
     if examples is not None:
         names = load_examples(node.api_url, examples, token)
         typer.echo(f"catalog: loaded {len(names)} flows from {examples}")
-    typer.echo(f"console    {node.api_url}/")
-    typer.echo(f"API        {node.api_url}/api/v1  (docs {node.api_url}/api/v1/docs)")
-    typer.echo(f"ready      {node.api_url}/readyz")
-    typer.echo(f"Temporal   {node.temporal_address}")
-    typer.echo(f"NATS       {node.nats_url}")
-    typer.echo(f"home       {plan.home}")
-    if plan.runner_dir is not None:
-        typer.echo(f"runner     {endpoint_url(RunnerSettings(home=plan.home))}  (mTLS; zone local)")
-    if setup_token is not None:
-        typer.echo(f"setup      {node.api_url}/setup?token={setup_token}  (one use: first admin)")
+    _announce(node, setup_token)
     if smoke is not None:
         typer.echo(f"smoke run  {smoke_run(node.api_url, smoke, token)}")
     typer.echo("node is up; Ctrl-C stops it", err=True)

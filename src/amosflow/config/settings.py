@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 FILE_ROOT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -100,6 +100,37 @@ class ApiSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address the API listens on.")
     port: int = Field(default=8686, description="Port the API listens on.")
+    trusted_proxies: str = Field(
+        default="",
+        validation_alias=AliasChoices("AMOS_TRUSTED_PROXIES"),
+        description=(
+            "Comma-separated addresses or CIDR ranges of the reverse proxies whose"
+            " X-Forwarded-For and X-Forwarded-Proto the API believes. Empty (the default):"
+            " none, not even loopback; the client address is the TCP peer's, so sign-in"
+            " rate limits cannot be dodged with a made-up header."
+        ),
+    )
+
+    def proxies(self) -> list[str]:
+        """The trusted proxy entries, blanks dropped."""
+        return [entry.strip() for entry in self.trusted_proxies.split(",") if entry.strip()]
+
+
+class NodeSettings(BaseSettings):
+    """Who the processes of `amos up` run as (decision 0049)."""
+
+    model_config = SettingsConfigDict(env_prefix="AMOS_", extra="ignore")
+
+    service_user: str = Field(
+        default="amos",
+        min_length=1,
+        description=(
+            "OS user the API, the flow worker and the local runner run as when `amos up` runs"
+            " as root (a system user, created when missing). Root keeps only the supervisor,"
+            " the audit checkpointer and the SIEM shipper, so the processes that write audit"
+            " records cannot read the checkpoint key."
+        ),
+    )
 
 
 class FileSettings(BaseSettings):

@@ -2,7 +2,9 @@
 
 Each child is a separate process so that one crash takes nothing else down: the supervisor
 restarts it (with a growing pause) and the others carry on. Temporal and NATS keep their state
-in the home directory, so runs, flows and schedules survive any restart.
+in the home directory, so runs, flows and schedules survive any restart. Under a root node
+the API, the worker and the runner run as the service user; the audit checkpointer and the
+SIEM shipper keep root, and with it the only access to the checkpoint key (decision 0049).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -24,15 +27,24 @@ from amosflow import redaction
 from amosflow.audit import AuditSettings
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.engine.embedded import EmbeddedTemporal
+from amosflow.node.home import PRIVATE_UMASK
+from amosflow.node.service_user import Demotion, covers, needed_paths
 from amosflow.procs import die_with_parent, terminate_group
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
+
+    from amosflow.node.service_user import ServiceUser
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 60.0
 MAX_BACKOFF_S = 30.0
+
+
+def _browsers(env: dict[str, str]) -> Path:
+    """Where Playwright's browsers are for this environment (its own default otherwise)."""
+    configured = env.get("PLAYWRIGHT_BROWSERS_PATH")
+    return Path(configured) if configured else Path.home() / ".cache" / "ms-playwright"
 
 
 @dataclass
@@ -72,6 +84,25 @@ class NodePlan:
     env: dict[str, str] = field(default_factory=dict)
     #: The enrolled local runner's directory; None runs the node without one.
     runner_dir: Path | None = None
+    #: Whom the API, worker and runner run as; None: as this process (not root).
+    service_user: ServiceUser | None = None
+    #: Reverse proxies whose X-Forwarded-* headers the API believes; empty: none.
+    trusted_proxies: list[str] = field(default_factory=list)
+    #: Whether this node signs audit checkpoints itself (False: another user's process does).
+    checkpointer: bool = True
+    #: Paths besides the home and the interpreter that the service user must reach.
+    reveal: list[Path] = field(default_factory=list)
+
+
+def proxy_options(trusted: list[str]) -> list[str]:
+    """The uvicorn options for X-Forwarded-*: believed from ``trusted`` proxies only, else never.
+
+    uvicorn's own default believes them from loopback, which lets anyone who reaches the API
+    through a local port choose the client address that sign-in rate limits key on.
+    """
+    if not trusted:
+        return ["--no-proxy-headers"]
+    return ["--proxy-headers", "--forwarded-allow-ips", ",".join(trusted)]
 
 
 class Supervisor:
@@ -89,13 +120,26 @@ class Supervisor:
         """Base URL of the API."""
         return f"http://{self.plan.api_host}:{self.plan.api_port}"
 
-    def child_env(self) -> dict[str, str]:
+    def child_env(self, *, demoted: bool = False) -> dict[str, str]:
         """Environment every Python child gets: where Temporal, NATS and the home are."""
         env = {**os.environ, **self.plan.env, "AMOS_HOME": str(self.plan.home)}
         env["AMOS_TEMPORAL_ADDRESS"] = self.temporal_address
         if self.nats_url:
             env["AMOS_NATS_URL"] = self.nats_url
+        user = self.plan.service_user
+        if demoted and user is not None:
+            # root's HOME is not the service user's to read; browsers stay where root put them.
+            env.setdefault("PLAYWRIGHT_BROWSERS_PATH", str(_browsers(env)))
+            env |= {"HOME": str(self.plan.home), "USER": user.name, "LOGNAME": user.name}
         return env
+
+    def _demotion(self) -> Demotion | None:
+        user = self.plan.service_user
+        if user is None:
+            return None
+        env = self.child_env(demoted=True)
+        wanted = needed_paths(self.plan.home, [*self.plan.reveal, _browsers(env)])
+        return Demotion(user, covers(wanted, user))
 
     @property
     def temporal_address(self) -> str:
@@ -112,25 +156,43 @@ class Supervisor:
             return self.plan.nats_url
         return self.nats.url if self.nats else None
 
-    def _python_child(self, name: str, args: list[str], healthy: Callable[[], bool]) -> Child:
+    def _python_child(
+        self, name: str, args: list[str], healthy: Callable[[], bool], *, keep_root: bool = False
+    ) -> Child:
+        """A child running our interpreter; as the service user unless ``keep_root``."""
         log_path = self.plan.home / "logs" / f"{name}.log"
+        demotion = None if keep_root else self._demotion()
 
         def start() -> subprocess.Popen[bytes]:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._logs()
             with log_path.open("ab") as out:
-                return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                    [sys.executable, *args],
-                    env=self.child_env(),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    preexec_fn=die_with_parent,  # noqa: PLW1509 - one prctl call, no locks
-                )
+                try:
+                    return subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                        [sys.executable, *args],
+                        env=self.child_env(demoted=demotion is not None),
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        start_new_session=True,
+                        umask=PRIVATE_UMASK,
+                        # A few plain calls (mounts, setuid, prctl) and no locks, as before.
+                        preexec_fn=demotion or die_with_parent,  # noqa: PLW1509
+                    )
+                except subprocess.SubprocessError as err:
+                    msg = f"{name} could not start (see {log_path}): {err}"
+                    raise RuntimeError(msg) from err
 
         child = Child(name=name, start=start, healthy=healthy, stop=lambda: None)
         child.stop = _popen_stopper(child)
         return child
+
+    def _logs(self) -> Path:
+        """The log directory, the service user's when there is one (the API reads its config)."""
+        logs = self.plan.home / "logs"
+        logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.plan.service_user is not None:
+            os.chown(logs, self.plan.service_user.uid, self.plan.service_user.gid)
+        return logs
 
     def _api_healthy(self) -> bool:
         try:
@@ -179,22 +241,26 @@ class Supervisor:
             str(self.plan.api_port),
             "--log-level",
             "warning",
+            *proxy_options(self.plan.trusted_proxies),
         ]
         # The API's log handlers mask the secrets in use, like every other child's (0031).
-        log_config = self.plan.home / "logs" / "api-logging.json"
-        log_config.parent.mkdir(parents=True, exist_ok=True)
+        log_config = self._logs() / "api-logging.json"
         log_config.write_text(json.dumps(redaction.log_config()), encoding="utf-8")
+        if self.plan.service_user is not None:
+            os.chown(log_config, self.plan.service_user.uid, self.plan.service_user.gid)
         api_args += ["--log-config", str(log_config)]
         children.append(self._python_child("api", api_args, self._api_healthy))
         # The signer of audit checkpoints is its own process: the API, which writes the
-        # records, never loads the signing key (decision 0019).
-        children.append(
-            self._python_child(
-                "audit-checkpointer",
-                ["-m", "amosflow.cli.main", "audit", "checkpointer"],
-                lambda: True,
+        # records, never loads the signing key (decisions 0019, 0049).
+        if self.plan.checkpointer:
+            children.append(
+                self._python_child(
+                    "audit-checkpointer",
+                    ["-m", "amosflow.cli.main", "audit", "checkpointer"],
+                    lambda: True,
+                    keep_root=True,
+                )
             )
-        )
         if self.plan.runner_dir is not None:
             runner_args = ["-m", "amosflow.cli.main", "runner", "start", "--dir"]
             children.append(
@@ -205,7 +271,10 @@ class Supervisor:
         if AuditSettings().audit_siem_url:
             children.append(
                 self._python_child(
-                    "audit-shipper", ["-m", "amosflow.cli.main", "audit", "ship"], lambda: True
+                    "audit-shipper",
+                    ["-m", "amosflow.cli.main", "audit", "ship"],
+                    lambda: True,
+                    keep_root=True,  # it moves its cursor in the audit directory
                 )
             )
         return children
@@ -227,7 +296,7 @@ class Supervisor:
 
     def start(self) -> None:
         """Start every child in order and wait until each is healthy."""
-        self.plan.home.mkdir(parents=True, exist_ok=True)
+        self.plan.home.mkdir(mode=0o700, parents=True, exist_ok=True)
         redaction.install()
         self.children = self.plan_children()
         for child in self.children:

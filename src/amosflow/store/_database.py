@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +25,9 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
 BUSY_TIMEOUT_S = 30.0
+#: A SQLite file and the -wal, -shm and lock files beside it: the owner's only.
+PRIVATE_FILE_MODE = 0o600
+_COMPANIONS = ("", "-wal", "-shm", "-journal", ".lock")
 
 
 class Store:
@@ -78,11 +84,28 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database).expanduser()
 
 
+def _private_files(file: Path) -> None:
+    """Create the database file 0600 if it is new, and take group and other bits off it all.
+
+    SQLite gives the -wal and -shm files the database file's mode, so a 0600 database keeps
+    every page of it, committed or not, from other users whatever the umask (decision 0049).
+    """
+    file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    for suffix in _COMPANIONS:
+        companion = file.with_name(file.name + suffix)
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            info = companion.stat()
+            if stat.S_IMODE(info.st_mode) & 0o077 and info.st_uid == os.geteuid():
+                companion.chmod(stat.S_IMODE(info.st_mode) & ~0o077)
+
+
 def _sqlite_engine(url: URL) -> Engine:
     file = _sqlite_file(url)
     in_memory = file is None
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
+        _private_files(file)
     # isolation_level=None hands transaction control to the begin hook below.
     connect_args: dict[str, Any] = {
         "check_same_thread": False,
@@ -125,7 +148,8 @@ def _first_open_lock(url: URL) -> Iterator[bool]:
     if path is None:
         yield False
         return
-    with path.with_name(path.name + ".lock").open("a") as handle:
+    lock = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE)
+    with os.fdopen(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield True
