@@ -239,8 +239,14 @@ def _shared(path: Path, home: Path) -> int | None:
 
 
 def test_nothing_in_amos_home_is_open_to_other_users(tmp_path: Path) -> None:
-    """After loading flows, a sign-in, a completed run and a stop, nothing in AMOS_HOME lets others in."""
-    node = _start(tmp_path / "home", "--examples", str(EXAMPLES), "--smoke", "hello")
+    """An older install's open files are repaired; after flows, a run and a stop, nothing is open."""
+    home = tmp_path / "home"
+    left_behind = home / "artifacts" / "ab" / ("ab" + "0" * 62)
+    left_behind.parent.mkdir(mode=0o755, parents=True)
+    left_behind.write_text("a value from before")
+    left_behind.chmod(0o644)
+    home.chmod(0o755)
+    node = _start(home, "--examples", str(EXAMPLES), "--smoke", "hello")
     try:
         assert node.admin().get("/api/v1/me").status_code == 200
     finally:
@@ -261,6 +267,9 @@ def test_nothing_in_amos_home_is_open_to_other_users(tmp_path: Path) -> None:
             if mode & 0o077:
                 opened.append(f"{oct(mode)} {path.relative_to(node.home.parent)}")
     assert sorted(set(opened)) == []
+    assert (left_behind.stat().st_uid, stat.S_IMODE(left_behind.stat().st_mode)) == (
+        pwd.getpwnam(SERVICE_USER).pw_uid, 0o600,
+    )  # fmt: skip
     assert (node.home / "amos.db").exists()
 
 
