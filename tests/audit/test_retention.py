@@ -495,3 +495,47 @@ def test_prune_without_the_key_leaves_everything(
         audit.prune(store, before=datetime.now(UTC), signer=checkpointer.signer, sink=broken)
     assert _seqs(store) == [1, 2, 3, 4]
     assert _anchor(store) is None
+
+
+def _legacy_prune(store: Store, checkpointer: audit.Checkpointer, tmp_path: Path) -> int:
+    """Prune as an install did before prunes were signed: its statement never reaches the sink."""
+    lost = audit.JsonlSink(tmp_path / "lost.jsonl")
+    report = audit.prune(store, before=_at(store, 6), signer=checkpointer.signer, sink=lost)
+    assert report.through_seq is not None
+    return report.through_seq
+
+
+def test_an_unsigned_older_prune_can_be_adopted_with_the_key(
+    store: Store, checkpointer: audit.Checkpointer, tmp_path: Path
+) -> None:
+    """Verify fails on an unsigned anchor until the key's holder adopts it, which is recorded."""
+    build(store, 8, checkpointer)
+    through = _legacy_prune(store, checkpointer, tmp_path)
+    assert not _verify(store, checkpointer).ok
+    seq = audit.adopt_anchor(
+        store,
+        reason="pruned by 0.4 on 2026-01-01, checked against the SIEM",
+        actor=ACTOR,
+        signer=checkpointer.signer,
+        sink=checkpointer.sink,
+    )
+    adopted = row(store, seq)
+    assert (adopted["action"], adopted["actor"]) == ("audit.anchor_adopt", ACTOR)
+    assert adopted["details"]["anchor_seq"] == through
+    report = _verify(store, checkpointer)
+    assert (report.ok, report.anchor_seq) == (True, through), report.problem
+
+
+def test_an_anchor_signed_prunes_reach_is_not_adopted(
+    store: Store, checkpointer: audit.Checkpointer
+) -> None:
+    """Adoption is refused where there is nothing to vouch for: no anchor, or a signed one."""
+    build(store, 8, checkpointer)
+    options: dict[str, Any] = {
+        "reason": "r", "actor": ACTOR, "signer": checkpointer.signer, "sink": checkpointer.sink,
+    }  # fmt: skip
+    with pytest.raises(ConflictError, match="never pruned"):
+        audit.adopt_anchor(store, **options)
+    _prune(checkpointer, before=_at(store, 6))
+    with pytest.raises(ConflictError, match="already lead to the anchor"):
+        audit.adopt_anchor(store, **options)

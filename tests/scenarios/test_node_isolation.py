@@ -201,10 +201,8 @@ _ATTACK = """
     try:
         audit.CheckpointSigner.from_file(audit.AuditSettings().key_path, create=False)
         signer = "loaded"
-    except AuditError:
-        signer = "refused"
-    except OSError as err:
-        signer = err.strerror
+    except AuditError as err:
+        signer = str(err)
     print(json.dumps({"cut through": through, "signer": signer}))
 """
 
@@ -214,7 +212,7 @@ def test_a_compromised_api_cannot_make_a_cut_head_verify(node: Node) -> None:
     with node.admin() as client:
         assert client.get("/api/v1/me").status_code == 200
     done = _as_the_api(node, _ATTACK)
-    assert done["signer"] == "Permission denied"
+    assert str(done["signer"]).endswith("checkpoint.key: Permission denied")
     through = done["cut through"]
     assert isinstance(through, int)
     assert through > 1

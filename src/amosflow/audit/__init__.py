@@ -30,6 +30,7 @@ from amosflow.audit._records import AUDIT_LOCK_KEY, AuditRecord, Outcome, append
 from amosflow.audit._retention import (
     Hold,
     PruneReport,
+    adopt_anchor,
     list_holds,
     place_hold,
     prune,
@@ -71,6 +72,7 @@ __all__ = [
     "PruneReport",
     "SiemForwarder",
     "VerifyReport",
+    "adopt_anchor",
     "append",
     "export_cef",
     "export_jsonl",

@@ -35,12 +35,16 @@ def _create_private(path: Path, content: bytes) -> None:
 
 
 def _read_private(path: Path, create: bytes | None) -> bytes:
-    if not path.exists():
-        if create is None:
-            raise AuditError(f"the key file {path} does not exist")
-        _create_private(path, create)
-    _check_private(path)
-    return path.read_bytes()
+    try:
+        if not path.exists():
+            if create is None:
+                raise AuditError(f"the key file {path} does not exist")
+            _create_private(path, create)
+        _check_private(path)
+        return path.read_bytes()
+    except OSError as exc:
+        # Most often: run as a user that is not the key's (the API's, under a root node).
+        raise AuditError(f"cannot read the key file {path}: {exc.strerror}") from exc
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

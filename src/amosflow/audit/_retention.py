@@ -22,8 +22,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from amosflow.audit._keys import signature_valid
 from amosflow.audit._records import AUDIT_LOCK_KEY, append
-from amosflow.audit._statements import HOLD, PRUNE, held, hold_body, prune_body, sign
-from amosflow.audit._verify import PRUNE_ACTION, Anchor, read_anchor, rows, walk_chain
+from amosflow.audit._statements import HOLD, PRUNE, Pruned, held, hold_body, prune_body, sign
+from amosflow.audit._verify import (
+    PRUNE_ACTION,
+    Anchor,
+    read_anchor,
+    rows,
+    signed_reach,
+    walk_chain,
+)
 from amosflow.errors import (
     AuditError,
     ConflictError,
@@ -276,6 +283,59 @@ def prune(
         stopped_by=reason,
         record_seq=record.seq,
     )
+
+
+def adopt_anchor(
+    store: Store, *, reason: str, actor: str, signer: CheckpointSigner, sink: CheckpointSink
+) -> int:
+    """Vouch with the key for an anchor no signed prune leads to; return the record's seq.
+
+    For a chain pruned before prunes were signed (ADR 0048). Nothing can tell such a prune
+    from a head cut by someone with the database, so only the key's holder can vouch for
+    it, after checking the chain's history and its SIEM or export copies: this signs a prune
+    from the last signed anchor (or the start) to the store's anchor, marked ``adopted``
+    with ``reason``, and appends an ``audit.anchor_adopt`` record naming both. The records
+    it covers are gone, so verify cannot hold their folders against legal holds. Raises
+    ConflictError when there is no anchor, or signed prunes already lead to it.
+    """
+    _check_text("/reason", reason, _MAX_REASON)
+    prunes = [Pruned.of(s, i) for i, s in enumerate(sink.statements()) if s.kind == PRUNE]
+    reached = signed_reach(prunes)
+    try:
+        with store.session() as session:
+            _lock(session)
+            anchor = read_anchor(session)
+            if anchor is None:
+                raise ConflictError("the chain was never pruned: there is no anchor to adopt")
+            if (anchor.seq, anchor.hash) in reached:
+                raise ConflictError(f"signed prunes already lead to the anchor at seq {anchor.seq}")
+            start = max((point for point in reached if point[0] < anchor.seq), default=(0, ""))
+            record = append(
+                session,
+                actor=actor,
+                action="audit.anchor_adopt",
+                resource="audit:records",
+                folder=ALL_FOLDERS,
+                details={
+                    "from_seq": start[0],
+                    "anchor_seq": anchor.seq,
+                    "anchor_hash": anchor.hash,
+                    "reason": reason,
+                },
+            )
+            body = prune_body(
+                from_seq=start[0],
+                from_hash=start[1] or None,
+                anchor_seq=anchor.seq,
+                anchor_hash=anchor.hash,
+                folders=[],
+                record_seq=record.seq,
+                record_hash=record.hash,
+            )
+            sink.write(sign(signer, PRUNE, body | {"adopted": reason}))
+    except SQLAlchemyError as exc:
+        raise AuditError(f"cannot adopt the anchor: {exc}") from exc
+    return record.seq
 
 
 def _check_text(pointer: str, value: str, limit: int) -> None:

@@ -251,19 +251,25 @@ def _check_points(
     return None, None, last
 
 
-def _prune_path(prunes: list[Pruned], anchor: Anchor | None) -> tuple[list[Pruned], Found]:
-    """The signed prunes that lead from the start of the chain to ``anchor``, or the problem.
+def signed_reach(prunes: list[Pruned]) -> dict[tuple[int, str], Pruned | None]:
+    """Every (seq, hash) signed prunes lead to from the start, each with the prune that got there.
 
     Each prune starts where an earlier one ended (or at the start); a prune whose transaction
     rolled back leaves a statement no later prune starts from, which is harmless.
     """
-    if anchor is None:
-        return [], (None, None)
     reached: dict[tuple[int, str], Pruned | None] = {(0, GENESIS): None}
     for prune in sorted(prunes, key=lambda p: (p.from_seq, p.position)):
         start, end = (prune.from_seq, prune.from_hash), (prune.anchor_seq, prune.anchor_hash)
         if prune.anchor_seq > prune.from_seq and start in reached and end not in reached:
             reached[end] = prune
+    return reached
+
+
+def _prune_path(prunes: list[Pruned], anchor: Anchor | None) -> tuple[list[Pruned], Found]:
+    """The signed prunes that lead from the start of the chain to ``anchor``, or the problem."""
+    if anchor is None:
+        return [], (None, None)
+    reached = signed_reach(prunes)
     target = (anchor.seq, anchor.hash)
     if target not in reached:
         below = max((seq for seq, _ in reached if seq < anchor.seq), default=0)

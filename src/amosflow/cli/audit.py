@@ -398,6 +398,30 @@ def prune(
         typer.echo(f"nothing to prune: {report.stopped_by}")
 
 
+@app.command("adopt-anchor")
+def adopt_anchor(
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the anchor is trusted (a ticket, who checked).")
+    ],
+    actor: Annotated[str | None, typer.Option("--actor", help="Who to record.")] = None,
+) -> None:
+    """Vouch for a retention anchor no signed prune leads to (a prune made before ADR 0048).
+
+    Only for a chain pruned before prunes were signed, after checking its history and the
+    SIEM or export copies: `verify` cannot tell such a prune from a head cut off by someone
+    with the database. The adoption is signed and recorded in the chain.
+    """
+    try:
+        signer, sink = _signing(audit.AuditSettings())
+        with _store() as store:
+            seq = audit.adopt_anchor(
+                store, reason=reason, actor=actor or _default_actor(), signer=signer, sink=sink
+            )
+    except AmosError as err:
+        raise _fail(err) from None
+    typer.echo(f"anchor adopted; recorded at seq {seq}")
+
+
 @hold_app.command("add")
 def hold_add(
     folder: Annotated[str, typer.Option("--folder", help="Folder to hold; * holds every one.")],
