@@ -44,9 +44,11 @@ def _real_call(store: Store, tmp_path: Path, signer: ReceiptSigner) -> mcp.ToolC
         actor="user:t",
         folder="default",
     )
-    asyncio.run(mcp.approve(store, catalog, "notes", author="t", actor="user:admin"))
+    asyncio.run(
+        mcp.approve(store, catalog, "notes", folder="default", author="t", actor="user:admin")
+    )
     gateway = mcp.McpGateway(
-        mcp.load_servers(catalog, store, ["notes"]),
+        mcp.load_servers(catalog, ["notes"], "default"),
         allowlist=["notes.echo"],
         signer=signer,
         audit=mcp.store_audit(store, "engine:agent"),

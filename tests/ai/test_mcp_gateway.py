@@ -43,16 +43,18 @@ class Setup:
             folder=folder,
         )
 
-    def approve(self, name: str) -> mcp.McpServer:
+    def approve(self, name: str, folder: str = "default") -> mcp.McpServer:
         server, _ = asyncio.run(
-            mcp.approve(self.store, self.catalog, name, author="test", actor="user:admin")
+            mcp.approve(
+                self.store, self.catalog, name, folder=folder, author="test", actor="user:admin"
+            )
         )
         return server
 
     def gateway(self, tools: list[str], secrets: tuple[str, ...] = ()) -> mcp.McpGateway:
         servers = {name.split(".")[0] for name in tools}
         return mcp.McpGateway(
-            mcp.load_servers(self.catalog, self.store, servers),
+            mcp.load_servers(self.catalog, servers, "default"),
             allowlist=tools,
             signer=self.signer,
             audit=mcp.store_audit(self.store, "engine:agent"),
@@ -95,7 +97,7 @@ def test_approval_pins_every_tool_and_is_audited(setup: Setup) -> None:
     assert approved.approval is not None
     assert sorted(approved.approval.tools) == ["echo", "lookup", "send"]
     assert all(pin.startswith("sha256:") for pin in approved.approval.tools.values())
-    stored = mcp.parse_server(setup.catalog.get(mcp.KIND, "notes").document)
+    stored = mcp.parse_server(setup.catalog.get(mcp.KIND, "notes", folder="default").document)
     assert stored.approval == approved.approval
     [record] = setup.records("mcp.approve")
     assert record.details["tools"] == approved.approval.tools

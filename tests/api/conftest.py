@@ -85,14 +85,20 @@ def running_node(
     nats_server: EmbeddedNats,
     oidc: OidcSettings | None = None,
     runners: RunnerSettings | None = None,
+    *,
+    store_url: str | None = None,
 ) -> Iterator[Node]:
-    """A running API with its own store and catalog, against the session Temporal server."""
+    """A running API with its own store and catalog, against the session Temporal server.
+
+    ``store_url`` defaults to a SQLite file of its own; give the worker's (the one its
+    settings name) for a node whose runs read the vault the API writes.
+    """
     worker = _Worker(settings)
     worker.start()
     assert worker.ready.wait(30), "worker did not start"
     config = NodeConfig(
         engine=settings,
-        store_url=f"sqlite:///{tmp_path / 'amos.db'}",
+        store_url=store_url or f"sqlite:///{tmp_path / 'amos.db'}",
         catalog_path=tmp_path / "catalog",
         nats_url=nats_server.url,
         oidc=oidc or OidcSettings(home=settings.home, issuer=None),

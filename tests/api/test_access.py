@@ -121,7 +121,16 @@ def test_the_public_paths_are_exact() -> None:
     """Only the exact public paths are public; anything near them is not."""
     assert is_public("/healthz")
     assert is_public("/api/v1/hooks/orders")
-    for near in ("/healthz/", "/Healthz", "/api/v1/hooks/orders/x", "/api/v1/hooks/", "/readyz;x"):
+    assert is_public("/api/v1/hooks/sales/orders")
+    near_paths = (
+        "/healthz/",
+        "/Healthz",
+        "/api/v1/hooks/sales/orders/x",
+        "/api/v1/hooks/Sales/orders",
+        "/api/v1/hooks/",
+        "/readyz;x",
+    )
+    for near in near_paths:
         assert not is_public(near), near
 
 

@@ -56,13 +56,13 @@ def test_unknown_flow_is_404(node: Node) -> None:
 def test_same_run_id_starts_one_run(node: Node) -> None:
     """Posting the same run id twice returns the same run and starts it once."""
     save(node.client, doc())
-    body = {"flow": "greet", "inputs": {"who": "x"}, "run_id": "fixed-run-1"}
+    body = {"flow": "greet", "inputs": {"who": "x"}, "run_id": "default:fixed-run-1"}
     first = node.client.post("/api/v1/runs", json=body)
     second = node.client.post("/api/v1/runs", json=body)
     assert first.status_code == second.status_code == 201
-    wait_for_end(node.client, "fixed-run-1")
+    wait_for_end(node.client, "default:fixed-run-1")
     items = node.client.get("/api/v1/runs").json()["items"]
-    assert [r["run_id"] for r in items] == ["fixed-run-1"]
+    assert [r["run_id"] for r in items] == ["default:fixed-run-1"]
 
 
 def test_list_filters_and_pages(node: Node) -> None:

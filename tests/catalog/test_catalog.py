@@ -36,15 +36,19 @@ def test_opening_a_missing_path_creates_a_repository_with_an_empty_commit_on_mai
 
 def test_reopening_an_existing_catalog_adds_no_commit(tmp_path: Path) -> None:
     """Opening the same path twice keeps the history as it is."""
-    Catalog(tmp_path / "c").save("flows", "hello", flow("hello"), author=AUTHOR, message="add")
+    Catalog(tmp_path / "c").save(
+        "flows", "hello", flow("hello"), author=AUTHOR, message="add", folder="default"
+    )
     Catalog(tmp_path / "c")
     assert len(commits(tmp_path / "c")) == 2
 
 
 def test_save_then_get_returns_the_document_and_its_version(catalog: Catalog) -> None:
     """A saved flow reads back equal, with the commit and content hash of the save."""
-    version = catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="Add hello")
-    entry = catalog.get("flows", "hello")
+    version = catalog.save(
+        "flows", "hello", flow("hello"), author=AUTHOR, message="Add hello", folder="default"
+    )
+    entry = catalog.get("flows", "hello", folder="default")
     assert entry.document == flow("hello")
     assert entry.version == version
     assert version.content_hash == content_hash(flow("hello"))
@@ -53,15 +57,17 @@ def test_save_then_get_returns_the_document_and_its_version(catalog: Catalog) ->
 
 def test_the_file_is_pretty_printed_with_sorted_keys_and_a_final_newline(catalog: Catalog) -> None:
     """The stored file is sorted-key, 2-space JSON ending in a newline, in flows/<name>.json."""
-    catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="add")
-    text = (catalog.path / "flows" / "hello.json").read_text()
+    catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="add", folder="default")
+    text = (catalog.path / "flows" / "default" / "hello.json").read_text()
     assert text == json.dumps(flow("hello"), sort_keys=True, indent=2) + "\n"
-    assert tracked_files(catalog.path) == {"flows/hello.json"}
+    assert tracked_files(catalog.path) == {"flows/default/hello.json"}
 
 
 def test_the_commit_records_author_committer_and_message(catalog: Catalog) -> None:
     """The commit carries the author as author and committer, and the message verbatim."""
-    version = catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="Add hello")
+    version = catalog.save(
+        "flows", "hello", flow("hello"), author=AUTHOR, message="Add hello", folder="default"
+    )
     commit = commits(catalog.path)[0]
     assert commit.author == commit.committer == AUTHOR.encode()
     assert commit.message == b"Add hello\n"
@@ -72,37 +78,51 @@ def test_saving_identical_content_returns_the_current_version_without_a_commit(
     catalog: Catalog,
 ) -> None:
     """A second save of the same document is a no-op that returns the first version."""
-    first = catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="add")
-    again = catalog.save("flows", "hello", flow("hello"), author="Bob <b@x>", message="again")
+    first = catalog.save(
+        "flows", "hello", flow("hello"), author=AUTHOR, message="add", folder="default"
+    )
+    again = catalog.save(
+        "flows", "hello", flow("hello"), author="Bob <b@x>", message="again", folder="default"
+    )
     assert again == first
     assert len(commits(catalog.path)) == 2
 
 
 def test_a_version_pins_content_after_an_update(catalog: Catalog) -> None:
     """Getting an old commit, or an old commit's prefix, returns the old document."""
-    old = catalog.save("flows", "hello", flow("hello", 1), author=AUTHOR, message="v1")
-    new = catalog.save("flows", "hello", flow("hello", 2), author=AUTHOR, message="v2")
-    assert catalog.get("flows", "hello").document == flow("hello", 2)
-    assert catalog.get("flows", "hello", old.commit).document == flow("hello", 1)
-    assert catalog.get("flows", "hello", old.commit[:7]).version == old
-    assert catalog.get("flows", "hello", new.commit).version == new
+    old = catalog.save(
+        "flows", "hello", flow("hello", 1), author=AUTHOR, message="v1", folder="default"
+    )
+    new = catalog.save(
+        "flows", "hello", flow("hello", 2), author=AUTHOR, message="v2", folder="default"
+    )
+    assert catalog.get("flows", "hello", folder="default").document == flow("hello", 2)
+    assert catalog.get("flows", "hello", old.commit, folder="default").document == flow("hello", 1)
+    assert catalog.get("flows", "hello", old.commit[:7], folder="default").version == old
+    assert catalog.get("flows", "hello", new.commit, folder="default").version == new
 
 
 def test_a_content_hash_finds_the_version_with_that_content(catalog: Catalog) -> None:
     """A `sha256:` version returns the commit whose document has that hash."""
-    old = catalog.save("flows", "hello", flow("hello", 1), author=AUTHOR, message="v1")
-    catalog.save("flows", "hello", flow("hello", 2), author=AUTHOR, message="v2")
-    entry = catalog.get("flows", "hello", old.content_hash)
+    old = catalog.save(
+        "flows", "hello", flow("hello", 1), author=AUTHOR, message="v1", folder="default"
+    )
+    catalog.save("flows", "hello", flow("hello", 2), author=AUTHOR, message="v2", folder="default")
+    entry = catalog.get("flows", "hello", old.content_hash, folder="default")
     assert (entry.document, entry.version) == (flow("hello", 1), old)
 
 
-def test_a_commit_that_did_not_touch_the_object_resolves_to_its_latest_version_then(
-    catalog: Catalog,
-) -> None:
-    """At a later commit that changed another object, get returns the version current then."""
-    first = catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="a")
-    other = catalog.save("flows", "other", flow("other"), author=AUTHOR, message="b")
-    assert catalog.get("flows", "hello", other.commit).version == first
+def test_a_commit_of_another_object_is_not_a_version_of_this_one(catalog: Catalog) -> None:
+    """Only commits that changed an object are its versions: another's commit is not found."""
+    catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="a", folder="default")
+    other = catalog.save(
+        "flows", "other", flow("other"), author=AUTHOR, message="b", folder="secret"
+    )
+    with pytest.raises(NotFoundError) as raised:
+        catalog.get("flows", "hello", other.commit, folder="default")
+    with pytest.raises(NotFoundError) as unknown:
+        catalog.get("flows", "hello", "f" * 40, folder="default")
+    assert str(raised.value).replace(other.commit, "X") == str(unknown.value).replace("f" * 40, "X")
 
 
 @pytest.mark.parametrize("version", [None, "0000000", "sha256:" + "0" * 64, "zz", "abc"])
@@ -111,12 +131,14 @@ def test_unknown_objects_and_versions_raise_not_found_naming_kind_and_name(
 ) -> None:
     """A missing object or version is NotFoundError whose message names the kind and name."""
     if version is not None:
-        catalog.save("flows", "ghost", flow("ghost"), author=AUTHOR, message="add")
+        catalog.save(
+            "flows", "ghost", flow("ghost"), author=AUTHOR, message="add", folder="default"
+        )
         name = "ghost"
     else:
         name = "nobody"
     with pytest.raises(NotFoundError) as caught:
-        catalog.get("flows", name, version)
+        catalog.get("flows", name, version, folder="default")
     if version is None or version.startswith("sha256:"):
         assert "flows" in str(caught.value)
         assert name in str(caught.value)
@@ -130,11 +152,15 @@ def test_an_unknown_kind_is_not_found(catalog: Catalog) -> None:
 
 def test_list_returns_the_latest_of_each_object_sorted_by_name(catalog: Catalog) -> None:
     """list gives one entry per object, by name, each at its own last change."""
-    b1 = catalog.save("flows", "beta", flow("beta", 1), author=AUTHOR, message="b1")
-    catalog.save("flows", "alpha", flow("alpha", 1), author=AUTHOR, message="a1")
-    a2 = catalog.save("flows", "alpha", flow("alpha", 2), author=AUTHOR, message="a2")
+    b1 = catalog.save(
+        "flows", "beta", flow("beta", 1), author=AUTHOR, message="b1", folder="default"
+    )
+    catalog.save("flows", "alpha", flow("alpha", 1), author=AUTHOR, message="a1", folder="default")
+    a2 = catalog.save(
+        "flows", "alpha", flow("alpha", 2), author=AUTHOR, message="a2", folder="default"
+    )
     config = {"name": "base", "layer": "base", "values": {}}
-    catalog.save("configs", "base", config, author=AUTHOR, message="another kind")
+    catalog.save("configs", "base", config, author=AUTHOR, message="another kind", folder="default")
     entries = catalog.list("flows")
     assert [(e.name, e.document, e.version) for e in entries] == [
         ("alpha", flow("alpha", 2), a2),
@@ -148,45 +174,60 @@ def test_history_lists_only_the_commits_that_changed_the_object_newest_first(
     catalog: Catalog,
 ) -> None:
     """history skips commits of other objects and orders versions newest first."""
-    v1 = catalog.save("flows", "hello", flow("hello", 1), author=AUTHOR, message="v1")
-    catalog.save("flows", "other", flow("other"), author=AUTHOR, message="unrelated")
-    v2 = catalog.save("flows", "hello", flow("hello", 2), author=AUTHOR, message="v2")
-    assert catalog.history("flows", "hello") == [v2, v1]
+    v1 = catalog.save(
+        "flows", "hello", flow("hello", 1), author=AUTHOR, message="v1", folder="default"
+    )
+    catalog.save(
+        "flows", "other", flow("other"), author=AUTHOR, message="unrelated", folder="default"
+    )
+    v2 = catalog.save(
+        "flows", "hello", flow("hello", 2), author=AUTHOR, message="v2", folder="default"
+    )
+    assert catalog.history("flows", "hello", folder="default") == [v2, v1]
 
 
 def test_diff_is_a_unified_diff_of_the_two_json_texts(catalog: Catalog) -> None:
     """diff shows the changed value as a removed and an added line."""
-    v1 = catalog.save("flows", "hello", flow("hello", 1), author=AUTHOR, message="v1")
-    v2 = catalog.save("flows", "hello", flow("hello", 2), author=AUTHOR, message="v2")
-    text = catalog.diff("flows", "hello", v1.commit, v2.commit)
+    v1 = catalog.save(
+        "flows", "hello", flow("hello", 1), author=AUTHOR, message="v1", folder="default"
+    )
+    v2 = catalog.save(
+        "flows", "hello", flow("hello", 2), author=AUTHOR, message="v2", folder="default"
+    )
+    text = catalog.diff("flows", "hello", v1.commit, v2.commit, folder="default")
     assert text.startswith(
-        f"--- flows/hello.json@{v1.commit[:12]}\n+++ flows/hello.json@{v2.commit[:12]}\n"
+        f"--- flows/default/hello.json@{v1.commit[:12]}\n"
+        f"+++ flows/default/hello.json@{v2.commit[:12]}\n"
     )
     assert '-        "x": 1\n' in text
     assert '+        "x": 2\n' in text
-    assert catalog.diff("flows", "hello", v1.commit) == text
-    assert catalog.diff("flows", "hello", v2.commit, v2.content_hash) == ""
+    assert catalog.diff("flows", "hello", v1.commit, folder="default") == text
+    assert catalog.diff("flows", "hello", v2.commit, v2.content_hash, folder="default") == ""
 
 
 def test_delete_commits_the_removal_and_keeps_the_history(catalog: Catalog) -> None:
     """After delete, get is NotFoundError, the file is gone, and history shows the deletion."""
-    saved = catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="add")
-    removed = catalog.delete("flows", "hello", author=AUTHOR, message="Remove hello")
+    saved = catalog.save(
+        "flows", "hello", flow("hello"), author=AUTHOR, message="add", folder="default"
+    )
+    removed = catalog.delete(
+        "flows", "hello", author=AUTHOR, message="Remove hello", folder="default"
+    )
     with pytest.raises(NotFoundError, match="hello"):
-        catalog.get("flows", "hello")
-    assert catalog.history("flows", "hello") == [removed, saved]
+        catalog.get("flows", "hello", folder="default")
+    assert catalog.history("flows", "hello", folder="default") == [removed, saved]
     assert removed.deleted
     assert removed.message == "Remove hello"
-    assert not (catalog.path / "flows" / "hello.json").exists()
+    assert not (catalog.path / "flows" / "default" / "hello.json").exists()
     assert tracked_files(catalog.path) == set()
-    assert catalog.get("flows", "hello", saved.commit).document == flow("hello")
+    assert catalog.get("flows", "hello", saved.commit, folder="default").document == flow("hello")
     assert catalog.list("flows") == []
 
 
 def test_deleting_a_missing_object_is_not_found_and_commits_nothing(catalog: Catalog) -> None:
     """delete of an unknown name raises NotFoundError and leaves the history alone."""
     with pytest.raises(NotFoundError):
-        catalog.delete("flows", "nobody", author=AUTHOR, message="rm")
+        catalog.delete("flows", "nobody", author=AUTHOR, message="rm", folder="default")
     assert len(commits(catalog.path)) == 1
 
 
@@ -204,7 +245,7 @@ def test_an_invalid_flow_leaves_no_commit_and_no_file(
 ) -> None:
     """A flow that fails validation raises with a pointer, adds no commit and writes no file."""
     with pytest.raises(ValidationFailedError) as caught:
-        catalog.save("flows", name, document, author=AUTHOR, message="bad")
+        catalog.save("flows", name, document, author=AUTHOR, message="bad", folder="default")
     assert pointer in [d.pointer for d in caught.value.diagnostics]
     assert len(commits(catalog.path)) == 1
     assert sorted(p.name for p in catalog.path.iterdir()) == [".git"]
@@ -213,7 +254,9 @@ def test_an_invalid_flow_leaves_no_commit_and_no_file(
 def test_a_document_that_is_not_json_is_refused(catalog: Catalog) -> None:
     """Values JSON cannot carry (NaN) are a validation error, not a commit."""
     with pytest.raises(ValidationFailedError):
-        catalog.save("triggers", "t", {"x": float("nan")}, author=AUTHOR, message="bad")
+        catalog.save(
+            "triggers", "t", {"x": float("nan")}, author=AUTHOR, message="bad", folder="default"
+        )
     assert len(commits(catalog.path)) == 1
 
 
@@ -225,7 +268,7 @@ def test_concurrent_saves_from_two_threads_both_land_in_a_linear_history(catalog
     def save(name: str) -> None:
         barrier.wait()
         try:
-            catalog.save("flows", name, flow(name), author=AUTHOR, message=name)
+            catalog.save("flows", name, flow(name), author=AUTHOR, message=name, folder="default")
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
@@ -245,17 +288,17 @@ def test_concurrent_saves_from_two_threads_both_land_in_a_linear_history(catalog
 def test_two_catalog_objects_on_one_path_serialise_their_writes(tmp_path: Path) -> None:
     """Saves through two Catalog instances (as two processes would) both land."""
     first, second = Catalog(tmp_path / "c"), Catalog(tmp_path / "c")
-    first.save("flows", "one", flow("one"), author=AUTHOR, message="one")
-    second.save("flows", "two", flow("two"), author=AUTHOR, message="two")
+    first.save("flows", "one", flow("one"), author=AUTHOR, message="one", folder="default")
+    second.save("flows", "two", flow("two"), author=AUTHOR, message="two", folder="default")
     assert [e.name for e in first.list("flows")] == ["one", "two"]
     assert (tmp_path / "c" / ".git" / "amos.lock").exists()
 
 
 def test_the_working_copy_stays_clean_after_saves_and_deletes(catalog: Catalog) -> None:
     """Every commit is mirrored into the working tree and index, so git status is clean."""
-    catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="add")
-    catalog.save("flows", "bye", flow("bye"), author=AUTHOR, message="add")
-    catalog.delete("flows", "bye", author=AUTHOR, message="rm")
+    catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="add", folder="default")
+    catalog.save("flows", "bye", flow("bye"), author=AUTHOR, message="add", folder="default")
+    catalog.delete("flows", "bye", author=AUTHOR, message="rm", folder="default")
     status = porcelain.status(str(catalog.path))
     assert status.staged == {"add": [], "delete": [], "modify": []}
     assert status.unstaged == []
@@ -273,17 +316,28 @@ def test_a_plugged_in_validator_governs_its_kind(catalog: Catalog) -> None:
     register_kind("triggers", needs_cron)
     try:
         with pytest.raises(ValidationFailedError, match="/cron"):
-            catalog.save("triggers", "nightly", {"at": "2am"}, author=AUTHOR, message="bad")
-        catalog.save("triggers", "nightly", {"cron": "0 2 * * *"}, author=AUTHOR, message="ok")
+            catalog.save(
+                "triggers", "nightly", {"at": "2am"}, author=AUTHOR, message="bad", folder="default"
+            )
+        catalog.save(
+            "triggers",
+            "nightly",
+            {"cron": "0 2 * * *"},
+            author=AUTHOR,
+            message="ok",
+            folder="default",
+        )
     finally:
         register_kind("triggers", previous)
     assert "triggers" in registered_kinds()
-    assert catalog.get("triggers", "nightly").document == {"cron": "0 2 * * *"}
+    assert catalog.get("triggers", "nightly", folder="default").document == {"cron": "0 2 * * *"}
 
 
 def test_a_bare_author_name_is_accepted(catalog: Catalog) -> None:
     """An author without an email still commits, and reads back as given."""
-    version = catalog.save("flows", "hello", flow("hello"), author="ci-bot", message="add")
+    version = catalog.save(
+        "flows", "hello", flow("hello"), author="ci-bot", message="add", folder="default"
+    )
     assert version.author == "ci-bot"
 
 
@@ -294,7 +348,7 @@ def test_saves_from_two_processes_at_once_all_land(tmp_path: Path) -> None:
         "import sys; from pathlib import Path; from amosflow.catalog import Catalog; "
         "from tests.catalog.helpers import flow; c = Catalog(Path(sys.argv[1])); "
         "[c.save('flows', f'{sys.argv[2]}-{i}', flow(f'{sys.argv[2]}-{i}'), author='p <p@x>', "
-        "message=str(i)) for i in range(5)]"
+        "message=str(i), folder='default') for i in range(5)]"
     )
     root = Path(__file__).parents[2]
     workers = [

@@ -21,37 +21,43 @@ def remote(tmp_path: Path) -> str:
 def test_a_pushed_save_reaches_a_second_clone(tmp_path: Path, remote: str) -> None:
     """Save and push in one clone; a fresh clone of the remote reads the same version."""
     first = Catalog.clone(remote, tmp_path / "first")
-    version = first.save("flows", "hello", flow("hello"), author=AUTHOR, message="add")
+    version = first.save(
+        "flows", "hello", flow("hello"), author=AUTHOR, message="add", folder="default"
+    )
     assert first.push() == version.commit
     with Repo(remote) as bare:
         assert bare.refs[b"refs/heads/main"].decode() == version.commit
     second = Catalog.clone(remote, tmp_path / "second")
-    assert second.get("flows", "hello").version == version
-    assert (tmp_path / "second" / "flows" / "hello.json").exists()
+    assert second.get("flows", "hello", folder="default").version == version
+    assert (tmp_path / "second" / "flows" / "default" / "hello.json").exists()
 
 
 def test_pull_brings_in_commits_pushed_by_another_clone(tmp_path: Path, remote: str) -> None:
     """A commit pushed from one clone is visible in another after pull, files included."""
     first = Catalog.clone(remote, tmp_path / "first")
-    first.save("flows", "hello", flow("hello", 1), author=AUTHOR, message="v1")
+    first.save("flows", "hello", flow("hello", 1), author=AUTHOR, message="v1", folder="default")
     first.push()
     second = Catalog.clone(remote, tmp_path / "second")
-    newer = second.save("flows", "hello", flow("hello", 2), author=AUTHOR, message="v2")
+    newer = second.save(
+        "flows", "hello", flow("hello", 2), author=AUTHOR, message="v2", folder="default"
+    )
     second.push()
     assert first.pull() == newer.commit
-    assert first.get("flows", "hello").document == flow("hello", 2)
-    assert '"x": 2' in (tmp_path / "first" / "flows" / "hello.json").read_text()
+    assert first.get("flows", "hello", folder="default").document == flow("hello", 2)
+    assert '"x": 2' in (tmp_path / "first" / "flows" / "default" / "hello.json").read_text()
 
 
 def test_pushing_over_commits_it_lacks_is_a_conflict(tmp_path: Path, remote: str) -> None:
     """A push that would drop the remote's newer commits is refused as ConflictError."""
     first = Catalog.clone(remote, tmp_path / "first")
-    first.save("flows", "hello", flow("hello", 1), author=AUTHOR, message="v1")
+    first.save("flows", "hello", flow("hello", 1), author=AUTHOR, message="v1", folder="default")
     first.push()
     second = Catalog.clone(remote, tmp_path / "second")
-    second.save("flows", "hello", flow("hello", 2), author=AUTHOR, message="theirs")
+    second.save(
+        "flows", "hello", flow("hello", 2), author=AUTHOR, message="theirs", folder="default"
+    )
     second.push()
-    first.save("flows", "hello", flow("hello", 3), author=AUTHOR, message="ours")
+    first.save("flows", "hello", flow("hello", 3), author=AUTHOR, message="ours", folder="default")
     with pytest.raises(ConflictError):
         first.push()
     with pytest.raises(ConflictError):

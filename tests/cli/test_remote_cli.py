@@ -63,15 +63,15 @@ def test_push_saves_each_file_and_prints_its_version(node: Node) -> None:
 
 
 def test_ls_lists_pushed_flows(node: Node) -> None:
-    """`flow ls` shows each flow with its short commit and description, and --json the listing."""
+    """`flow ls` shows each flow with its folder, short commit and description; --json the list."""
     amos(node, "flow", "push", str(EXAMPLES / "hello.json"), str(EXAMPLES / "send-welcome.json"))
     table = amos(node, "flow", "ls")
     assert table.returncode == 0, table.stderr
     rows = table.stdout.splitlines()
-    assert rows[0].split() == ["NAME", "COMMIT", "DESCRIPTION"]
+    assert rows[0].split() == ["NAME", "FOLDER", "COMMIT", "DESCRIPTION"]
     for flow in flows(node):
         row = next(r for r in rows[1:] if r.split()[0] == flow["name"])
-        assert row.split()[1] == flow["version"]["commit"][:12]
+        assert row.split()[1:3] == ["default", flow["version"]["commit"][:12]]
         assert row.endswith(flow["description"])
     as_json = amos(node, "flow", "ls", "--json")
     assert [f["name"] for f in json.loads(as_json.stdout)] == ["hello", "send-welcome"]

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from amosflow.errors import NotFoundError, PermissionDeniedError
-from amosflow.identity.policy import PERMISSIONS, allows, authorize, folder_scope
+from amosflow.identity.policy import (
+    PERMISSIONS,
+    ROLE_PERMISSIONS,
+    allows,
+    authorize,
+    folder_scope,
+    holds_unconditionally,
+    sees,
+)
 from amosflow.identity.principal import Binding, Principal
 
 
@@ -42,7 +50,35 @@ def test_a_condition_grants_only_where_it_holds_and_fails_closed() -> None:
     assert allows(small, "runs.start", "default", {"inputs": {"amount": 5}})
     assert not allows(small, "runs.start", "default", {"inputs": {"amount": 50000}})
     assert not allows(small, "runs.start", "default", {"inputs": {}})  # cannot decide: no
-    assert allows(small, "runs.start", "default")  # no resource: where to look
+    assert not allows(small, "runs.start", "default")  # nothing to decide on: grants nothing
+    assert sees(small, "runs.read", "default")  # still knows where to look: 403, not 404
+    assert folder_scope(small, "runs.read").folders == frozenset({"default"})
+
+
+def test_a_conditional_binding_grants_nothing_where_no_resource_is_checked() -> None:
+    """`administrator@* if resource.folder == 'lab'` holds no install-wide right (finding 6)."""
+    lab = _who(Binding("administrator", "*", "resource.folder == 'lab'"))
+    assert allows(lab, "flows.write", "lab")
+    assert not allows(lab, "flows.write", "default")
+    assert not allows(lab, "identity.write")
+    with pytest.raises(PermissionDeniedError):
+        authorize(lab, "identity.write")
+    assert not holds_unconditionally(lab, ["flows.read"], "lab")
+
+
+def test_nobody_holds_unconditionally_more_than_its_unconditional_bindings() -> None:
+    """A folder administrator holds its role there outright, and nothing install-wide."""
+    sales = _who(Binding("administrator", "sales"), Binding("approver", "*", "true"))
+    assert holds_unconditionally(sales, ROLE_PERMISSIONS["analyst"], "sales")
+    assert not holds_unconditionally(sales, ROLE_PERMISSIONS["analyst"], "finance")
+    assert not holds_unconditionally(sales, ROLE_PERMISSIONS["approver"], "*")
+    assert not holds_unconditionally(sales, ["identity.write"], "sales")
+
+
+def test_approving_an_mcp_server_is_an_install_wide_right() -> None:
+    """A folder administrator may not approve an MCP server, an administrator of `*` may."""
+    assert not allows(_who(Binding("administrator", "sales")), "mcp.approve", "sales")
+    assert allows(_who(Binding("administrator")), "mcp.approve", "sales")
 
 
 def test_scopes_narrow_and_never_widen() -> None:

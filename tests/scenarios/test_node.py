@@ -74,7 +74,6 @@ def _start(home: Path, port: int) -> RunningNode:
         "AMOS_HOME": str(home),
         "AMOS_API_PORT": str(port),
         "AMOS_RUNNER_PORT": str(free_port()),
-        "AMOS_SECRET_HOOKS_NODE": HOOK_KEY,
     }
     for key in ("AMOS_TEMPORAL_ADDRESS", "AMOS_NATS_URL", "AMOS_DATABASE_URL", "AMOS_TASK_QUEUE"):
         env.pop(key, None)
@@ -161,6 +160,8 @@ def test_node_runs_from_api_webhook_and_schedule(node: RunningNode, tmp_path: Pa
             "secret": "hooks.node",
         }
         assert client.put("/api/v1/triggers/node-hook", json={"document": hook}).status_code == 200
+        key = client.put("/api/v1/secrets/hooks.node", json={"value": HOOK_KEY})
+        assert key.status_code == 201, key.text
         body = json.dumps({"who": "hook"}).encode()
         stamp = str(int(time.time()))
         headers = {
@@ -171,7 +172,7 @@ def test_node_runs_from_api_webhook_and_schedule(node: RunningNode, tmp_path: Pa
         bad = client.post(
             "/api/v1/hooks/node-hook",
             content=body,
-            headers={**headers, "X-Amos-Signature": sign(b"wrong", stamp, body)},
+            headers={**headers, "X-Amos-Signature": sign(b"wrong", stamp, "n1", body)},
         )
         assert bad.status_code == 401
         old = str(int(time.time()) - 3600)
@@ -181,7 +182,7 @@ def test_node_runs_from_api_webhook_and_schedule(node: RunningNode, tmp_path: Pa
             headers={
                 **headers,
                 "X-Amos-Timestamp": old,
-                "X-Amos-Signature": sign(HOOK_KEY.encode(), old, body),
+                "X-Amos-Signature": sign(HOOK_KEY.encode(), old, "n1", body),
             },
         )
         assert replayed.status_code == 401
@@ -191,7 +192,7 @@ def test_node_runs_from_api_webhook_and_schedule(node: RunningNode, tmp_path: Pa
         good = client.post(
             "/api/v1/hooks/node-hook",
             content=body,
-            headers={**headers, "X-Amos-Signature": sign(HOOK_KEY.encode(), stamp, body)},
+            headers={**headers, "X-Amos-Signature": sign(HOOK_KEY.encode(), stamp, "n1", body)},
         )
         assert good.status_code == 202, good.text
         assert _until(lambda: _run(client, good.json()["run_id"])["status"] == "completed")

@@ -20,10 +20,10 @@ def test_a_wrong_token_seals_the_vault(transit_server: TransitServer, store: Sto
     """A refused X-Vault-Token is a sealed vault: reads fail closed, the token is not echoed."""
     good = transit_provider(transit_server, "sealing")
     vault = Vault(store, good)
-    vault.set("a", CANARY)
+    vault.set("a", CANARY, "default")
     bad = TransitProvider(transit_server.url, "s.not-the-token", "sealing")
     with pytest.raises(VaultSealedError, match="refused the token") as caught:
-        Vault(store, bad).reveal("a")
+        Vault(store, bad).reveal("a", "default")
     assert "s.not-the-token" not in str(caught.value)
     assert CANARY not in str(caught.value)
 

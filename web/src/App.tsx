@@ -20,7 +20,7 @@ function Page() {
   const route = useHashRoute();
   switch (route.page) {
     case "flows":
-      return route.id ? <FlowDetail name={route.id} version={route.sub} /> : <FlowList />;
+      return route.id ? <FlowDetail id={route.id} version={route.sub} /> : <FlowList />;
     case "tasks":
       return route.id ? <TaskView key={route.id} taskId={route.id} /> : <Inbox />;
     case "triggers":

@@ -324,13 +324,9 @@ async def agent_run(ctx: ActionContext, params: AgentRunWith) -> dict[str, Any]:
 
     rt = runtime.current()
     context = await runtime.step_context(ctx, rt, purpose="agent")
-    model = await asyncio.to_thread(
-        resolve_model, params.model, rt.catalog, folder=context.folder, store=rt.store
-    )
+    model = await asyncio.to_thread(resolve_model, params.model, rt.catalog, folder=context.folder)
     servers = {mcp.split_qualified(name)[0] for name in params.tools}
-    entries = await asyncio.to_thread(
-        mcp.load_servers, rt.catalog, rt.store, servers, context.folder
-    )
+    entries = await asyncio.to_thread(mcp.load_servers, rt.catalog, servers, context.folder)
     signer = await asyncio.to_thread(gateway_signer)
     limits = AgentLimits(
         max_iterations=params.max_iterations,

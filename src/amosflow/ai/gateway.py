@@ -192,7 +192,9 @@ class _GovernedTransport(httpx.AsyncBaseTransport):
         }
         secrets = self._context.secrets
         if self._model.api_key_secret:
-            key = await asyncio.to_thread(self._gateway.resolve_secret, self._model.api_key_secret)
+            key = await asyncio.to_thread(
+                self._gateway.resolve_secret, self._model.api_key_secret, self._context.run_id
+            )
             headers["Authorization"] = f"Bearer {key}"
             secrets = (*secrets, key)
         prompted = self._model.tool_calls == "prompted" and bool(body.get("tools"))
@@ -247,12 +249,13 @@ class ModelGateway:
     """The one client for every model call (steps now; authoring and self-heal later).
 
     ``store`` keeps usage counters and the audit trail; ``resolve_secret`` reads a
-    definition's API key from the vault. Connection pools are kept per event loop and egress
-    policy, so a connection opened under one policy never serves another.
+    definition's API key from the vault of the run's folder. Connection pools are kept per
+    event loop and egress policy, so a connection opened under one policy never serves
+    another.
     """
 
     store: Store
-    resolve_secret: Callable[[str], str] = secrets.resolve
+    resolve_secret: Callable[[str, str], str] = secrets.resolve
     extra_allow: tuple[str, ...] | None = None
     _pools: weakref.WeakKeyDictionary[
         asyncio.AbstractEventLoop, dict[egress.EgressPolicy, egress.EgressTransport]

@@ -101,7 +101,7 @@ async def generate(ctx: ActionContext, params: LlmGenerateWith) -> dict[str, Any
     services = await asyncio.to_thread(runtime.current)
     context = await runtime.step_context(ctx, services)
     model = await asyncio.to_thread(
-        resolve_model, params.model, services.catalog, folder=context.folder, store=services.store
+        resolve_model, params.model, services.catalog, folder=context.folder
     )
     first = messages = _messages(params)
     schema = params.schema_

@@ -21,17 +21,13 @@ from pydantic import (
 from amosflow.catalog import register_kind
 from amosflow.catalog._kinds import NAME_PATTERN
 from amosflow.errors import AIConfigurationError, Diagnostic, NotFoundError, ValidationFailedError
-from amosflow.store import folders
 
 if TYPE_CHECKING:
     from amosflow.catalog import Catalog
-    from amosflow.store import Store
 
-__all__ = ["KIND", "ModelDefinition", "resolve_model", "shared_folder"]
+__all__ = ["KIND", "ModelDefinition", "resolve_model"]
 
 KIND = "models"
-#: Models filed here may be used by runs of every folder; others only by their own folder's.
-SHARED_FOLDER = "default"
 #: Request fields a definition's ``parameters`` may not set: the gateway owns them.
 _RESERVED = frozenset({"model", "messages", "stream", "tools", "response_format"})
 
@@ -124,38 +120,25 @@ def _validate(name: str, document: dict[str, Any]) -> None:
 register_kind(KIND, _validate)
 
 
-def shared_folder() -> str:
-    """The folder whose models every folder may use."""
-    return SHARED_FOLDER
-
-
 def _not_configured(name: str) -> AIConfigurationError:
     return AIConfigurationError(
-        f"no model configured under the name {name!r}: an AI step only calls a model an"
-        f" administrator defined. Create one with POST /api/v1/models (or `amos model push"
-        f" FILE.json`) giving name {name!r}, base_url (an OpenAI-compatible endpoint), model"
-        " and revision"
+        f"no model configured under the name {name!r} in this run's folder: an AI step only"
+        " calls a model an administrator defined in the flow's own folder. Create one there"
+        f" with PUT /api/v1/models/{name} (or `amos model push FILE.json --folder FOLDER`)"
+        f" giving name {name!r}, base_url (an OpenAI-compatible endpoint), model and revision"
     )
 
 
-def resolve_model(
-    name: str, catalog: Catalog, *, folder: str | None = None, store: Store | None = None
-) -> ModelDefinition:
-    """The definition named ``name``, or AIConfigurationError saying what to configure.
+def resolve_model(name: str, catalog: Catalog, *, folder: str) -> ModelDefinition:
+    """The definition named ``name`` in ``folder``, or AIConfigurationError saying what to do.
 
-    With ``folder`` and ``store``, the definition must be filed in that folder or in the
-    shared one: a run may not spend another folder's model, and it answers as if the model
-    did not exist, as the API does.
+    A run looks only in its own folder: a model of another folder is another folder's to
+    spend, and the answer is the same as for a model that does not exist.
     """
     try:
-        entry = catalog.get(KIND, name)
+        entry = catalog.get(KIND, name, folder=folder)
     except NotFoundError:
         raise _not_configured(name) from None
-    if folder is not None and store is not None:
-        with store.session(read_only=True) as session:
-            filed = folders.folder_of(session, KIND, name)
-        if filed not in {folder, SHARED_FOLDER}:
-            raise _not_configured(name)
     try:
         return ModelDefinition.model_validate(entry.document)
     except ValidationError as exc:

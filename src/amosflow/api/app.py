@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from amosflow import __version__, audit, console
@@ -52,6 +53,7 @@ from amosflow.runners.dispatch import dispatch_activity
 from amosflow.runners.server import fleet_server
 from amosflow.runners.settings import RunnerSettings
 from amosflow.services import triggers as trigger_service
+from amosflow.services import upgrade
 from amosflow.services.runs import ControlPlane
 from amosflow.services.watcher import RunWatcher
 from amosflow.store import Store, open_store
@@ -128,6 +130,15 @@ def _authenticator(node: NodeConfig, store: Store) -> tuple[Authenticator, JwksC
     return authenticator, cache
 
 
+async def _control_plane(node: NodeConfig, store: Store, client: Client) -> ControlPlane:
+    """The node's control plane, its catalog brought up to this release's layout."""
+    cp = ControlPlane(
+        settings=node.engine, store=store, catalog=Catalog(node.catalog_path), client=client
+    )
+    await upgrade.adopt_legacy_catalog(cp)
+    return cp
+
+
 def create_app(config: NodeConfig | None = None) -> FastAPI:
     """The FastAPI application of one control-plane node."""
     node = config or NodeConfig()
@@ -145,9 +156,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
         app.state.authenticator, jwks = _authenticator(node, store)
         runner_settings = node.runners.model_copy(update={"home": node.engine.home})
         app.state.runner_settings = runner_settings
-        cp = ControlPlane(
-            settings=node.engine, store=store, catalog=Catalog(node.catalog_path), client=client
-        )
+        cp = await _control_plane(node, store, client)
         watcher = RunWatcher(cp)
         app.state.control_plane = cp
         app.state.watcher = watcher

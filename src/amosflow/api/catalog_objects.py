@@ -7,12 +7,13 @@ owns that part once so the three stay the same.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from amosflow.api import access
-from amosflow.api.schemas import VersionPublic
+from fastapi import Query
+
+from amosflow.api.schemas import FOLDER_PATTERN, VersionPublic
 from amosflow.errors import Diagnostic, ValidationFailedError
-from amosflow.services import auditing
+from amosflow.services import access, auditing
 
 if TYPE_CHECKING:
     from amosflow.catalog import Entry
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from amosflow.services.runs import ControlPlane
 
 __all__ = [
+    "FolderQuery",
     "delete",
     "history",
     "read",
@@ -27,6 +29,14 @@ __all__ = [
     "require_path_name",
     "save",
     "to_version",
+]
+
+FolderQuery = Annotated[
+    str | None,
+    Query(
+        pattern=FOLDER_PATTERN,
+        description="Folder of the object; needed only when you see the name in several.",
+    ),
 ]
 
 
@@ -55,7 +65,7 @@ def save(
     message: str,
 ) -> tuple[str, VersionPublic]:
     """Commit a new version as the caller, audited; returns its folder and version."""
-    placed = access.guard_write(cp, caller, kind, name, folder)
+    placed = access.write_guard(cp, caller, kind, name, folder)
     version = auditing.save(
         cp.store,
         cp.catalog,
@@ -70,11 +80,14 @@ def save(
     return placed, to_version(version)
 
 
-def readable(cp: ControlPlane, caller: Principal, kind: str) -> list[tuple[Entry, str]]:
-    """Every object of a kind the caller may read, at its latest version, with its folder."""
-    entries = cp.catalog.list(kind)
-    shown = access.visible(cp, caller, kind, (e.name for e in entries))
-    return [(e, shown[e.name]) for e in entries if e.name in shown]
+def readable(
+    cp: ControlPlane, caller: Principal, kind: str, folder: str | None = None
+) -> list[Entry]:
+    """Every object of a kind the caller may read (in ``folder`` only, when given)."""
+    shown = access.visible_folders(caller, access.reader(kind), folder)
+    if shown is None:
+        return cp.catalog.list(kind)
+    return [entry for each in shown for entry in cp.catalog.list(kind, each)]
 
 
 def read(
@@ -84,19 +97,28 @@ def read(
     kind: str,
     name: str,
     *,
+    folder: str | None = None,
     version: str | None = None,
-) -> tuple[Entry, str]:
-    """One object at its latest version or the one asked for, with its folder."""
-    folder = access.guard(cp, caller, permission, kind, name)
-    return cp.catalog.get(kind, name, version), folder
+) -> Entry:
+    """One object at its latest version or the one asked for (a deleted object's too)."""
+    found = access.guard(
+        cp, caller, permission, kind, name, folder=folder, ever=version is not None
+    )
+    return cp.catalog.get(kind, name, version, folder=found)
 
 
 def history(
-    cp: ControlPlane, caller: Principal, permission: str, kind: str, name: str
+    cp: ControlPlane,
+    caller: Principal,
+    permission: str,
+    kind: str,
+    name: str,
+    *,
+    folder: str | None = None,
 ) -> list[VersionPublic]:
-    """Every version of an object, newest first."""
-    access.guard(cp, caller, permission, kind, name)
-    return [to_version(v) for v in cp.catalog.history(kind, name)]
+    """Every version of an object, newest first (a deleted object's too)."""
+    found = access.guard(cp, caller, permission, kind, name, folder=folder, ever=True)
+    return [to_version(v) for v in cp.catalog.history(kind, name, folder=found)]
 
 
 def delete(
@@ -106,17 +128,19 @@ def delete(
     kind: str,
     name: str,
     *,
+    folder: str | None,
     author: str | None,
     message: str,
 ) -> VersionPublic:
     """Delete an object as the caller, audited; the deletion is a commit, so history stays."""
-    access.guard(cp, caller, permission, kind, name)
+    found = access.guard(cp, caller, permission, kind, name, folder=folder)
     return to_version(
         auditing.delete(
             cp.store,
             cp.catalog,
             kind,
             name,
+            folder=found,
             author=access.author_of(caller, author),
             message=message or f"delete {name}",
             actor=caller.actor,

@@ -35,7 +35,10 @@ class CatalogSave(_Body):
     folder: str | None = Field(
         default=None,
         pattern=FOLDER_PATTERN,
-        description="Folder of the object; `default` for a new one, unchanged for an update.",
+        description=(
+            "Folder whose namespace the object is saved in. When absent: the one folder where"
+            " you see the name already, else the only folder you may write in, else `default`."
+        ),
     )
 
 
@@ -99,8 +102,17 @@ class RunCreate(_Body):
     start_at: datetime | None = Field(default=None, description="Deferred start time.")
     run_id: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
-        description="Run id to use; the same id never starts a second run.",
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,99}:[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+        max_length=128,
+        description=(
+            "Run id to use, `<the flow's folder>:<your key>`; the same id never starts a"
+            " second run. Random when absent."
+        ),
+    )
+    folder: str | None = Field(
+        default=None,
+        pattern=FOLDER_PATTERN,
+        description="Folder of the flow; needed only when you see its name in several.",
     )
 
 

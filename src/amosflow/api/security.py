@@ -40,7 +40,7 @@ PUBLIC_PATHS = frozenset(
     }
 )
 #: Webhook deliveries authenticate themselves with an HMAC signature over the body.
-_HOOK = re.compile(r"/api/v1/hooks/[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+_HOOK = re.compile(r"/api/v1/hooks/(?:[a-z0-9][a-z0-9._-]{0,99}/)?[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 #: The console's static page and its flat, hashed asset files: code, no data.
 _CONSOLE = re.compile(r"/|/assets/[A-Za-z0-9][A-Za-z0-9_-]{0,120}(?:\.[A-Za-z0-9]{1,8}){1,2}")
 

@@ -1,4 +1,9 @@
-"""The catalog: flows, config bundles and triggers as versioned JSON files in one Git repository."""
+"""The catalog: flows, config bundles and triggers as versioned JSON files in one Git repository.
+
+Each object lives at ``<kind>/<folder>/<name>.json``: a folder is a namespace, so every
+lookup names the folder it looks in, and nothing can find an object of a folder it did not
+name (decision 0041).
+"""
 
 from __future__ import annotations
 
@@ -7,31 +12,39 @@ import fcntl
 import io
 import json
 import logging
+import stat
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dulwich import porcelain
-from dulwich.objects import Blob
+from dulwich.objects import Blob, Tree
 from dulwich.repo import Repo
 
 from amosflow.catalog import _git
-from amosflow.catalog._kinds import check_document, object_path, render_document
+from amosflow.catalog._kinds import (
+    check_document,
+    kind_path,
+    object_path,
+    registered_kinds,
+    render_document,
+)
 from amosflow.dsl import content_hash
 from amosflow.errors import CatalogError, ConflictError, NotFoundError
 
 if TYPE_CHECKING:
     import builtins
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from dulwich.objects import Commit, ObjectID
 
 __all__ = ["Catalog", "Entry", "Version"]
 
 _log = logging.getLogger(__name__)
+_MIN_COMMIT_PREFIX = 7  # git's shortest abbreviated commit id
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +58,8 @@ class Version:
     committed_at: datetime
     deleted: bool = False
     """True for the commit that removed the object; its ``content_hash`` is then empty."""
+    made: bool = field(default=False, compare=False)
+    """True when the call that returned this version made its commit (a save or a delete)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,7 @@ class Entry:
     name: str
     document: dict[str, Any]
     version: Version
+    folder: str = "default"
 
 
 class Catalog:
@@ -89,12 +105,19 @@ class Catalog:
             return self._head(repo).decode()
 
     def save(
-        self, kind: str, name: str, document: dict[str, Any], *, author: str, message: str
+        self,
+        kind: str,
+        name: str,
+        document: dict[str, Any],
+        *,
+        folder: str,
+        author: str,
+        message: str,
     ) -> Version:
         """Validate and commit a document; identical content returns the current version."""
         text = render_document(document)
         check_document(kind, name, document)
-        path = object_path(kind, name)
+        path = object_path(kind, folder, name)
         who = _git.identity(author)
         data = text.encode()
         with self._write_lock(), self._open() as repo:
@@ -108,44 +131,86 @@ class Catalog:
                 repo, head, path.encode(), data, who=who, message=message or f"Save {path}"
             )
             self._sync_working_copy(repo, path, data)
-            return self._version(repo, commit, _blob_id(data))
+            return replace(self._version(repo, commit, _blob_id(data)), made=True)
 
-    def delete(self, kind: str, name: str, *, author: str, message: str) -> Version:
-        """Commit the removal of an object; its history stays readable."""
-        path = object_path(kind, name)
+    def delete(self, kind: str, name: str, *, folder: str, author: str, message: str) -> Version:
+        """Commit the removal of an object; its history stays readable, in its folder."""
+        path = object_path(kind, folder, name)
         who = _git.identity(author)
         with self._write_lock(), self._open() as repo:
             head = self._head(repo)
             if _git.entry_id(repo, _git.commit_at(repo, head).tree, path.encode()) is None:
-                raise NotFoundError(f"no {kind} named {name!r} in the catalog")
+                raise NotFoundError(f"no {kind} named {name!r}")
             commit = _git.commit_change(
                 repo, head, path.encode(), None, who=who, message=message or f"Delete {path}"
             )
             self._sync_working_copy(repo, path, None)
-            return self._version(repo, commit, None)
+            return replace(self._version(repo, commit, None), made=True)
 
-    def get(self, kind: str, name: str, version: str | None = None) -> Entry:
-        """Return the latest object, or the one at a commit (id or prefix) or content hash."""
-        path = object_path(kind, name)
+    def get(self, kind: str, name: str, version: str | None = None, *, folder: str) -> Entry:
+        """Return the latest object, or one of its versions (commit id or prefix, content hash)."""
+        path = object_path(kind, folder, name)
         with self._open() as repo:
             commit, blob = self._locate(repo, kind, name, path.encode(), version)
-            return Entry(kind, name, self._document(repo, blob), self._version(repo, commit, blob))
+            return Entry(
+                kind, name, self._document(repo, blob), self._version(repo, commit, blob), folder
+            )
 
-    def history(self, kind: str, name: str) -> list[Version]:
+    def exists(self, kind: str, name: str, *, folder: str) -> bool:
+        """Whether ``folder`` holds ``name`` at the latest commit."""
+        path = object_path(kind, folder, name).encode()
+        with self._open() as repo:
+            tree = _git.commit_at(repo, self._head(repo)).tree
+            return _git.entry_id(repo, tree, path) is not None
+
+    def folders_holding(self, kind: str, name: str, *, ever: bool = False) -> builtins.list[str]:
+        """The folders whose namespace holds ``name`` of ``kind``, sorted.
+
+        At the latest commit; with ``ever``, at any commit (a deleted object's history stays
+        in its folder).
+        """
+        object_path(kind, "default", name)  # refuse an unsafe name before looking
+        with self._open() as repo:
+            head = self._head(repo)
+            trees = (
+                [c.commit.tree for c in repo.get_walker(include=[head])]
+                if ever
+                else [_git.commit_at(repo, head).tree]
+            )
+            found: set[str] = set()
+            for tree in trees:
+                found.update(
+                    folder
+                    for folder in self._folders(repo, tree, kind)
+                    if folder not in found
+                    and _git.entry_id(repo, tree, f"{kind}/{folder}/{name}.json".encode())
+                    is not None
+                )
+            return sorted(found)
+
+    def history(self, kind: str, name: str, *, folder: str) -> list[Version]:
         """Return every version of an object, newest first, including its deletions."""
-        path = object_path(kind, name).encode()
+        path = object_path(kind, folder, name).encode()
         with self._open() as repo:
             versions = [
                 self._version(repo, commit, blob)
                 for commit, blob in _git.file_changes(repo, self._head(repo), path)
             ]
         if not versions:
-            raise NotFoundError(f"no {kind} named {name!r} in the catalog")
+            raise NotFoundError(f"no {kind} named {name!r}")
         return versions
 
-    def diff(self, kind: str, name: str, from_version: str, to_version: str | None = None) -> str:
+    def diff(
+        self,
+        kind: str,
+        name: str,
+        from_version: str,
+        to_version: str | None = None,
+        *,
+        folder: str,
+    ) -> str:
         """Return the unified diff between two versions (``to_version`` None = latest)."""
-        path = object_path(kind, name)
+        path = object_path(kind, folder, name)
         texts = []
         with self._open() as repo:
             for version in (from_version, to_version):
@@ -205,29 +270,99 @@ class Catalog:
             raise ConflictError(f"the remote refused the push: {refused}")
         return head.decode()
 
-    def list(self, kind: str) -> builtins.list[Entry]:
-        """Return the latest version of every object of a kind, sorted by name."""
-        folder = object_path(kind, "x").rsplit("/", 1)[0].encode()
+    def list(self, kind: str, folder: str | None = None) -> builtins.list[Entry]:
+        """Return the latest version of every object of a kind, by folder then name.
+
+        ``folder`` limits the listing to one folder; the caller decides which folders a
+        listing may show.
+        """
+        root = kind_path(kind).encode()
         with self._open() as repo:
             head = self._head(repo)
             tree = _git.commit_at(repo, head).tree
-            folder_id = _git.entry_id(repo, tree, folder)
-            if folder_id is None:
-                return []
-            names = sorted(
-                item.path.decode()[: -len(".json")]
-                for item in repo[folder_id].items()  # type: ignore[attr-defined]
-                if item.path.endswith(b".json")
-            )
-            paths = [folder + b"/" + name.encode() + b".json" for name in names]
-            changes = _git.last_changes(repo, head, paths, folder)
+            wanted = self._folders(repo, tree, kind) if folder is None else [folder]
+            located: list[tuple[str, str, bytes]] = []
+            for each in wanted:
+                prefix = object_path(kind, each, "x").rsplit("/", 1)[0].encode()
+                folder_id = _git.entry_id(repo, tree, prefix)
+                if folder_id is None or not isinstance(repo[folder_id], Tree):
+                    continue
+                located += [
+                    (each, item.path.decode()[: -len(".json")], prefix + b"/" + item.path)
+                    for item in repo[folder_id].items()  # type: ignore[attr-defined]
+                    if item.path.endswith(b".json")
+                ]
+            located.sort()
+            changes = _git.last_changes(repo, head, [path for _, _, path in located], root)
             entries = []
-            for name, path in zip(names, paths, strict=True):
+            for each, name, path in located:
                 blob = _git.entry_id(repo, tree, path)
                 assert blob is not None
                 version = self._version(repo, changes[path], blob)
-                entries.append(Entry(kind, name, self._document(repo, blob), version))
+                entries.append(Entry(kind, name, self._document(repo, blob), version, each))
             return entries
+
+    def undo(self, kind: str, name: str, version: Version, *, folder: str) -> None:
+        """Take back the commit that made ``version``, whose audit record could not be written.
+
+        HEAD moves back when nothing was committed on top of it since; otherwise a new commit
+        restores the object as it was before.
+        """
+        if not version.made:
+            return  # nothing was committed by that call, so there is nothing to take back
+        path = object_path(kind, folder, name)
+        with self._write_lock(), self._open() as repo:
+            made = _git.commit_at(repo, version.commit.encode())  # type: ignore[arg-type]
+            parent = made.parents[0]
+            before = _git.entry_id(repo, _git.commit_at(repo, parent).tree, path.encode())
+            data = None if before is None else _git.read_blob(repo, before)
+            head = self._head(repo)
+            if head != made.id or not _git.reset_head(repo, head, parent):
+                _git.commit_change(
+                    repo,
+                    head,
+                    path.encode(),
+                    data,
+                    who=_git.SYSTEM_IDENTITY,
+                    message=f"Undo {version.commit[:12]}: its audit record was not written",
+                )
+            self._sync_working_copy(repo, path, data)
+
+    def adopt_legacy(
+        self, folder_of: Callable[[str, str], str]
+    ) -> builtins.list[tuple[str, str, str]]:
+        """Move objects saved before folders were namespaces into ``<kind>/<folder>/``.
+
+        ``folder_of(kind, name)`` says where each belongs (the store's record of its folder).
+        One commit moves them all; returns each move as (kind, folder, name).
+        """
+        with self._write_lock(), self._open() as repo:
+            head = self._head(repo)
+            tree = _git.commit_at(repo, head).tree
+            moves: list[tuple[str, str, ObjectID]] = []
+            for kind in registered_kinds():
+                root = _git.entry_id(repo, tree, kind.encode())
+                if root is None or not isinstance(repo[root], Tree):
+                    continue
+                for item in repo[root].items():  # type: ignore[attr-defined]
+                    if item.path.endswith(b".json") and not stat.S_ISDIR(item.mode):
+                        name = item.path.decode()[: -len(".json")]
+                        target = object_path(kind, folder_of(kind, name), name)
+                        moves.append((f"{kind}/{name}.json", target, item.sha))
+            if not moves:
+                return []
+            _git.commit_changes(
+                repo,
+                head,
+                [(old.encode(), None) for old, _, _ in moves]
+                + [(new.encode(), blob) for _, new, blob in moves],
+                who=_git.SYSTEM_IDENTITY,
+                message="Move catalog objects into their folders",
+            )
+            for old, new, blob in moves:
+                self._sync_working_copy(repo, old, None)
+                self._sync_working_copy(repo, new, _git.read_blob(repo, blob))
+            return [tuple(new.removesuffix(".json").split("/")) for _, new, _ in moves]  # type: ignore[misc]
 
     @contextmanager
     def _open(self) -> Iterator[Repo]:
@@ -251,6 +386,18 @@ class Catalog:
             raise CatalogError("the catalog repository has no commit on its current branch")
         return head
 
+    @staticmethod
+    def _folders(repo: Repo, tree: ObjectID, kind: str) -> builtins.list[str]:
+        """The folders that have a directory of ``kind`` at ``tree``, sorted."""
+        root = _git.entry_id(repo, tree, kind_path(kind).encode())
+        if root is None or not isinstance(repo[root], Tree):
+            return []
+        return sorted(
+            item.path.decode()
+            for item in repo[root].items()  # type: ignore[attr-defined]
+            if stat.S_ISDIR(item.mode)
+        )
+
     def _require_remote(self, repo: Repo) -> None:
         try:
             repo.get_config().get((b"remote", b"origin"), b"url")
@@ -260,18 +407,29 @@ class Catalog:
     def _locate(
         self, repo: Repo, kind: str, name: str, path: bytes, version: str | None
     ) -> tuple[Commit, ObjectID]:
-        """Find the commit that made the requested version and the blob it holds."""
+        """Find the commit that made the requested version and the blob it holds.
+
+        A version is looked for only among the commits that changed this object, so asking
+        for a version says nothing about the rest of the repository: a commit of another
+        object, a prefix shared with other commits or no such commit all answer alike.
+        """
         missing = f"no {kind} named {name!r}" + (f" at version {version}" if version else "")
-        if version is not None and version.startswith("sha256:"):
-            for commit, blob in _git.file_changes(repo, self._head(repo), path):
-                if blob is not None and self._content_hash(repo, blob) == version:
+        changes = _git.file_changes(repo, self._head(repo), path)
+        if version is None:
+            latest = next(changes, None)
+            if latest is None or latest[1] is None:
+                raise NotFoundError(missing)
+            return latest[0], latest[1]
+        wanted = version.lower()
+        for commit, blob in changes:
+            if blob is None:
+                continue
+            if wanted.startswith("sha256:"):
+                if self._content_hash(repo, blob) == wanted:
                     return commit, blob
-            raise NotFoundError(missing)
-        start = self._head(repo) if version is None else _git.resolve_commit(repo, version)
-        latest = next(_git.file_changes(repo, start, path), None)
-        if latest is None or latest[1] is None:
-            raise NotFoundError(missing)
-        return latest[0], latest[1]
+            elif len(wanted) >= _MIN_COMMIT_PREFIX and commit.id.decode().startswith(wanted):
+                return commit, blob
+        raise NotFoundError(missing)
 
     def _document(self, repo: Repo, blob: ObjectID) -> dict[str, Any]:
         document: dict[str, Any] = json.loads(_git.read_blob(repo, blob))

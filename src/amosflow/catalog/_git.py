@@ -23,7 +23,6 @@ BRANCH = b"refs/heads/main"
 HEAD = b"HEAD"
 SYSTEM_IDENTITY = b"AMOS FLOW <amos@localhost>"
 _FILE_MODE = 0o100644
-_HEX = frozenset("0123456789abcdef")
 
 
 def open_or_init(path: Path) -> None:
@@ -117,20 +116,38 @@ def commit_change(
     repo: Repo, parent: ObjectID, path: bytes, content: bytes | None, *, who: bytes, message: str
 ) -> Commit:
     """Commit ``content`` at ``path`` (None removes it) on top of ``parent`` and move HEAD."""
-    changes: list[tuple[bytes, int | None, ObjectID | None]]
-    if content is None:
-        changes = [(path, None, None)]
-    else:
-        blob = Blob.from_string(content)
-        repo.object_store.add_object(blob)
-        changes = [(path, _FILE_MODE, blob.id)]
-    tree = commit_tree_changes(repo.object_store, commit_at(repo, parent).tree, changes)
+    blob: ObjectID | None = None
+    if content is not None:
+        stored = Blob.from_string(content)
+        repo.object_store.add_object(stored)
+        blob = stored.id
+    return commit_changes(repo, parent, [(path, blob)], who=who, message=message)
+
+
+def commit_changes(
+    repo: Repo,
+    parent: ObjectID,
+    changes: list[tuple[bytes, ObjectID | None]],
+    *,
+    who: bytes,
+    message: str,
+) -> Commit:
+    """Commit each path to a stored blob (None removes it) in one commit, and move HEAD."""
+    tree_changes: list[tuple[bytes, int | None, ObjectID | None]] = [
+        (path, None if blob is None else _FILE_MODE, blob) for path, blob in changes
+    ]
+    tree = commit_tree_changes(repo.object_store, commit_at(repo, parent).tree, tree_changes)
     commit = new_commit(tree, [parent], who, message)
     repo.object_store.add_object(commit)
     # Compare-and-swap: the lock makes this succeed unless someone bypassed it (git CLI, pull).
     if not repo.refs.set_if_equals(_ref(HEAD), parent, commit.id, message=b"amos: commit"):
         raise ConflictError("the catalog changed during the commit; retry")
     return commit
+
+
+def reset_head(repo: Repo, expected: ObjectID, target: ObjectID) -> bool:
+    """Move HEAD back from ``expected`` to ``target``; False when HEAD moved on meanwhile."""
+    return bool(repo.refs.set_if_equals(_ref(HEAD), expected, target, message=b"amos: undo"))
 
 
 def file_changes(
@@ -179,28 +196,3 @@ def last_changes(
                 found[path] = next(file_changes(repo, sha, path))[0]
         sha = first
     return found
-
-
-def resolve_commit(repo: Repo, spec: str) -> ObjectID:
-    """Resolve a full or ≥ 7-character abbreviated commit id reachable from HEAD."""
-    spec = spec.lower()
-    if not 7 <= len(spec) <= 40 or not set(spec) <= _HEX:  # noqa: PLR2004 - git's shortest id
-        raise NotFoundError(f"{spec!r} is not a commit id (7 to 40 hex digits)")
-    if len(spec) == 40:  # noqa: PLR2004 - a full SHA-1
-        sha: ObjectID = spec.encode()  # type: ignore[assignment]  # ObjectID is a NewType
-        if sha in repo.object_store and isinstance(repo[sha], Commit):
-            return sha
-        raise NotFoundError(f"no commit {spec} in the catalog")
-    head = head_id(repo)
-    matches = []
-    if head is not None:
-        matches = [
-            entry.commit.id
-            for entry in repo.get_walker(include=[head])
-            if entry.commit.id.decode().startswith(spec)
-        ]
-    if len(matches) == 1:
-        return matches[0]
-    if matches:
-        raise NotFoundError(f"commit id {spec} is ambiguous; give more digits")
-    raise NotFoundError(f"no commit {spec} in the catalog")

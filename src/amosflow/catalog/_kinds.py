@@ -12,9 +12,11 @@ from amosflow.dsl import canonical_json, parse_flow
 from amosflow.errors import Diagnostic, NotFoundError, ValidationFailedError
 
 __all__ = [
+    "FOLDER_PATTERN",
     "NAME_PATTERN",
     "Validator",
     "check_document",
+    "kind_path",
     "object_path",
     "register_kind",
     "registered_kinds",
@@ -24,6 +26,9 @@ __all__ = [
 # The flow-name rule of the DSL, used for every kind so a name is always a safe file name.
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 _NAME = re.compile(NAME_PATTERN)
+# The folder-name rule of identity (a folder is a directory of each kind in the repository).
+FOLDER_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,99}$"
+_FOLDER = re.compile(FOLDER_PATTERN)
 _KIND = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 Validator = Callable[[str, dict[str, Any]], None]
@@ -57,12 +62,25 @@ def _validator(kind: str) -> Validator:
     return validator
 
 
-def object_path(kind: str, name: str) -> str:
-    """Return the repository path of an object, refusing unknown kinds and unsafe names."""
-    _validator(kind)
+def object_path(kind: str, folder: str, name: str) -> str:
+    """Return the repository path of an object, ``<kind>/<folder>/<name>.json``.
+
+    Every object lives in its folder's own namespace: the same name in two folders is two
+    objects, and no path of one folder can be spelled from another. Unknown kinds, unsafe
+    names and unsafe folders are refused.
+    """
+    kind_path(kind)
+    if not isinstance(folder, str) or not _FOLDER.match(folder) or folder in {".", ".."}:
+        raise NotFoundError(f"no folder {folder!r}: folder names must match {FOLDER_PATTERN}")
     if not isinstance(name, str) or not _NAME.match(name):
         raise NotFoundError(f"no {kind} named {name!r}: names must match {NAME_PATTERN}")
-    return f"{kind}/{name}.json"
+    return f"{kind}/{folder}/{name}.json"
+
+
+def kind_path(kind: str) -> str:
+    """Return the directory of a kind in the repository, refusing unknown kinds."""
+    _validator(kind)
+    return kind
 
 
 def render_document(document: Any) -> str:

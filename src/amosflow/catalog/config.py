@@ -89,26 +89,21 @@ class EffectiveConfig:
         return thawed
 
 
-#: Key of per-folder overrides inside the merged values: ``folders.<folder>.<key>``.
-FOLDERS_KEY = "folders"
-
-
 def effective_config(
     catalog: Catalog,
     *,
     environment: str | None,
     trigger: str | None,
-    folder: str | None = None,
+    folder: str,
 ) -> EffectiveConfig:
-    """Merge base bundles, then the environment's, then the trigger's, into one snapshot.
+    """Merge ``folder``'s base bundles, then its environment's, then its trigger's.
 
-    With ``folder``, the values under ``folders.<folder>`` are merged last (a folder's own
-    egress allowlist, for example) and the ``folders`` key is dropped: a run sees its own
-    folder's view and nothing of the other folders'.
+    Only bundles filed in the run's own folder count: a bundle of another folder can change
+    nothing of this folder's runs (their egress policy, endpoints or anything else).
     """
     bundles = [
         (ConfigBundle.model_validate(entry.document), entry.version.commit)
-        for entry in catalog.list("configs")  # one commit, name order
+        for entry in catalog.list("configs", folder)  # one commit, name order
     ]
     chosen = [
         (bundle, commit)
@@ -121,11 +116,6 @@ def effective_config(
     merged: dict[str, Any] = {}
     for bundle, _ in chosen:
         merged = deep_merge(merged, bundle.values)
-    if folder is not None:
-        per_folder = merged.pop(FOLDERS_KEY, None)
-        own = per_folder.get(folder) if isinstance(per_folder, dict) else None
-        if isinstance(own, dict):
-            merged = deep_merge(merged, own)
     digest = "sha256:" + hashlib.sha256(canonical_json(merged)).hexdigest()
     sources = tuple((bundle.name, commit) for bundle, commit in chosen)
     return EffectiveConfig(values=_freeze(merged), sha256=digest, sources=sources)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from amosflow.cli.files import read_flow
-from amosflow.cli.remote import DEFAULT_API_URL, Api, ApiOption, report
+from amosflow.cli.remote import DEFAULT_API_URL, Api, ApiOption, FolderOption, report
 from amosflow.dsl import flow_json_schema
 from amosflow.errors import AmosError, ValidationFailedError
 
@@ -46,6 +46,7 @@ def push(
     author: Annotated[
         str | None, typer.Option("--author", help="Commit author, `Name <email>`.")
     ] = None,
+    folder: FolderOption = None,
     api: ApiOption = DEFAULT_API_URL,
 ) -> None:
     """Validate flow files, then save each into the catalog; prints name, commit and hash."""
@@ -59,6 +60,8 @@ def push(
                 }
                 if author is not None:
                     body["author"] = author
+                if folder is not None:
+                    body["folder"] = folder
                 saved = client.call("PUT", f"{FLOWS}/{name}", body=body)
                 version = saved["version"]
                 typer.echo(f"{name}  {version['commit'][:12]}  {version['content_hash']}")
@@ -76,10 +79,12 @@ def pull(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
     ] = None,
+    folder: FolderOption = None,
     api: ApiOption = DEFAULT_API_URL,
 ) -> None:
     """Print a catalog flow (latest, or a version) as pretty JSON, or write it to a file."""
-    params = {"version": version} if version else None
+    given = {"version": version, "folder": folder}
+    params = {key: value for key, value in given.items() if value} or None
     try:
         with Api(api) as client:
             saved = client.call("GET", f"{FLOWS}/{name}", params=params)
@@ -97,19 +102,26 @@ def ls(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the API's listing as JSON.")
     ] = False,
+    folder: Annotated[str | None, typer.Option("--folder", help="Only this folder.")] = None,
     api: ApiOption = DEFAULT_API_URL,
 ) -> None:
-    """List the catalog's flows: name, latest commit and description."""
+    """List the catalog's flows: name, folder, latest commit and description."""
     try:
         with Api(api) as client:
-            flows: list[dict[str, Any]] = client.call("GET", FLOWS)
+            params = {"folder": folder} if folder else None
+            flows: list[dict[str, Any]] = client.call("GET", FLOWS, params=params)
     except AmosError as err:
         raise report(err) from None
     if as_json:
         typer.echo(json.dumps(flows, indent=2, ensure_ascii=False))
         return
-    rows = [(f["name"], f["version"]["commit"][:12], f.get("description") or "") for f in flows]
+    rows = [
+        (f["name"], f["folder"], f["version"]["commit"][:12], f.get("description") or "")
+        for f in flows
+    ]
     width = max((len(row[0]) for row in rows), default=4)
-    typer.echo(f"{'NAME':<{width}}  {'COMMIT':<12}  DESCRIPTION")
-    for row_name, commit, description in rows:
-        typer.echo(f"{row_name:<{width}}  {commit:<12}  {description}".rstrip())
+    place = max((len(row[1]) for row in rows), default=6)
+    typer.echo(f"{'NAME':<{width}}  {'FOLDER':<{place}}  {'COMMIT':<12}  DESCRIPTION")
+    for row_name, row_folder, commit, description in rows:
+        line = f"{row_name:<{width}}  {row_folder:<{place}}  {commit:<12}  {description}"
+        typer.echo(line.rstrip())

@@ -65,12 +65,14 @@ def ls(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the API's listing as JSON.")
     ] = False,
+    folder: Annotated[str | None, typer.Option("--folder", help="Only this folder.")] = None,
     api: ApiOption = DEFAULT_API_URL,
 ) -> None:
     """List the model definitions: name, folder, model id and revision."""
     try:
         with Api(api) as client:
-            models: list[dict[str, Any]] = client.call("GET", MODELS)
+            params = {"folder": folder} if folder else None
+            models: list[dict[str, Any]] = client.call("GET", MODELS, params=params)
     except AmosError as err:
         raise report(err) from None
     if as_json:

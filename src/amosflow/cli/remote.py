@@ -39,6 +39,13 @@ ApiOption = Annotated[
         "--api", envvar="AMOS_API_URL", metavar="URL", help="Base URL of the AMOS FLOW API."
     ),
 ]
+#: Which folder an object is in; needed only when the caller sees its name in several.
+FolderOption = Annotated[
+    str | None,
+    typer.Option(
+        "--folder", help="Folder of the object (needed only when the name is in several)."
+    ),
+]
 
 
 class RefusedError(ValidationFailedError):
@@ -162,6 +169,7 @@ class RemoteRun:
     version: str | None = None
     environment: str | None = None
     run_id: str | None = None
+    folder: str | None = None
 
 
 def _result(record: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +193,7 @@ def start_and_follow(
             ("version", request.version),
             ("environment", request.environment),
             ("run_id", request.run_id),
+            ("folder", request.folder),
         )
         if value is not None
     )
@@ -198,7 +207,7 @@ def start_and_follow(
             pinned = api.call(
                 "GET",
                 f"/api/v1/flows/{request.flow}",
-                params={"version": str(started["flow_version"])},
+                params={"version": str(started["flow_version"]), "folder": started["folder"]},
             )
             on_start(run_id, pinned["document"])
         final: dict[str, Any] | None = None

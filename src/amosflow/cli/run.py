@@ -76,6 +76,12 @@ def run(  # noqa: PLR0917 - Typer passes every option as an argument
     environment: Annotated[
         str | None, typer.Option("--environment", help="With --remote: config environment.")
     ] = None,
+    folder: Annotated[
+        str | None,
+        typer.Option(
+            "--folder", help="With --remote: the flow's folder, if its name is in several."
+        ),
+    ] = None,
     api: ApiOption = DEFAULT_API_URL,
 ) -> None:
     """Run a flow to its end. Exit 0 completed, 1 failed, 2 invalid flow or inputs."""
@@ -87,6 +93,7 @@ def run(  # noqa: PLR0917 - Typer passes every option as an argument
                 version=version,
                 environment=environment,
                 run_id=run_id,
+                folder=folder,
             ),
             input_json,
             input_file,

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from amosflow.cli.remote import DEFAULT_API_URL, Api, ApiOption, report
+from amosflow.cli.remote import DEFAULT_API_URL, Api, ApiOption, FolderOption, report
 from amosflow.errors import AmosError, Diagnostic, ValidationFailedError
 
 app = typer.Typer(help="Manage vault secrets (values are write-only).", no_args_is_help=True)
@@ -39,9 +39,7 @@ def set_secret(
     value_stdin: Annotated[
         bool, typer.Option("--value-stdin", help="Read the value from standard input.")
     ] = False,
-    folder: Annotated[
-        str | None, typer.Option("--folder", help="Folder of a new secret (default: default).")
-    ] = None,
+    folder: FolderOption = None,
     api: ApiOption = DEFAULT_API_URL,
 ) -> None:
     """Create a secret or add a new version; the value comes from stdin or a hidden prompt."""
@@ -57,11 +55,14 @@ def set_secret(
 
 
 @app.command("ls")
-def list_secrets(api: ApiOption = DEFAULT_API_URL) -> None:
+def list_secrets(
+    folder: Annotated[str | None, typer.Option("--folder", help="Only this folder.")] = None,
+    api: ApiOption = DEFAULT_API_URL,
+) -> None:
     """List the secrets' metadata (never values)."""
     try:
         with Api(api) as client:
-            found = client.call("GET", SECRETS)
+            found = client.call("GET", SECRETS, params={"folder": folder} if folder else None)
     except AmosError as err:
         raise report(err) from None
     for meta in found:
@@ -71,12 +72,14 @@ def list_secrets(api: ApiOption = DEFAULT_API_URL) -> None:
 @app.command("rm")
 def remove_secret(
     name: Annotated[str, typer.Argument(help="Name of the secret to delete.")],
+    folder: FolderOption = None,
     api: ApiOption = DEFAULT_API_URL,
 ) -> None:
     """Delete a secret and destroy the ciphertext of all its versions."""
     try:
         with Api(api) as client:
-            client.call("DELETE", f"{SECRETS}/{name}")
+            params = {"folder": folder} if folder else None
+            client.call("DELETE", f"{SECRETS}/{name}", params=params)
     except AmosError as err:
         raise report(err) from None
     typer.echo(f"deleted {name}")

@@ -23,7 +23,7 @@ from amosflow.identity import accounts, tokens
 from amosflow.identity.oidc import looks_like_jwt
 from amosflow.identity.sessions import looks_like_session
 from amosflow.ratelimit import RateLimits
-from amosflow.store.tables import PrincipalRow
+from amosflow.store.tables import INSTALL_FOLDER, PrincipalRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -134,6 +134,7 @@ class Authenticator:
                     session,
                     actor="anonymous",
                     action="auth.token_refused",
+                    folder=INSTALL_FOLDER,
                     resource="api",
                     outcome="denied",
                     details=details,

@@ -16,7 +16,7 @@ from amosflow.errors import ExpressionError, NotFoundError, PermissionDeniedErro
 from amosflow.identity.principal import ALL_FOLDERS, Binding, Principal
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
 _READ = frozenset(
     {
@@ -113,10 +113,11 @@ ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = {
     "administrator": PERMISSIONS,
 }
 ROLES: tuple[str, ...] = tuple(ROLE_PERMISSIONS)
-#: Not tied to any folder: granted only by a binding on ``*``.
+#: Not tied to any folder: granted only by a binding on ``*``. Approving an MCP server is one:
+#: approval starts the server's command on the node, outside any folder.
 GLOBAL_PERMISSIONS = frozenset(
     {"identity.read", "identity.write", "folders.write", "runners.read", "runners.write"}
-    | {"audit.manage"}
+    | {"audit.manage", "mcp.approve"}
 )
 
 
@@ -152,9 +153,15 @@ def _grants(binding: Binding, permission: str, folder: str | None) -> bool:
     return folder is not None and permission not in GLOBAL_PERMISSIONS and binding.folder == folder
 
 
-def _condition_holds(binding: Binding, principal: Principal, resource: Mapping[str, Any]) -> bool:
+def _condition_holds(
+    binding: Binding, principal: Principal, resource: Mapping[str, Any] | None
+) -> bool:
+    """Whether a binding's condition holds on ``resource``; no resource decides nothing."""
     if binding.condition is None:
         return True
+    if resource is None:
+        # Nothing to evaluate the condition on: a conditional binding grants nothing here.
+        return False
     scope = {
         "resource": dict(resource),
         "principal": {
@@ -180,18 +187,42 @@ def allows(
     """Whether any binding of ``principal`` grants ``permission`` in ``folder`` on ``resource``.
 
     ``folder=None`` asks about a permission not tied to a folder (identity administration).
-    Conditions are evaluated only when a resource is given; without one, a conditional
-    binding still counts, which is what a list query needs to know where to look.
+    A conditional binding grants only on a resource its condition holds for: asked without a
+    resource, only unconditional bindings count. With a folder and no resource, the folder
+    itself is the resource (``resource.folder``), so a condition on the folder still decides.
     """
     if permission not in PERMISSIONS:
         raise ValueError(f"unknown permission {permission!r}")
     if not _scoped(principal, permission):
         return False
+    if folder is not None:
+        resource = {**(resource or {}), "folder": folder}
     return any(
-        _grants(binding, permission, folder)
-        and (resource is None or _condition_holds(binding, principal, resource))
+        _grants(binding, permission, folder) and _condition_holds(binding, principal, resource)
         for binding in principal.bindings
     )
+
+
+def holds_unconditionally(principal: Principal, permissions: Iterable[str], folder: str) -> bool:
+    """Whether ``principal`` holds every one of ``permissions`` in ``folder`` with no condition.
+
+    ``folder`` may be ``*``: then only unconditional bindings on every folder count. This is
+    the bar for handing a right to someone else: nobody grants more than they hold outright.
+    """
+    unconditional = [b for b in principal.bindings if b.condition is None]
+    return all(
+        _scoped(principal, permission)
+        and any(_grants(binding, permission, folder) for binding in unconditional)
+        for permission in permissions
+    )
+
+
+def sees(principal: Principal, reader: str, folder: str) -> bool:
+    """Whether any binding, conditional or not, lets ``principal`` look into ``folder``.
+
+    This decides only what a refusal says (403 rather than 404); it grants nothing.
+    """
+    return folder in folder_scope(principal, reader)
 
 
 def folder_scope(principal: Principal, permission: str) -> FolderScope:
@@ -218,12 +249,12 @@ def authorize(
 ) -> None:
     """Raise unless ``principal`` may do ``permission``; the only check routes make.
 
-    Raises NotFoundError (``missing`` as its message) when the caller may not even read what
-    is in ``folder``, so a resource elsewhere looks exactly like one that does not exist, and
-    PermissionDeniedError when it may read the folder but not do this — including when an
-    ABAC condition of its bindings is false for this resource.
+    Raises NotFoundError (``missing`` as its message) when the caller cannot see into
+    ``folder`` at all, so a resource elsewhere looks exactly like one that does not exist, and
+    PermissionDeniedError when it can but may not do this — including when the ABAC condition
+    of its bindings is false for this resource, or cannot be evaluated on it.
     """
-    if folder is not None and not allows(principal, _reader_of(permission), folder):
+    if folder is not None and not sees(principal, _reader_of(permission), folder):
         raise NotFoundError(missing)
     if not allows(principal, permission, folder, resource):
         raise PermissionDeniedError(f"{principal.actor} may not {permission}")

@@ -151,12 +151,12 @@ def enroll_local(
     return save_identity(directory, key, enrolled)
 
 
-def _resolver(delivered: dict[str, str]) -> Callable[[str], str]:
+def _resolver(delivered: dict[str, str]) -> Callable[[str, str], str]:
     """Resolve from what the control plane delivered for this step, else the runner's env."""
 
-    def resolve(name: str) -> str:
+    def resolve(name: str, run_id: str) -> str:
         value = delivered.get(name)
-        return value if value is not None else secrets.resolve(name)
+        return value if value is not None else secrets.resolve(name, run_id)
 
     return resolve
 

@@ -232,7 +232,8 @@ def _deliver(fleet: Fleet, runner: RunnerRow, body: SecretAsk) -> dict[str, str]
                 )
     if denied is not None:
         raise denied
-    return {name: fleet.vault.reveal(name) for name in set(body.names)}
+    # The job's folder is its run's, written by the dispatcher from the run's record.
+    return {name: fleet.vault.reveal(name, job.folder) for name in set(body.names)}
 
 
 def _acquire(fleet: Fleet, runner: RunnerRow) -> leases.Lease | None:

@@ -45,6 +45,7 @@ from amosflow.errors import (
 )
 from amosflow.store.tables import (
     DEFAULT_FOLDER,
+    INSTALL_FOLDER,
     RUNNER_STATUSES,
     EnrollmentTokenRow,
     RunnerJobRow,
@@ -381,6 +382,7 @@ def _transition(
         session.flush()
         audit.append(
             session,
+            folder=INSTALL_FOLDER,
             actor=actor,
             action=action,
             resource=f"runner:{runner_id}",
@@ -413,6 +415,7 @@ def revoke(session: Session, runner_id: str, *, actor: str, now: datetime) -> Ru
     session.flush()
     audit.append(
         session,
+        folder=INSTALL_FOLDER,
         actor=actor,
         action="runners.revoke",
         resource=f"runner:{runner_id}",

@@ -42,7 +42,7 @@ from amosflow.runners.leases import (
     validate_capabilities,
     validate_zone,
 )
-from amosflow.store.tables import EnrollmentTokenRow, RunnerRow
+from amosflow.store.tables import INSTALL_FOLDER, EnrollmentTokenRow, RunnerRow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -429,6 +429,7 @@ def create_enrollment_token(
     session.flush()
     audit.append(
         session,
+        folder=INSTALL_FOLDER,
         actor=created_by,
         action="runners.token_create",
         resource=f"enrollment_token:{token_id}",
@@ -507,6 +508,7 @@ def enroll(
             raise RunnerRefused("used")
         audit.append(
             session,
+            folder=INSTALL_FOLDER,
             actor=f"enrollment_token:{row.id}",
             action="runners.enroll",
             resource=f"runner:{runner_id}",

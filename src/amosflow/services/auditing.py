@@ -1,8 +1,8 @@
 """Audit records for changes that do not live in the store's own transactions.
 
-Catalog changes are Git commits and secret changes happen inside the vault; their audit
-records are appended right after the change succeeds, in a transaction of their own, and an
-audit store that cannot be written fails the call (503) so nobody believes it was recorded.
+Catalog changes are Git commits: each is kept only once its audit record is durable, and
+undone when the record cannot be written, so the call fails (503) and nothing changed
+without its record.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from amosflow import audit
 from amosflow.store import folders
+from amosflow.store.tables import INSTALL_FOLDER
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sqlalchemy.orm import Session
 
     from amosflow.catalog import Catalog, Version
@@ -29,9 +32,9 @@ def record(
     resource: str,
     details: dict[str, Any],
     actor: str = API_ACTOR,
-    folder: str = "default",
+    folder: str = INSTALL_FOLDER,
 ) -> None:
-    """Append one audit record in its own transaction."""
+    """Append one audit record in its own transaction (install-wide unless a folder is named)."""
     with store.session() as session:
         audit.append(
             session, actor=actor, action=action, resource=resource, folder=folder, details=details
@@ -41,8 +44,15 @@ def record(
 def by_caller(
     session: Session, caller: Principal, action: str, resource: str, **details: Any
 ) -> None:
-    """Append one record of ``caller``'s change in the caller's transaction."""
-    audit.append(session, actor=caller.actor, action=action, resource=resource, details=details)
+    """Append one record of ``caller``'s install-wide change in the caller's transaction."""
+    audit.append(
+        session,
+        actor=caller.actor,
+        action=action,
+        resource=resource,
+        folder=INSTALL_FOLDER,
+        details=details,
+    )
 
 
 def _version_details(version: Version, author: str, message: str) -> dict[str, Any]:
@@ -52,6 +62,31 @@ def _version_details(version: Version, author: str, message: str) -> dict[str, A
         "author": author,
         "message": message,
     }
+
+
+def committed(
+    store: Store,
+    catalog: Catalog,
+    kind: str,
+    name: str,
+    version: Version,
+    *,
+    folder: str,
+    record: Callable[[Session], None],
+) -> Version:
+    """Keep a catalog commit only once its audit record is durable; take it back otherwise.
+
+    The record names the commit, so the commit comes first; when the record cannot be
+    written the commit is undone and the caller gets the AuditError (503): no change stays
+    without its record.
+    """
+    try:
+        with store.session() as session:
+            record(session)
+    except BaseException:
+        catalog.undo(kind, name, version, folder=folder)
+        raise
+    return version
 
 
 def save(
@@ -64,15 +99,15 @@ def save(
     author: str,
     message: str,
     actor: str = API_ACTOR,
-    folder: str = "default",
+    folder: str,
 ) -> Version:
     """Save a catalog object into ``folder`` and audit it as `<kind>.save`."""
     with store.session(read_only=True) as session:
         folders.require_folder(session, folder)
-    version = catalog.save(kind, name, document, author=author, message=message)
+    version = catalog.save(kind, name, document, folder=folder, author=author, message=message)
     details = _version_details(version, author, message)
-    with store.session() as session:
-        folders.file_under(session, kind, name, folder)
+
+    def audit_it(session: Session) -> None:
         audit.append(
             session,
             actor=actor,
@@ -81,7 +116,8 @@ def save(
             folder=folder,
             details=details,
         )
-    return version
+
+    return committed(store, catalog, kind, name, version, folder=folder, record=audit_it)
 
 
 def delete(
@@ -90,16 +126,16 @@ def delete(
     kind: str,
     name: str,
     *,
+    folder: str,
     author: str,
     message: str,
     actor: str = API_ACTOR,
 ) -> Version:
-    """Delete a catalog object (a commit) and audit it as `<kind>.delete`."""
-    version = catalog.delete(kind, name, author=author, message=message)
+    """Delete a catalog object (a commit) and audit it, in its folder, as `<kind>.delete`."""
+    version = catalog.delete(kind, name, folder=folder, author=author, message=message)
     details = _version_details(version, author, message)
-    with store.session() as session:
-        folder = folders.folder_of(session, kind, name)
-        folders.forget(session, kind, name)
+
+    def audit_it(session: Session) -> None:
         audit.append(
             session,
             actor=actor,
@@ -108,4 +144,5 @@ def delete(
             folder=folder,
             details=details,
         )
-    return version
+
+    return committed(store, catalog, kind, name, version, folder=folder, record=audit_it)

@@ -16,7 +16,8 @@ from amosflow.dsl.models import CallStep, iter_steps
 from amosflow.engine.client import RunRequest, new_run_id, start_run
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
 from amosflow.identity.policy import authorize
-from amosflow.store import folders, outbox
+from amosflow.services import access
+from amosflow.store import outbox
 from amosflow.store import runs as run_store
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ class StartRequest:
     actor: str = "api"
     #: The caller to authorize; None for the platform's own triggers (schedules, webhooks).
     principal: Principal | None = None
+    #: The folder of the flow: required for the platform's own starts; for a caller, needed
+    #: only when it sees the flow's name in more than one folder.
+    folder: str | None = None
 
 
 def run_resource(record: run_store.RunRecord) -> dict[str, Any]:
@@ -90,18 +94,63 @@ def guard_run(
     return record
 
 
-def _library(cp: ControlPlane, document: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Pin every flow a `call` can reach, by the reference written in the step."""
+def _library(cp: ControlPlane, document: dict[str, Any], folder: str) -> dict[str, dict[str, Any]]:
+    """Pin every flow a `call` can reach, by the reference written in the step.
+
+    A child is looked for only in the run's own folder: a flow of another folder with the
+    same name is another folder's flow, and the run fails before it starts, naming the
+    reference and nothing of any other folder.
+    """
     library: dict[str, dict[str, Any]] = {}
     pending = [document]
     while pending:
-        for _, step in iter_steps(parse_flow(pending.pop()).steps):
+        for pointer, step in iter_steps(parse_flow(pending.pop()).steps):
             if isinstance(step, CallStep) and step.flow not in library:
                 name, _, version = step.flow.partition("@")
-                child = cp.catalog.get("flows", name, version or None).document
-                library[step.flow] = child
-                pending.append(child)
+                try:
+                    child = cp.catalog.get("flows", name, version or None, folder=folder)
+                except NotFoundError:
+                    raise ValidationFailedError(
+                        [Diagnostic(f"{pointer}/flow", f"no flow {step.flow!r} in this folder")]
+                    ) from None
+                library[step.flow] = child.document
+                pending.append(child.document)
     return library
+
+
+def _flow_folder(cp: ControlPlane, req: StartRequest) -> str:
+    """The folder whose flow the request means: the caller's view, or the platform's word."""
+    if req.principal is None:
+        return req.folder or "default"
+    return access.locate(
+        req.principal,
+        "flows",
+        req.flow,
+        req.folder,
+        lambda: cp.catalog.folders_holding("flows", req.flow),
+    )
+
+
+def _check_run_id(req: StartRequest, folder: str) -> None:
+    """A caller chooses run ids only in its flow's folder namespace: ``<folder>:<key>``.
+
+    Ids made by the platform (random ones, and ``<folder>::<trigger>::…`` for schedules and
+    webhooks) can never be spelled this way, so no caller can take a trigger's future run
+    or learn whether another folder used an id.
+    """
+    if req.principal is None or req.run_id is None:
+        return
+    prefix = f"{folder}:"
+    if not req.run_id.startswith(prefix) or req.run_id[len(prefix) : len(prefix) + 1] == ":":
+        raise ValidationFailedError(
+            [
+                Diagnostic(
+                    "/run_id",
+                    f"a run id you choose starts with the flow's folder and one colon:"
+                    f" {prefix}<your key>",
+                )
+            ]
+        )
 
 
 async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
@@ -109,10 +158,10 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
 
     Nothing is recorded or started when the flow, the inputs or a requirement is wrong. The
     record comes first so a crash before Temporal accepts the start is repaired by `reconcile`.
+    Every reference of the run (child flows, config bundles, secrets) is resolved in the
+    flow's folder only.
     """
-    entry = cp.catalog.get("flows", req.flow, req.version)
-    with cp.store.session(read_only=True) as session:
-        folder = folders.folder_of(session, "flows", req.flow)
+    folder = _flow_folder(cp, req)
     if req.principal is not None:
         resource = {"kind": "flow", "flow": req.flow, "folder": folder, "inputs": req.inputs}
         authorize(
@@ -120,20 +169,22 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
             "runs.start",
             folder=folder,
             resource=resource,
-            missing=f"no flows named {req.flow!r} in the catalog",
+            missing=access.missing("flows", req.flow),
         )
+    _check_run_id(req, folder)
+    entry = cp.catalog.get("flows", req.flow, req.version, folder=folder)
     flow = parse_flow(entry.document)
     inputs = validate_inputs(flow, req.inputs)
     config = effective_config(
         cp.catalog, environment=req.environment, trigger=req.trigger_name, folder=folder
     )
-    bound = secrets.bound_names(flow.requires.secrets, store=cp.store)
+    bound = secrets.bound_names(flow.requires.secrets, folder, store=cp.store)
     missing = missing_requirements(flow, config.values, bound)
     if missing:
         raise ValidationFailedError(
             [Diagnostic("/requires", f"no binding for {key}") for key in missing]
         )
-    library = _library(cp, entry.document)
+    library = _library(cp, entry.document, folder)
     run_id = req.run_id or new_run_id(flow.name)
     now = datetime.now(UTC)
     record = run_store.RunRecord(
@@ -151,9 +202,11 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
         created_at=now,
     )
     with cp.store.session() as session:
+        existed = True
         try:
             stored = run_store.get_run(session, run_id)
         except NotFoundError:
+            existed = False
             stored = run_store.record_run(session, record)
             event = cloud_event(
                 "io.amosflow.run.started",
@@ -181,6 +234,18 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
                     "trigger_ref": req.trigger_ref,
                 },
             )
+    if stored.folder != folder:
+        # Only the platform's own ids can get here (a caller's carry its folder): never
+        # hand out or restart another folder's run.
+        raise ConflictError(f"run id {run_id!r} is taken")
+    if req.principal is not None and existed:
+        authorize(
+            req.principal,
+            "runs.read",
+            folder=stored.folder,
+            resource=run_resource(stored),
+            missing=f"run {run_id!r} not found",
+        )
     if stored.status in TERMINAL:
         return stored
     delay = req.start_at - now if req.start_at and req.start_at > now else None
@@ -228,6 +293,7 @@ async def rerun(
             trigger_ref=old.run_id,
             actor=principal.actor if principal is not None else "api",
             principal=principal,
+            folder=old.folder,
         ),
     )
 

@@ -47,9 +47,9 @@ def _check_saved(name: str, document: dict[str, Any]) -> None:
 register_kind(KIND, _check_saved)
 
 
-def load(cp: ControlPlane, name: str) -> ScheduleTrigger | WebhookTrigger:
-    """The latest definition of a trigger."""
-    return validate_trigger(cp.catalog.get(KIND, name).document)
+def load(cp: ControlPlane, name: str, folder: str) -> ScheduleTrigger | WebhookTrigger:
+    """The latest definition of a trigger of ``folder``."""
+    return validate_trigger(cp.catalog.get(KIND, name, folder=folder).document)
 
 
 async def save(
@@ -59,11 +59,20 @@ async def save(
     author: str,
     message: str,
     actor: str = auditing.API_ACTOR,
-    folder: str = "default",
+    folder: str,
 ) -> Version:
-    """Validate, commit to the catalog, then make Temporal's schedule match."""
+    """Validate, commit to the catalog, then make Temporal's schedule match.
+
+    The trigger's flow is its own folder's: a trigger can start nothing of another folder.
+    """
     trigger = validate_trigger(document)
-    cp.catalog.get("flows", trigger.flow, trigger.version)
+    try:
+        cp.catalog.get("flows", trigger.flow, trigger.version, folder=folder)
+    except NotFoundError:
+        where = trigger.flow + (f" at version {trigger.version}" if trigger.version else "")
+        raise ValidationFailedError(
+            [Diagnostic("/flow", f"no flow {where} in the trigger's folder")]
+        ) from None
     version = auditing.save(
         cp.store,
         cp.catalog,
@@ -76,21 +85,44 @@ async def save(
         folder=folder,
     )
     if isinstance(trigger, ScheduleTrigger):
-        await schedules.sync(cp.client, trigger, schedules.control_queue(cp.settings.task_queue))
+        queue = schedules.control_queue(cp.settings.task_queue)
+        await schedules.sync(cp.client, trigger, folder, queue)
     return version
 
 
 async def delete(
-    cp: ControlPlane, name: str, *, author: str, message: str, actor: str = auditing.API_ACTOR
+    cp: ControlPlane,
+    name: str,
+    *,
+    folder: str,
+    author: str,
+    message: str,
+    actor: str = auditing.API_ACTOR,
 ) -> Version:
     """Remove a trigger from the catalog and its schedule from Temporal."""
-    trigger = load(cp, name)
+    trigger = load(cp, name, folder)
     version = auditing.delete(
-        cp.store, cp.catalog, KIND, name, author=author, message=message, actor=actor
+        cp.store,
+        cp.catalog,
+        KIND,
+        name,
+        folder=folder,
+        author=author,
+        message=message,
+        actor=actor,
     )
     if isinstance(trigger, ScheduleTrigger):
-        await schedules.remove(cp.client, name)
+        await schedules.remove(cp.client, name, folder)
     return version
+
+
+def owned_run_id(folder: str, trigger: str, ref: str) -> str:
+    """The id of a run a trigger starts: ``<folder>::<trigger>::<ref>``, its alone.
+
+    No caller can choose an id with ``::`` after its folder (see ``runs._check_run_id``), so
+    a scheduled fire or a webhook delivery can never find its run id taken in advance.
+    """
+    return _UNSAFE.sub("-", f"{folder}::{trigger}::{ref}")[:128]
 
 
 def _announce(cp: ControlPlane, trigger: str, record: RunRecord) -> None:
@@ -107,7 +139,7 @@ def _announce(cp: ControlPlane, trigger: str, record: RunRecord) -> None:
 
 async def fire_schedule(cp: ControlPlane, fire: schedules.Fire) -> RunRecord:
     """Start the run of one schedule fire; a repeated fire finds the run already there."""
-    trigger = load(cp, fire.trigger)
+    trigger = load(cp, fire.trigger, fire.folder)
     if not isinstance(trigger, ScheduleTrigger):
         raise NotFoundError(f"trigger {fire.trigger!r} is not a schedule")
     record = await runs.start(
@@ -122,6 +154,7 @@ async def fire_schedule(cp: ControlPlane, fire: schedules.Fire) -> RunRecord:
             trigger_ref=fire.run_id,
             run_id=_UNSAFE.sub("-", fire.run_id),
             actor=f"trigger:{trigger.name}",
+            folder=fire.folder,
         ),
     )
     _announce(cp, trigger.name, record)
@@ -129,10 +162,14 @@ async def fire_schedule(cp: ControlPlane, fire: schedules.Fire) -> RunRecord:
 
 
 async def accept_delivery(
-    cp: ControlPlane, trigger: WebhookTrigger, delivery_id: str, inputs: dict[str, Any]
+    cp: ControlPlane,
+    trigger: WebhookTrigger,
+    folder: str,
+    delivery_id: str,
+    inputs: dict[str, Any],
 ) -> RunRecord:
     """Start the run of one webhook delivery; the delivery id names the run, so repeats join it."""
-    run_id = _UNSAFE.sub("-", f"{trigger.name}-{delivery_id}")[:128]
+    run_id = owned_run_id(folder, trigger.name, delivery_id)
     record = await runs.start(
         cp,
         runs.StartRequest(
@@ -145,6 +182,7 @@ async def accept_delivery(
             trigger_ref=delivery_id,
             run_id=run_id,
             actor=f"trigger:{trigger.name}",
+            folder=folder,
         ),
     )
     _announce(cp, trigger.name, record)

@@ -123,6 +123,7 @@ class RunWatcher:
                         actor="engine",
                         action="runs.end",
                         resource=f"runs/{event.run_id}",
+                        folder=after.folder,  # the run's own auditors read it, nobody else
                         outcome="ok" if after.status == "completed" else "error",
                         details={"status": after.status, "error": after.error},
                     )

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -23,6 +24,9 @@ from amosflow.store._types import JSONValue, UTCDateTime, utcnow
 
 RUN_STATUSES = ("pending", "running", "completed", "failed", "cancelled", "timed_out")
 DEFAULT_FOLDER = "default"
+#: The folder of audit records about the install as a whole (identity, runners, the key
+#: ring): only an auditor of every folder reads them.
+INSTALL_FOLDER = "*"
 PRINCIPAL_KINDS = ("user", "service")
 PRINCIPAL_SOURCES = ("local", "scim", "oidc")
 ROLES = ("analyst", "operator", "administrator", "approver", "auditor", "service")
@@ -148,13 +152,15 @@ class AuditCheckpointRow(Base):
 
 
 class SecretRow(Base):
-    """A named secret of the vault: its folder and current version, never its value."""
+    """A secret of a folder's vault: its current version, never its value.
+
+    A folder is a namespace: the same name in two folders is two secrets.
+    """
 
     __tablename__ = "secrets"
-    __table_args__ = (Index(None, "folder", "name"),)
 
+    folder: Mapped[str] = mapped_column(String(100), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    folder: Mapped[str] = mapped_column(String(100))
     current_version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -165,9 +171,13 @@ class SecretVersionRow(Base):
     """One version of a secret: AES-256-GCM ciphertext and its wrapped data key, only."""
 
     __tablename__ = "secret_versions"
-    __table_args__ = (Index(None, "kek_id", "kek_version"),)
+    __table_args__ = (
+        Index(None, "kek_id", "kek_version"),
+        ForeignKeyConstraint(["folder", "name"], ["secrets.folder", "secrets.name"]),
+    )
 
-    name: Mapped[str] = mapped_column(String(200), ForeignKey("secrets.name"), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     nonce: Mapped[bytes] = mapped_column(LargeBinary)

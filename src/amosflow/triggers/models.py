@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
+#: The largest body any hook accepts; read in full before a signature is checked.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 Overlap = Literal[
     "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
 ]
@@ -57,10 +59,14 @@ class WebhookTrigger(_Trigger):
     """Run a flow when a signed HTTP request arrives at /api/v1/hooks/{name}."""
 
     type: Literal["webhook"]
-    secret: str = Field(description="Name of the secret holding the HMAC-SHA256 key.")
+    secret: str = Field(
+        description="Name of the vault secret, in the hook's own folder, holding the HMAC key."
+    )
     content_type: str = Field(default="application/json", description="Accepted content type.")
-    max_body_bytes: int = Field(default=1024 * 1024, ge=1, le=16 * 1024 * 1024)
-    replay_window_s: int = Field(default=300, ge=1, le=86400, description="Accepted clock skew.")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1, le=MAX_BODY_BYTES)
+    replay_window_s: int = Field(
+        default=300, ge=1, le=3600, description="Accepted clock skew, in seconds."
+    )
     rate_per_s: float = Field(default=20.0, gt=0, description="Sustained requests per second.")
     burst: int = Field(default=40, ge=1, description="Requests accepted at once above the rate.")
 

@@ -51,10 +51,22 @@ _OVERLAP = {
 
 @dataclass
 class Fire:
-    """One fire of a trigger: its name and the id that names the run it starts."""
+    """One fire of a trigger: its name, its folder and the id that names the run it starts."""
 
     trigger: str
     run_id: str
+    folder: str = "default"
+
+
+def trigger_ref(folder: str, name: str) -> str:
+    """How a schedule names its trigger: ``<folder>::<name>`` (folder names have no colon)."""
+    return f"{folder}::{name}"
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """The folder and name of a trigger ref; a bare name (an older schedule) is `default`'s."""
+    folder, sep, name = ref.partition("::")
+    return (folder, name) if sep else ("default", ref)
 
 
 @workflow.defn(name=TRIGGER_WORKFLOW)
@@ -64,9 +76,16 @@ class TriggerWorkflow:
     @workflow.run
     async def run(self, trigger: str) -> str:
         """Fire once; the run id is this workflow's id, unique per scheduled time."""
-        # The schedule names this workflow `<trigger>-fire-<time>`; the run is `<trigger>-<time>`.
+        # The schedule names this workflow `<folder>::<trigger>::fire-<time>`, and the run is
+        # `<folder>::<trigger>::<time>`; a schedule made before folders were namespaces
+        # passes a bare name and names it `<trigger>-fire-<time>`.
         fire_id = workflow.info().workflow_id
-        fire = Fire(trigger=trigger, run_id=fire_id.replace(f"{trigger}-fire-", f"{trigger}-", 1))
+        folder, name = parse_ref(trigger)
+        if "::" in trigger:
+            run_id = fire_id.replace(f"{trigger}::fire-", f"{trigger}::", 1)
+        else:
+            run_id = fire_id.replace(f"{trigger}-fire-", f"{trigger}-", 1)
+        fire = Fire(trigger=name, run_id=run_id, folder=folder)
         result: str = await workflow.execute_activity(
             FIRE_ACTIVITY,
             fire,
@@ -91,17 +110,18 @@ def control_queue(flow_queue: str) -> str:
     return f"{flow_queue}.control"
 
 
-def schedule_id(name: str) -> str:
-    """The Temporal Schedule id of a trigger."""
-    return f"amos-trigger-{name}"
+def schedule_id(name: str, folder: str | None) -> str:
+    """The Temporal Schedule id of a trigger (``folder`` None: as named before folders)."""
+    return f"amos-trigger-{name}" if folder is None else f"amos-trigger-{trigger_ref(folder, name)}"
 
 
-def _schedule(trigger: ScheduleTrigger, queue: str) -> Schedule:
+def _schedule(trigger: ScheduleTrigger, folder: str, queue: str) -> Schedule:
+    ref = trigger_ref(folder, trigger.name)
     return Schedule(
         action=ScheduleActionStartWorkflow(
             TRIGGER_WORKFLOW,
-            trigger.name,
-            id=f"{trigger.name}-fire",
+            ref,
+            id=f"{ref}::fire",
             task_queue=queue,
         ),
         spec=ScheduleSpec(cron_expressions=[trigger.cron], time_zone_name=trigger.timezone),
@@ -110,40 +130,42 @@ def _schedule(trigger: ScheduleTrigger, queue: str) -> Schedule:
     )
 
 
-async def sync(client: Client, trigger: ScheduleTrigger, queue: str) -> None:
+async def sync(client: Client, trigger: ScheduleTrigger, folder: str, queue: str) -> None:
     """Create or update the trigger's schedule so it matches the definition."""
-    wanted = _schedule(trigger, queue)
+    wanted = _schedule(trigger, folder, queue)
     try:
-        await client.create_schedule(schedule_id(trigger.name), wanted)
+        await client.create_schedule(schedule_id(trigger.name, folder), wanted)
     except ScheduleAlreadyRunningError:
 
         async def replace(_input: ScheduleUpdateInput) -> ScheduleUpdate:
             return ScheduleUpdate(schedule=wanted)
 
-        await client.get_schedule_handle(schedule_id(trigger.name)).update(replace)
+        await client.get_schedule_handle(schedule_id(trigger.name, folder)).update(replace)
 
 
-async def remove(client: Client, name: str) -> None:
-    """Delete the trigger's schedule if it has one."""
+async def remove(client: Client, name: str, folder: str | None) -> None:
+    """Delete the trigger's schedule if it has one (``folder`` None: one made before folders)."""
     try:
-        await client.get_schedule_handle(schedule_id(name)).delete()
+        await client.get_schedule_handle(schedule_id(name, folder)).delete()
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
 
 
-async def pause(client: Client, name: str, *, paused: bool) -> None:
+async def pause(client: Client, name: str, folder: str, *, paused: bool) -> None:
     """Pause or resume the trigger's schedule."""
-    handle = client.get_schedule_handle(schedule_id(name))
+    handle = client.get_schedule_handle(schedule_id(name, folder))
     if paused:
         await handle.pause(note="paused through the API")
     else:
         await handle.unpause(note="resumed through the API")
 
 
-async def backfill(client: Client, name: str, start_at: datetime, end_at: datetime) -> None:
+async def backfill(
+    client: Client, name: str, folder: str, start_at: datetime, end_at: datetime
+) -> None:
     """Fire the schedule for every time it would have fired between the two instants."""
-    handle = client.get_schedule_handle(schedule_id(name))
+    handle = client.get_schedule_handle(schedule_id(name, folder))
     await handle.backfill(
         ScheduleBackfill(
             start_at=start_at.astimezone(UTC),

@@ -25,6 +25,7 @@ from amosflow.vault._envelope import Envelope, open_envelope, seal
 
 if TYPE_CHECKING:
     import builtins
+    from collections.abc import Callable, Iterable
     from pathlib import Path
 
     from sqlalchemy.orm import Session
@@ -66,6 +67,11 @@ def _check(field: str, value: str, pattern: str) -> str:
     return value
 
 
+def missing_secret(name: str) -> str:
+    """The one message for a secret that does not exist or is in a folder the caller can't see."""
+    return f"no secrets named {name!r}"
+
+
 def _envelope(row: SecretVersionRow) -> Envelope:
     return Envelope(row.ciphertext, row.nonce, row.wrapped_key, row.kek_id, row.kek_version)
 
@@ -97,15 +103,15 @@ class Vault:
             raise VaultSealedError("the vault is sealed: it has no key material")
         return self._provider
 
-    def _live(self, session: Session, name: str, *, lock: bool = False) -> SecretRow:
-        query = select(SecretRow).where(SecretRow.name == name)
+    def _live(self, session: Session, folder: str, name: str, *, lock: bool = False) -> SecretRow:
+        query = select(SecretRow).where(SecretRow.folder == folder, SecretRow.name == name)
         row = session.scalars(query.with_for_update() if lock else query).one_or_none()
         if row is None or row.deleted:
-            raise NotFoundError(f"secret {name!r} does not exist")
+            raise NotFoundError(missing_secret(name))
         return row
 
     def _metadata(self, session: Session, row: SecretRow) -> SecretMetadata:
-        current = session.get(SecretVersionRow, (row.name, row.current_version))
+        current = session.get(SecretVersionRow, (row.folder, row.name, row.current_version))
         if current is None:
             raise VaultError(f"secret {row.name!r} has lost its version {row.current_version}")
         return SecretMetadata(
@@ -118,15 +124,21 @@ class Vault:
             updated_at=row.updated_at,
         )
 
-    def set(self, name: str, value: str, folder: str | None = None) -> tuple[SecretMetadata, bool]:
-        """Store ``value`` as a new version; return its metadata and whether the secret is new.
+    def set(
+        self,
+        name: str,
+        value: str,
+        folder: str,
+        *,
+        record: Callable[[Session, SecretMetadata, bool], None] | None = None,
+    ) -> tuple[SecretMetadata, bool]:
+        """Store ``value`` as a new version of ``folder``'s secret ``name``.
 
-        ``folder`` defaults to ``default`` for a new secret and to its own folder for an update;
-        moving a secret to another folder is a conflict.
+        Returns its metadata and whether the secret is new. ``record`` runs inside the same
+        transaction before it commits (the audit record): when it fails, nothing is stored.
         """
         _check("name", name, NAME_PATTERN)
-        if folder is not None:
-            _check("folder", folder, FOLDER_PATTERN)
+        _check("folder", folder, FOLDER_PATTERN)
         if not value or len(value) > MAX_VALUE_CHARS:
             raise ValidationFailedError(
                 [Diagnostic("/value", f"must have 1 to {MAX_VALUE_CHARS} characters")]
@@ -141,22 +153,23 @@ class Vault:
         try:
             with self.store.session() as session:
                 row = session.scalars(
-                    select(SecretRow).where(SecretRow.name == name).with_for_update()
+                    select(SecretRow)
+                    .where(SecretRow.folder == folder, SecretRow.name == name)
+                    .with_for_update()
                 ).one_or_none()
                 created = row is None or row.deleted
                 if row is None:
-                    row = SecretRow(name=name, folder=folder or DEFAULT_FOLDER, current_version=0)
+                    row = SecretRow(name=name, folder=folder, current_version=0)
                     row.created_at = utcnow()
                     session.add(row)
                 elif row.deleted:
-                    row.folder, row.deleted = folder or DEFAULT_FOLDER, False
+                    row.deleted = False
                     row.created_at = utcnow()
-                elif folder is not None and folder != row.folder:
-                    raise ConflictError(f"secret {name!r} lives in folder {row.folder!r}")
                 version = row.current_version + 1
                 sealed = seal(provider, name, version, row.folder, value)
                 session.add(
                     SecretVersionRow(
+                        folder=folder,
                         name=name,
                         version=version,
                         ciphertext=sealed.ciphertext,
@@ -168,58 +181,88 @@ class Vault:
                 )
                 row.current_version, row.updated_at = version, utcnow()
                 session.flush()
-                return self._metadata(session, row), created
+                meta = self._metadata(session, row)
+                if record is not None:
+                    record(session, meta, created)
+                return meta, created
         except IntegrityError:
             raise ConflictError(f"secret {name!r} was changed at the same time; retry") from None
 
-    def metadata(self, name: str) -> SecretMetadata:
-        """The metadata of one secret."""
+    def metadata(self, name: str, folder: str) -> SecretMetadata:
+        """The metadata of ``folder``'s secret ``name``."""
         with self.store.session(read_only=True) as session:
-            return self._metadata(session, self._live(session, name))
+            return self._metadata(session, self._live(session, folder, name))
 
-    def list(self) -> builtins.list[SecretMetadata]:
-        """The metadata of every secret, by name."""
+    def holders(self, name: str) -> builtins.list[str]:
+        """The folders that hold a live secret called ``name``, sorted."""
         with self.store.session(read_only=True) as session:
-            rows = session.scalars(
-                select(SecretRow).where(SecretRow.deleted.is_(False)).order_by(SecretRow.name)
+            return sorted(
+                session.scalars(
+                    select(SecretRow.folder).where(
+                        SecretRow.name == name, SecretRow.deleted.is_(False)
+                    )
+                )
             )
+
+    def list(self, folders: Iterable[str] | None = None) -> builtins.list[SecretMetadata]:
+        """The metadata of every secret (of ``folders`` only, when given), by folder and name."""
+        with self.store.session(read_only=True) as session:
+            query = select(SecretRow).where(SecretRow.deleted.is_(False))
+            if folders is not None:
+                query = query.where(SecretRow.folder.in_(list(folders)))
+            rows = session.scalars(query.order_by(SecretRow.folder, SecretRow.name))
             return [self._metadata(session, row) for row in rows]
 
-    def names(self, candidates: builtins.list[str]) -> builtins.set[str]:
-        """The subset of ``candidates`` that the vault holds (no key material needed)."""
+    def names(self, candidates: builtins.list[str], folder: str) -> builtins.set[str]:
+        """The subset of ``candidates`` that ``folder``'s vault holds (no key material needed)."""
         if not candidates:
             return set()
         with self.store.session(read_only=True) as session:
             found = session.scalars(
                 select(SecretRow.name).where(
-                    SecretRow.name.in_(candidates), SecretRow.deleted.is_(False)
+                    SecretRow.folder == folder,
+                    SecretRow.name.in_(candidates),
+                    SecretRow.deleted.is_(False),
                 )
             )
             return set(found)
 
-    def delete(self, name: str) -> SecretMetadata:
-        """Delete a secret and destroy every version's ciphertext; return what it was."""
+    def delete(
+        self,
+        name: str,
+        folder: str,
+        *,
+        record: Callable[[Session, SecretMetadata], None] | None = None,
+    ) -> SecretMetadata:
+        """Delete a secret and destroy every version's ciphertext; return what it was.
+
+        ``record`` runs inside the same transaction (the audit record): when it fails,
+        nothing is deleted.
+        """
         with self.store.session() as session:
-            row = self._live(session, name, lock=True)
+            row = self._live(session, folder, name, lock=True)
             was = self._metadata(session, row)
             for version in session.scalars(
-                select(SecretVersionRow).where(SecretVersionRow.name == name)
+                select(SecretVersionRow).where(
+                    SecretVersionRow.folder == folder, SecretVersionRow.name == name
+                )
             ):
                 session.delete(version)
             row.deleted, row.updated_at = True, utcnow()
+            if record is not None:
+                record(session, was)
         return was
 
-    def reveal(self, name: str, folder: str | None = None) -> str:
-        """Decrypt the current version: for the worker-side resolver only, never for the API.
+    def reveal(self, name: str, folder: str) -> str:
+        """Decrypt ``folder``'s secret ``name``: for the run-time resolvers only, never the API.
 
-        With ``folder`` given, a secret of another folder is not found. Sealed fails closed.
+        A run resolves only in its own folder; a secret of another folder is not found, with
+        the same message as one that does not exist. Sealed fails closed.
         """
         with self.store.session(read_only=True) as session:
-            row = self._live(session, name)
-            if folder is not None and row.folder != folder:
-                raise NotFoundError(f"secret {name!r} does not exist in folder {folder!r}")
+            row = self._live(session, folder, name)
             provider = self._key_provider()
-            current = session.get(SecretVersionRow, (name, row.current_version))
+            current = session.get(SecretVersionRow, (folder, name, row.current_version))
             if current is None:
                 raise VaultError(f"secret {name!r} has lost its version {row.current_version}")
             return open_envelope(provider, _envelope(current), name, current.version, row.folder)
@@ -235,17 +278,23 @@ class Vault:
         with self.store.session(read_only=True) as session:
             keys = list(
                 session.execute(
-                    select(SecretVersionRow.name, SecretVersionRow.version).where(
+                    select(
+                        SecretVersionRow.folder, SecretVersionRow.name, SecretVersionRow.version
+                    ).where(
                         (SecretVersionRow.kek_id != provider.kek_id)
                         | (SecretVersionRow.kek_version != current)
                     )
                 )
             )
-        for name, version in keys:
+        for folder, name, version in keys:
             with self.store.session() as session:
                 row = session.scalars(
                     select(SecretVersionRow)
-                    .where(SecretVersionRow.name == name, SecretVersionRow.version == version)
+                    .where(
+                        SecretVersionRow.folder == folder,
+                        SecretVersionRow.name == name,
+                        SecretVersionRow.version == version,
+                    )
                     .with_for_update()
                 ).one_or_none()
                 if row is None:  # deleted meanwhile

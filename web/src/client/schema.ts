@@ -113,10 +113,7 @@ export interface paths {
         };
         /**
          * Get Effective Config
-         * @description The config a run would get: base, then the environment's, then the trigger's bundles.
-         *
-         *     It merges bundles of every folder, so only a caller who may read configs everywhere
-         *     sees it.
+         * @description The config a run of ``folder`` would get: its base, environment and trigger bundles.
          */
         get: operations["get_effective_config_api_v1_config_effective_get"];
         put?: never;
@@ -136,7 +133,7 @@ export interface paths {
         };
         /**
          * List Configs
-         * @description Every config bundle the caller may read, at its latest version, by name.
+         * @description Every config bundle the caller may read (in ``folder`` only, when given).
          */
         get: operations["list_configs_api_v1_configs_get"];
         put?: never;
@@ -204,13 +201,13 @@ export interface paths {
         };
         /**
          * List Flows
-         * @description Every flow the caller may read, at its latest version, by name.
+         * @description Every flow the caller may read (in ``folder`` only, when given), at its latest version.
          */
         get: operations["list_flows_api_v1_flows_get"];
         put?: never;
         /**
          * Create Flow
-         * @description Save a new flow; a name that exists already is a conflict (use PUT to update).
+         * @description Save a new flow; a name its folder holds already is a conflict (use PUT to update).
          */
         post: operations["create_flow_api_v1_flows_post"];
         delete?: never;
@@ -239,7 +236,7 @@ export interface paths {
         post?: never;
         /**
          * Delete Flow
-         * @description Delete a flow; the deletion is a commit, so its history stays.
+         * @description Delete a flow; the deletion is a commit, so its history stays in its folder.
          */
         delete: operations["delete_flow_api_v1_flows__name__delete"];
         options?: never;
@@ -276,7 +273,7 @@ export interface paths {
         };
         /**
          * Flow History
-         * @description Every version of a flow, newest first.
+         * @description Every version of a flow, newest first (a deleted flow's too).
          */
         get: operations["flow_history_api_v1_flows__name__history_get"];
         put?: never;
@@ -311,7 +308,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/v1/hooks/{name}": {
+    "/api/v1/hooks/{folder}/{name}": {
         parameters: {
             query?: never;
             header?: never;
@@ -324,10 +321,30 @@ export interface paths {
          * Deliver
          * @description Authenticate the delivery, then start the hook's flow with the body as its inputs.
          *
-         *     An unknown hook and an unsigned delivery get the same 401 as a bad signature, so hook
-         *     names cannot be probed.
+         *     The signature covers the timestamp, the delivery id and the body; the delivery id names
+         *     the run, so a repeated delivery joins the run it started.
          */
-        post: operations["deliver_api_v1_hooks__name__post"];
+        post: operations["deliver_api_v1_hooks__folder___name__post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/hooks/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Deliver Default
+         * @description A hook of the `default` folder, at the shorter address.
+         */
+        post: operations["deliver_default_api_v1_hooks__name__post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -343,7 +360,7 @@ export interface paths {
         };
         /**
          * List Servers
-         * @description Every server definition the caller may read.
+         * @description Every server definition the caller may read (in ``folder`` only, when given).
          */
         get: operations["list_servers_api_v1_mcp_servers_get"];
         put?: never;
@@ -395,8 +412,9 @@ export interface paths {
          * Approve Server
          * @description Start or reach the server, list its tools and pin each one (a commit, audited).
          *
-         *     Approving runs a stdio server's command on this node, which is why only an
-         *     administrator may; a tool that changes afterwards is blocked until approved again.
+         *     Approving starts a stdio server's command (sandboxed) on this node, outside any folder,
+         *     which is why it needs an administrator of every folder; a tool that changes afterwards
+         *     is blocked until approved again.
          */
         post: operations["approve_server_api_v1_mcp_servers__name__approve_post"];
         delete?: never;
@@ -480,7 +498,7 @@ export interface paths {
         };
         /**
          * List Models
-         * @description Every model definition the caller may read, at its latest version, by name.
+         * @description Every model definition the caller may read (in ``folder`` only, when given).
          */
         get: operations["list_models_api_v1_models_get"];
         put?: never;
@@ -555,6 +573,10 @@ export interface paths {
         /**
          * Create Binding
          * @description Grant a role; granting the same binding twice answers the existing one.
+         *
+         *     Nobody grants more than they hold outright: the caller must hold every permission of the
+         *     role in the binding's folder (or everywhere, for ``*``) through bindings without a
+         *     condition, so a conditional administrator cannot make itself an unconditional one.
          */
         post: operations["create_binding_api_v1_role_bindings_post"];
         delete?: never;
@@ -779,7 +801,7 @@ export interface paths {
         };
         /**
          * List Secrets
-         * @description Metadata of every secret the caller may see, by name.
+         * @description Metadata of every secret the caller may see (in ``folder`` only, when given).
          */
         get: operations["list_secrets_api_v1_secrets_get"];
         put?: never;
@@ -851,6 +873,9 @@ export interface paths {
         /**
          * Put Secret
          * @description Create a secret (201) or add a new version of it (200); answers metadata only.
+         *
+         *     The value and its audit record commit together: when the record cannot be written,
+         *     nothing is stored (503).
          */
         put: operations["put_secret_api_v1_secrets__name__put"];
         post?: never;
@@ -1013,7 +1038,7 @@ export interface paths {
         };
         /**
          * List Triggers
-         * @description Every trigger the caller may read, at its latest version.
+         * @description Every trigger the caller may read (in ``folder`` only, when given).
          */
         get: operations["list_triggers_api_v1_triggers_get"];
         put?: never;
@@ -1040,7 +1065,8 @@ export interface paths {
          * Save Trigger
          * @description Create or update a trigger; a schedule is synced to Temporal at once.
          *
-         *     A trigger starts runs of its flow, so saving one needs the right to start them too.
+         *     A trigger starts runs of its folder's flow, so saving one needs the right to start them
+         *     there too.
          */
         put: operations["save_trigger_api_v1_triggers__name__put"];
         post?: never;
@@ -1532,7 +1558,7 @@ export interface components {
             };
             /**
              * Folder
-             * @description Folder of the object; `default` for a new one, unchanged for an update.
+             * @description Folder whose namespace the object is saved in. When absent: the one folder where you see the name already, else the only folder you may write in, else `default`.
              */
             folder?: string | null;
             /**
@@ -1665,7 +1691,7 @@ export interface components {
             };
             /**
              * Folder
-             * @description Folder of the object; `default` for a new one, unchanged for an update.
+             * @description Folder whose namespace the object is saved in. When absent: the one folder where you see the name already, else the only folder you may write in, else `default`.
              */
             folder?: string | null;
             /**
@@ -1805,7 +1831,7 @@ export interface components {
             };
             /**
              * Folder
-             * @description Folder of the server; `default` for a new one, unchanged for an update.
+             * @description Folder of the server; needed only when the name is ambiguous.
              */
             folder?: string | null;
             /**
@@ -1853,7 +1879,7 @@ export interface components {
             };
             /**
              * Folder
-             * @description Folder of the object; `default` for a new one, unchanged for an update.
+             * @description Folder whose namespace the object is saved in. When absent: the one folder where you see the name already, else the only folder you may write in, else `default`.
              */
             folder?: string | null;
             /**
@@ -2006,6 +2032,11 @@ export interface components {
              */
             flow: string;
             /**
+             * Folder
+             * @description Folder of the flow; needed only when you see its name in several.
+             */
+            folder?: string | null;
+            /**
              * Inputs
              * @description Run inputs.
              */
@@ -2014,7 +2045,7 @@ export interface components {
             };
             /**
              * Run Id
-             * @description Run id to use; the same id never starts a second run.
+             * @description Run id to use, `<the flow's folder>:<your key>`; the same id never starts a second run. Random when absent.
              */
             run_id?: string | null;
             /**
@@ -2259,7 +2290,7 @@ export interface components {
         SecretWrite: {
             /**
              * Folder
-             * @description Folder; `default` for a new secret.
+             * @description Folder of the secret; needed only when the name is ambiguous.
              */
             folder?: string | null;
             /**
@@ -2520,7 +2551,7 @@ export interface components {
             };
             /**
              * Folder
-             * @description Folder of the trigger; `default` for a new one, unchanged for an update.
+             * @description Folder of the trigger; needed only when the name is ambiguous.
              */
             folder?: string | null;
             /**
@@ -3064,8 +3095,8 @@ export interface operations {
                 environment?: string | null;
                 /** @description Layer to include. */
                 trigger?: string | null;
-                /** @description A run's view: that folder's overrides. */
-                folder?: string | null;
+                /** @description The folder whose runs' view to show. */
+                folder?: string;
             };
             header?: never;
             path?: never;
@@ -3149,7 +3180,10 @@ export interface operations {
     };
     list_configs_api_v1_configs_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -3235,6 +3269,8 @@ export interface operations {
             query?: {
                 /** @description Commit, commit prefix or content hash; latest when absent. */
                 version?: string | null;
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
             };
             header?: never;
             path: {
@@ -3409,7 +3445,10 @@ export interface operations {
     };
     delete_config_api_v1_configs__name__delete: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -3498,7 +3537,10 @@ export interface operations {
     };
     config_history_api_v1_configs__name__history_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -3583,7 +3625,10 @@ export interface operations {
     };
     list_flows_api_v1_flows_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -3756,6 +3801,8 @@ export interface operations {
             query?: {
                 /** @description Commit, commit prefix or content hash; latest when absent. */
                 version?: string | null;
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
             };
             header?: never;
             path: {
@@ -3930,7 +3977,10 @@ export interface operations {
     };
     delete_flow_api_v1_flows__name__delete: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -4024,6 +4074,8 @@ export interface operations {
                 from: string;
                 /** @description Newer version. */
                 to: string;
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
             };
             header?: never;
             path: {
@@ -4109,7 +4161,10 @@ export interface operations {
     };
     flow_history_api_v1_flows__name__history_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -4362,7 +4417,125 @@ export interface operations {
             };
         };
     };
-    deliver_api_v1_hooks__name__post: {
+    deliver_api_v1_hooks__folder___name__post: {
+        parameters: {
+            query?: never;
+            header?: {
+                "X-Amos-Delivery"?: string | null;
+                "X-Amos-Timestamp"?: string | null;
+                "X-Amos-Signature"?: string | null;
+            };
+            path: {
+                /** @description Folder of the hook. */
+                folder: string;
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunPublic"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Signature, timestamp, delivery id or hook refused */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description The caller may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Wrong content type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Invalid request or document */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Rate limit reached; see Retry-After */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description A dependency is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    deliver_default_api_v1_hooks__name__post: {
         parameters: {
             query?: never;
             header?: {
@@ -4395,7 +4568,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Signature or timestamp refused */
+            /** @description Signature, timestamp, delivery id or hook refused */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4480,7 +4653,10 @@ export interface operations {
     };
     list_servers_api_v1_mcp_servers_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -4563,7 +4739,10 @@ export interface operations {
     };
     get_server_api_v1_mcp_servers__name__get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -4737,7 +4916,10 @@ export interface operations {
     };
     delete_server_api_v1_mcp_servers__name__delete: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -4822,7 +5004,10 @@ export interface operations {
     };
     approve_server_api_v1_mcp_servers__name__approve_post: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -5245,7 +5430,10 @@ export interface operations {
     };
     list_models_api_v1_models_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -5328,7 +5516,10 @@ export interface operations {
     };
     get_model_api_v1_models__name__get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -5502,7 +5693,10 @@ export interface operations {
     };
     delete_model_api_v1_models__name__delete: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -5591,7 +5785,10 @@ export interface operations {
     };
     model_history_api_v1_models__name__history_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -6784,7 +6981,10 @@ export interface operations {
     };
     list_secrets_api_v1_secrets_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the secret; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -7033,7 +7233,10 @@ export interface operations {
     };
     get_secret_api_v1_secrets__name__get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the secret; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 /** @description Name of the secret. */
@@ -7218,7 +7421,10 @@ export interface operations {
     };
     delete_secret_api_v1_secrets__name__delete: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the secret; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 /** @description Name of the secret. */
@@ -7930,7 +8136,10 @@ export interface operations {
     };
     list_triggers_api_v1_triggers_get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -8013,7 +8222,10 @@ export interface operations {
     };
     get_trigger_api_v1_triggers__name__get: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -8187,7 +8399,10 @@ export interface operations {
     };
     delete_trigger_api_v1_triggers__name__delete: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -8272,7 +8487,10 @@ export interface operations {
     };
     backfill_trigger_api_v1_triggers__name__backfill_post: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -8361,7 +8579,10 @@ export interface operations {
     };
     pause_trigger_api_v1_triggers__name__pause_post: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;
@@ -8444,7 +8665,10 @@ export interface operations {
     };
     resume_trigger_api_v1_triggers__name__resume_post: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Folder of the object; needed only when you see the name in several. */
+                folder?: string | null;
+            };
             header?: never;
             path: {
                 name: string;

@@ -1,5 +1,5 @@
 // The catalog: every flow the caller may read, and one flow's versions and diagram.
-import { api, type FlowPublic, type FlowSummary, type VersionPublic } from "../client/api";
+import { api, withQuery, type FlowPublic, type FlowSummary, type VersionPublic } from "../client/api";
 import { FlowDiagram } from "../components/FlowDiagram";
 import { ProblemNote } from "../components/ProblemNote";
 import { href } from "../hooks/useHashRoute";
@@ -24,9 +24,9 @@ export function FlowList() {
         </thead>
         <tbody>
           {(flows.data ?? []).map((flow) => (
-            <tr key={flow.name}>
+            <tr key={`${flow.folder}:${flow.name}`}>
               <td>
-                <a href={href("flows", flow.name)}>{flow.name}</a>
+                <a href={href("flows", flowId(flow.folder, flow.name))}>{flow.name}</a>
               </td>
               <td>{flow.folder}</td>
               <td>{flow.description ?? ""}</td>
@@ -39,13 +39,19 @@ export function FlowList() {
   );
 }
 
-export function FlowDetail({ name, version }: { name: string; version: string | null }) {
+/** A flow's id in a link: `<folder>:<name>` (folder names have no colon); a bare name also works. */
+export function flowId(folder: string, name: string): string {
+  return `${folder}:${name}`;
+}
+
+export function FlowDetail({ id, version }: { id: string; version: string | null }) {
+  const [folder, name] = id.includes(":") ? [id.slice(0, id.indexOf(":")), id.slice(id.indexOf(":") + 1)] : ["", id];
   const path = `/api/v1/flows/${encodeURIComponent(name)}`;
   const flow = useApi(
-    () => api<FlowPublic>("GET", version ? `${path}?version=${encodeURIComponent(version)}` : path),
-    [name, version],
+    () => api<FlowPublic>("GET", withQuery(path, { version: version ?? "", folder })),
+    [id, version],
   );
-  const history = useApi(() => api<VersionPublic[]>("GET", `${path}/history`), [name]);
+  const history = useApi(() => api<VersionPublic[]>("GET", withQuery(`${path}/history`, { folder })), [id]);
   return (
     <>
       <h1>Flow {name}</h1>
@@ -74,7 +80,7 @@ export function FlowDetail({ name, version }: { name: string; version: string | 
           {(history.data ?? []).map((v) => (
             <tr key={v.commit}>
               <td>
-                <a href={href("flows", name, v.commit)}>
+                <a href={href("flows", id, v.commit)}>
                   <code>{v.commit.slice(0, 10)}</code>
                 </a>
               </td>

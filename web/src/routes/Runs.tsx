@@ -115,12 +115,16 @@ export function RunView({ runId }: { runId: string }) {
   const run = useApi(() => api<RunDetail>("GET", `/api/v1/runs/${encodeURIComponent(runId)}`), [runId]);
   const flowName = run.data?.flow;
   const flowVersion = run.data?.flow_version;
+  const flowFolder = run.data?.folder;
   const flow = useApi(
     () =>
       flowName
-        ? api<FlowPublic>("GET", withQuery(`/api/v1/flows/${encodeURIComponent(flowName)}`, { version: flowVersion }))
+        ? api<FlowPublic>(
+            "GET",
+            withQuery(`/api/v1/flows/${encodeURIComponent(flowName)}`, { version: flowVersion, folder: flowFolder }),
+          )
         : Promise.resolve(null),
-    [flowName, flowVersion],
+    [flowName, flowVersion, flowFolder],
   );
   const [actionError, setActionError] = useState<unknown>(null);
   const finished = run.data ? FINISHED.has(run.data.status) : false;

@@ -19,7 +19,9 @@ from amosflow.errors import Diagnostic, NotFoundError, ValidationFailedError
 from amosflow.store import folders
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
+
+    from sqlalchemy.orm import Session
 
     from amosflow.catalog import Catalog, Version
     from amosflow.store import Store
@@ -54,9 +56,9 @@ def _version_details(version: Version) -> dict[str, Any]:
     return {"commit": version.commit, "content_hash": version.content_hash}
 
 
-def _current(catalog: Catalog, name: str) -> McpServer | None:
+def _current(catalog: Catalog, name: str, folder: str) -> McpServer | None:
     try:
-        return parse_server(catalog.get(KIND, name).document)
+        return parse_server(catalog.get(KIND, name, folder=folder).document)
     except NotFoundError:
         return None
 
@@ -77,14 +79,16 @@ def save(
             [Diagnostic("/approval", "is written by approving the server, not by saving it")]
         )
     server = parse_server(document)
-    current = _current(catalog, server.name)
+    current = _current(catalog, server.name, folder)
     if current is not None and current.approval is not None:
         server = server.model_copy(update={"approval": current.approval})
     with store.session(read_only=True) as session:
         folders.require_folder(session, folder)
-    version = catalog.save(KIND, server.name, _document(server), author=author, message=message)
-    with store.session() as session:
-        folders.file_under(session, KIND, server.name, folder)
+    version = catalog.save(
+        KIND, server.name, _document(server), folder=folder, author=author, message=message
+    )
+
+    def record(session: Session) -> None:
         audit.append(
             session,
             actor=actor,
@@ -93,15 +97,20 @@ def save(
             folder=folder,
             details={**_version_details(version), "definition": server.definition_hash()},
         )
+
+    _keep_if_audited(store, catalog, server.name, version, folder, record)
     return server, version
 
 
-def delete(store: Store, catalog: Catalog, name: str, *, author: str, actor: str) -> Version:
-    """Commit the removal of a definition and audit it."""
-    version = catalog.delete(KIND, name, author=author, message=f"delete MCP server {name}")
-    with store.session() as session:
-        folder = folders.folder_of(session, KIND, name)
-        folders.forget(session, KIND, name)
+def delete(
+    store: Store, catalog: Catalog, name: str, *, folder: str, author: str, actor: str
+) -> Version:
+    """Commit the removal of a definition and audit it, in its folder."""
+    version = catalog.delete(
+        KIND, name, folder=folder, author=author, message=f"delete MCP server {name}"
+    )
+
+    def record(session: Session) -> None:
         audit.append(
             session,
             actor=actor,
@@ -110,7 +119,26 @@ def delete(store: Store, catalog: Catalog, name: str, *, author: str, actor: str
             folder=folder,
             details=_version_details(version),
         )
+
+    _keep_if_audited(store, catalog, name, version, folder, record)
     return version
+
+
+def _keep_if_audited(  # noqa: PLR0917 - private, one argument per part of the commit
+    store: Store,
+    catalog: Catalog,
+    name: str,
+    version: Version,
+    folder: str,
+    record: Callable[[Session], None],
+) -> None:
+    """Keep a commit only once its audit record is durable; take it back otherwise."""
+    try:
+        with store.session() as session:
+            record(session)
+    except BaseException:
+        catalog.undo(KIND, name, version, folder=folder)
+        raise
 
 
 async def pins_of(server: McpServer) -> dict[str, str]:
@@ -121,10 +149,10 @@ async def pins_of(server: McpServer) -> dict[str, str]:
 
 
 async def approve(
-    store: Store, catalog: Catalog, name: str, *, author: str, actor: str
+    store: Store, catalog: Catalog, name: str, *, folder: str, author: str, actor: str
 ) -> tuple[McpServer, Version]:
     """Pin every tool the server lists now into its definition (a commit) and audit it."""
-    server = parse_server(catalog.get(KIND, name).document)
+    server = parse_server(catalog.get(KIND, name, folder=folder).document)
     pins = await pins_of(server)
     approval = Approval(
         definition=server.definition_hash(),
@@ -134,10 +162,15 @@ async def approve(
     )
     approved = server.model_copy(update={"approval": approval})
     version = catalog.save(
-        KIND, name, _document(approved), author=author, message=f"approve MCP server {name}"
+        KIND,
+        name,
+        _document(approved),
+        folder=folder,
+        author=author,
+        message=f"approve MCP server {name}",
     )
-    with store.session() as session:
-        folder = folders.folder_of(session, KIND, name)
+
+    def record(session: Session) -> None:
         audit.append(
             session,
             actor=actor,
@@ -146,25 +179,22 @@ async def approve(
             folder=folder,
             details={**_version_details(version), "definition": approval.definition, "tools": pins},
         )
+
+    _keep_if_audited(store, catalog, name, version, folder, record)
     return approved, version
 
 
-def load_servers(
-    catalog: Catalog, store: Store, names: Iterable[str], folder: str | None = None
-) -> list[ServerEntry]:
-    """The definitions of ``names`` that exist, with their folders; only ``folder``'s if given.
+def load_servers(catalog: Catalog, names: Iterable[str], folder: str) -> list[ServerEntry]:
+    """The definitions of ``names`` in ``folder``'s namespace, the only place a run looks.
 
-    A name that is missing or filed in another folder is left out, so a call to its tools
-    is refused as out of scope rather than reaching into another folder.
+    A name ``folder`` does not hold is left out, so a call to its tools is refused as out of
+    scope: the same server name in another folder is another server, never this one.
     """
     entries: list[ServerEntry] = []
-    with store.session(read_only=True) as session:
-        filed = folders.folders_of(session, KIND)
     for name in sorted(set(names)):
-        server = _current(catalog, name)
-        placed = filed.get(name, "default")
-        if server is not None and (folder is None or placed == folder):
-            entries.append(ServerEntry(server, placed))
+        server = _current(catalog, name, folder)
+        if server is not None:
+            entries.append(ServerEntry(server, folder))
     return entries
 
 

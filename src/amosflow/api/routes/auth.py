@@ -24,6 +24,7 @@ from amosflow.errors import AuthenticationError, Diagnostic, ValidationFailedErr
 from amosflow.identity import accounts, setup, tokens
 from amosflow.identity.authenticate import GENERIC, Authenticator
 from amosflow.identity.principal import actor_of
+from amosflow.store.tables import INSTALL_FOLDER
 
 router = APIRouter(tags=["auth"], responses=problems.RESPONSES)
 _RATE_LIMITED: dict[int | str, dict[str, Any]] = {
@@ -125,7 +126,14 @@ def _record_attempt(
     """Audit a sign-in in the transaction that records its failure counter."""
     if attempt.ok and attempt.principal is not None:
         actor = actor_of(attempt.principal.kind, attempt.principal.username)
-        audit.append(session, actor=actor, action=action, resource="auth", details=details)
+        audit.append(
+            session,
+            folder=INSTALL_FOLDER,
+            actor=actor,
+            action=action,
+            resource="auth",
+            details=details,
+        )
         return
     refusal = attempt.refusal
     details = details | {"reason": refusal.reason if refusal else "unknown"}
@@ -133,6 +141,7 @@ def _record_attempt(
         details["locked"] = True
     audit.append(
         session,
+        folder=INSTALL_FOLDER,
         actor="anonymous",
         action=action,
         resource="auth",
@@ -146,7 +155,13 @@ def _record(
 ) -> None:
     with cp.store.session() as session:
         audit.append(
-            session, actor=actor, action=action, resource="auth", outcome=outcome, details=details
+            session,
+            folder=INSTALL_FOLDER,
+            actor=actor,
+            action=action,
+            resource="auth",
+            outcome=outcome,
+            details=details,
         )
 
 
@@ -273,6 +288,7 @@ def create_token(
         )
         audit.append(
             session,
+            folder=INSTALL_FOLDER,
             actor=caller.actor,
             action="tokens.create",
             resource=f"tokens/{row.id}",
@@ -289,6 +305,7 @@ def revoke_token(token_id: str, cp: ControlPlaneDep, caller: CallerDep) -> Token
         row = tokens.revoke_api_token(session, caller.id, token_id)
         audit.append(
             session,
+            folder=INSTALL_FOLDER,
             actor=caller.actor,
             action="tokens.revoke",
             resource=f"tokens/{token_id}",
@@ -321,6 +338,7 @@ def first_admin(
         )
         audit.append(
             session,
+            folder=INSTALL_FOLDER,
             actor=actor_of("user", row.username),
             action="auth.setup",
             resource=f"principals/{row.id}",

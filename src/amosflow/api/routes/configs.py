@@ -10,6 +10,7 @@ from amosflow.api import catalog_objects as objects
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import (
+    FOLDER_PATTERN,
     ConfigCreate,
     ConfigDelete,
     ConfigPublic,
@@ -49,44 +50,63 @@ def save_config(
 
 
 @router.get("/configs", response_model=list[ConfigPublic])
-def list_configs(cp: ControlPlaneDep, caller: CallerDep) -> list[ConfigPublic]:
-    """Every config bundle the caller may read, at its latest version, by name."""
+def list_configs(
+    cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> list[ConfigPublic]:
+    """Every config bundle the caller may read (in ``folder`` only, when given)."""
     return [
         ConfigPublic(
-            name=e.name, folder=folder, document=e.document, version=objects.to_version(e.version)
+            name=e.name, folder=e.folder, document=e.document, version=objects.to_version(e.version)
         )
-        for e, folder in objects.readable(cp, caller, KIND)
+        for e in objects.readable(cp, caller, KIND, folder)
     ]
 
 
 @router.get("/configs/{name}", response_model=ConfigPublic)
 def get_config(
-    name: str, cp: ControlPlaneDep, caller: CallerDep, version: VersionQuery = None
+    name: str,
+    cp: ControlPlaneDep,
+    caller: CallerDep,
+    version: VersionQuery = None,
+    folder: objects.FolderQuery = None,
 ) -> ConfigPublic:
     """A config bundle at its latest version, or at the version asked for."""
-    entry, folder = objects.read(cp, caller, "configs.read", KIND, name, version=version)
+    entry = objects.read(cp, caller, "configs.read", KIND, name, folder=folder, version=version)
     return ConfigPublic(
         name=entry.name,
-        folder=folder,
+        folder=entry.folder,
         document=entry.document,
         version=objects.to_version(entry.version),
     )
 
 
 @router.get("/configs/{name}/history", response_model=list[VersionPublic])
-def config_history(name: str, cp: ControlPlaneDep, caller: CallerDep) -> list[VersionPublic]:
+def config_history(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> list[VersionPublic]:
     """Every version of a config bundle, newest first."""
-    return objects.history(cp, caller, "configs.read", KIND, name)
+    return objects.history(cp, caller, "configs.read", KIND, name, folder=folder)
 
 
 @router.delete("/configs/{name}", response_model=VersionPublic)
 def delete_config(
-    name: str, cp: ControlPlaneDep, caller: CallerDep, body: ConfigDelete | None = None
+    name: str,
+    cp: ControlPlaneDep,
+    caller: CallerDep,
+    body: ConfigDelete | None = None,
+    folder: objects.FolderQuery = None,
 ) -> VersionPublic:
     """Delete a config bundle; the deletion is a commit, so its history stays."""
     body = body or ConfigDelete()
     return objects.delete(
-        cp, caller, "configs.write", KIND, name, author=body.author, message=body.message
+        cp,
+        caller,
+        "configs.write",
+        KIND,
+        name,
+        folder=folder,
+        author=body.author,
+        message=body.message,
     )
 
 
@@ -97,15 +117,11 @@ def get_effective_config(
     environment: LayerQuery = None,
     trigger: LayerQuery = None,
     folder: Annotated[
-        str | None, Query(max_length=100, description="A run's view: that folder's overrides.")
-    ] = None,
+        str, Query(pattern=FOLDER_PATTERN, description="The folder whose runs' view to show.")
+    ] = "default",
 ) -> EffectiveConfigPublic:
-    """The config a run would get: base, then the environment's, then the trigger's bundles.
-
-    It merges bundles of every folder, so only a caller who may read configs everywhere
-    sees it.
-    """
-    authorize(caller, "configs.read")
+    """The config a run of ``folder`` would get: its base, environment and trigger bundles."""
+    authorize(caller, "configs.read", folder=folder, missing=f"folder {folder!r} not found")
     config = effective_config(cp.catalog, environment=environment, trigger=trigger, folder=folder)
     return EffectiveConfigPublic(
         values=config.to_dict(),

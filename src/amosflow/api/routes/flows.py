@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from amosflow.api import access, problems
 from amosflow.api import catalog_objects as objects
+from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import (
     DiffPublic,
@@ -19,6 +19,7 @@ from amosflow.api.schemas import (
 )
 from amosflow.api.security import CallerDep
 from amosflow.errors import ConflictError, Diagnostic, ValidationFailedError
+from amosflow.services import access
 
 router = APIRouter(prefix="/api/v1/flows", tags=["flows"], responses=problems.RESPONSES)
 KIND = "flows"
@@ -52,12 +53,14 @@ def _save(
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=FlowPublic)
 def create_flow(body: FlowCreate, cp: ControlPlaneDep, caller: CallerDep) -> FlowPublic:
-    """Save a new flow; a name that exists already is a conflict (use PUT to update)."""
+    """Save a new flow; a name its folder holds already is a conflict (use PUT to update)."""
     name = _name_of(body)
-    if access.exists(cp, KIND, name):
-        access.guard(cp, caller, "flows.read", KIND, name)
-        raise ConflictError(f"flow {name!r} already exists; update it with PUT")
-    return _save(cp, caller, name, body, "create")
+    folder = access.write_guard(cp, caller, KIND, name, body.folder)
+    if cp.catalog.exists(KIND, name, folder=folder):
+        raise ConflictError(
+            f"flow {name!r} already exists in folder {folder!r}; update it with PUT"
+        )
+    return _save(cp, caller, name, body.model_copy(update={"folder": folder}), "create")
 
 
 @router.put("/{name}", response_model=FlowPublic)
@@ -69,37 +72,45 @@ def update_flow(name: str, body: FlowCreate, cp: ControlPlaneDep, caller: Caller
 
 
 @router.get("", response_model=list[FlowSummary])
-def list_flows(cp: ControlPlaneDep, caller: CallerDep) -> list[FlowSummary]:
-    """Every flow the caller may read, at its latest version, by name."""
+def list_flows(
+    cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> list[FlowSummary]:
+    """Every flow the caller may read (in ``folder`` only, when given), at its latest version."""
     return [
         FlowSummary(
             name=e.name,
-            folder=folder,
+            folder=e.folder,
             description=e.document.get("description"),
             version=objects.to_version(e.version),
         )
-        for e, folder in objects.readable(cp, caller, KIND)
+        for e in objects.readable(cp, caller, KIND, folder)
     ]
 
 
 @router.get("/{name}", response_model=FlowPublic)
 def get_flow(
-    name: str, cp: ControlPlaneDep, caller: CallerDep, version: VersionQuery = None
+    name: str,
+    cp: ControlPlaneDep,
+    caller: CallerDep,
+    version: VersionQuery = None,
+    folder: objects.FolderQuery = None,
 ) -> FlowPublic:
     """A flow at its latest version, or at the version asked for."""
-    entry, folder = objects.read(cp, caller, "flows.read", KIND, name, version=version)
+    entry = objects.read(cp, caller, "flows.read", KIND, name, folder=folder, version=version)
     return FlowPublic(
         name=entry.name,
-        folder=folder,
+        folder=entry.folder,
         document=entry.document,
         version=objects.to_version(entry.version),
     )
 
 
 @router.get("/{name}/history", response_model=list[VersionPublic])
-def flow_history(name: str, cp: ControlPlaneDep, caller: CallerDep) -> list[VersionPublic]:
-    """Every version of a flow, newest first."""
-    return objects.history(cp, caller, "flows.read", KIND, name)
+def flow_history(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> list[VersionPublic]:
+    """Every version of a flow, newest first (a deleted flow's too)."""
+    return objects.history(cp, caller, "flows.read", KIND, name, folder=folder)
 
 
 @router.get("/{name}/diff", response_model=DiffPublic)
@@ -107,21 +118,34 @@ def flow_diff(
     name: str,
     cp: ControlPlaneDep,
     caller: CallerDep,
+    *,
     from_version: Annotated[str, Query(alias="from", description="Older version.")],
     to_version: Annotated[str, Query(alias="to", description="Newer version.")],
+    folder: objects.FolderQuery = None,
 ) -> DiffPublic:
     """A unified diff between two versions of a flow."""
-    access.guard(cp, caller, "flows.read", KIND, name)
-    text = cp.catalog.diff(KIND, name, from_version, to_version)
+    found = access.guard(cp, caller, "flows.read", KIND, name, folder=folder, ever=True)
+    text = cp.catalog.diff(KIND, name, from_version, to_version, folder=found)
     return DiffPublic(name=name, from_version=from_version, to_version=to_version, diff=text)
 
 
 @router.delete("/{name}", response_model=VersionPublic)
 def delete_flow(
-    name: str, cp: ControlPlaneDep, caller: CallerDep, body: FlowDelete | None = None
+    name: str,
+    cp: ControlPlaneDep,
+    caller: CallerDep,
+    body: FlowDelete | None = None,
+    folder: objects.FolderQuery = None,
 ) -> VersionPublic:
-    """Delete a flow; the deletion is a commit, so its history stays."""
+    """Delete a flow; the deletion is a commit, so its history stays in its folder."""
     body = body or FlowDelete()
     return objects.delete(
-        cp, caller, "flows.write", KIND, name, author=body.author, message=body.message
+        cp,
+        caller,
+        "flows.write",
+        KIND,
+        name,
+        folder=folder,
+        author=body.author,
+        message=body.message,
     )

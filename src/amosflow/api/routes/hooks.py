@@ -1,104 +1,126 @@
-"""/api/v1/hooks/{name}: start a run from a signed webhook delivery."""
+"""/api/v1/hooks/{folder}/{name}: start a run from a signed webhook delivery.
+
+Until its signature is verified, a delivery learns nothing: a hook that does not exist, one
+whose signing secret is not in its folder's vault and one that refuses the signature all
+answer the same 401, and each is checked against a key (a random one when there is none).
+Only a verified delivery meets the hook's own limits (rate, content type, size), so nobody
+without the key can drain a hook's rate limit.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Header, Path, Request, status
 from fastapi.responses import JSONResponse
 
-from amosflow import secrets
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep, WatcherDep
 from amosflow.api.problems import problem
-from amosflow.api.schemas import RunPublic
-from amosflow.errors import ActionError, NotFoundError
+from amosflow.api.schemas import FOLDER_PATTERN, RunPublic
+from amosflow.errors import AmosError
 from amosflow.ratelimit import RateLimits
 from amosflow.services import triggers as trigger_service
-from amosflow.triggers.models import WebhookTrigger
+from amosflow.triggers.models import MAX_BODY_BYTES, WebhookTrigger
 from amosflow.triggers.webhooks import verify
+from amosflow.vault import Vault
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/hooks", tags=["hooks"], responses=problems.RESPONSES)
-_LIMITS = RateLimits()
+#: Before the signature is checked, deliveries are limited per sender address, the same for
+#: every hook; after it, by the hook's own bucket.
+UNVERIFIED_RATE_PER_S = 50.0
+UNVERIFIED_BURST = 100
+_UNVERIFIED = RateLimits()
+_VERIFIED = RateLimits()
 DeliveryHeader = Annotated[
     str | None, Header(alias="X-Amos-Delivery", min_length=1, max_length=100)
 ]
 TimestampHeader = Annotated[str | None, Header(alias="X-Amos-Timestamp", max_length=20)]
 SignatureHeader = Annotated[str | None, Header(alias="X-Amos-Signature", max_length=200)]
+FolderPath = Annotated[str, Path(pattern=FOLDER_PATTERN, description="Folder of the hook.")]
+REFUSED = "missing or invalid signature"
+DEFAULT_WINDOW_S = 300
+DEFAULT_FOLDER = "default"
 
 
-def _unauthorized(reason: str) -> JSONResponse:
-    return problem(401, "Unauthorized", reason, slug="unauthorized")
+def _unauthorized() -> JSONResponse:
+    return problem(401, "Unauthorized", REFUSED, slug="unauthorized")
 
 
-def _webhook(cp: ControlPlaneDep, name: str) -> WebhookTrigger | None:
-    """The hook's trigger; None for a name that is not a webhook (answered like a bad signature)."""
+def _rate_limited(wait: float) -> JSONResponse:
+    response = problem(429, "Too many requests", "rate limit reached", slug="rate-limited")
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return problem(413, "Content too large", f"at most {limit} bytes", slug="too-large")
+
+
+def _hook(
+    cp: ControlPlaneDep, vault: Vault, folder: str, name: str
+) -> tuple[WebhookTrigger | None, bytes | None]:
+    """The hook and its signing key from its folder's vault; (None, None) when either is missing."""
     try:
-        trigger = trigger_service.load(cp, name)
-    except NotFoundError:
-        return None
-    return trigger if isinstance(trigger, WebhookTrigger) else None
+        trigger = trigger_service.load(cp, name, folder)
+    except AmosError:
+        return None, None
+    if not isinstance(trigger, WebhookTrigger):
+        return None, None
+    try:
+        return trigger, vault.reveal(trigger.secret, folder).encode()
+    except AmosError as err:
+        log.warning("hook %s/%s cannot verify deliveries: %s", folder, name, err)
+        return None, None
 
 
-def _gate(trigger: WebhookTrigger, request: Request) -> JSONResponse | None:
-    """Refuse before reading the body: rate limit, content type, declared size."""
-    wait = _LIMITS.take(trigger.name, trigger.rate_per_s, trigger.burst)
-    if wait > 0:
-        response = problem(429, "Too many requests", "rate limit reached", slug="rate-limited")
-        response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-        return response
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != trigger.content_type:
-        expected = f"expected {trigger.content_type}"
-        return problem(415, "Unsupported media type", expected, slug="unsupported-media-type")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > trigger.max_body_bytes:
-        return _too_large(trigger)
-    return None
-
-
-def _too_large(trigger: WebhookTrigger) -> JSONResponse:
-    limit = f"at most {trigger.max_body_bytes} bytes"
-    return problem(413, "Content too large", limit, slug="too-large")
-
-
-async def _read_body(trigger: WebhookTrigger, request: Request) -> bytes | None:
+async def _read_body(request: Request, limit: int) -> bytes | None:
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > trigger.max_body_bytes:
+        if len(body) > limit:
             return None
     return bytes(body)
 
 
-def _authenticate(
-    trigger: WebhookTrigger, timestamp: str, signature: str, body: bytes
+def _after_verification(
+    trigger: WebhookTrigger, key: str, request: Request, size: int
 ) -> JSONResponse | None:
-    try:
-        key = secrets.resolve(trigger.secret).encode()
-    except ActionError:
-        detail = "the hook's signing secret is not bound"
-        return problem(503, "Hook not configured", detail, slug="hook-unconfigured")
-    window = trigger.replay_window_s
-    reason = verify(key, timestamp, body, signature, window_s=window, now=time.time())
-    return _unauthorized(reason) if reason else None
+    """The hook's own limits, met only by a delivery signed with its key."""
+    wait = _VERIFIED.take(key, trigger.rate_per_s, trigger.burst)
+    if wait > 0:
+        return _rate_limited(wait)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != trigger.content_type:
+        expected = f"expected {trigger.content_type}"
+        return problem(415, "Unsupported media type", expected, slug="unsupported-media-type")
+    if size > trigger.max_body_bytes:
+        return _too_large(trigger.max_body_bytes)
+    return None
+
+
+_DOCUMENTED: dict[int | str, dict[str, Any]] = {
+    401: problems.documented("Signature, timestamp, delivery id or hook refused"),
+    413: problems.documented("Body too large"),
+    415: problems.documented("Wrong content type"),
+    429: problems.documented("Rate limit reached; see Retry-After"),
+}
 
 
 @router.post(
-    "/{name}",
+    "/{folder}/{name}",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunPublic,
-    responses={
-        401: problems.documented("Signature or timestamp refused"),
-        413: problems.documented("Body too large"),
-        415: problems.documented("Wrong content type"),
-        429: problems.documented("Rate limit reached; see Retry-After"),
-    },
+    responses=_DOCUMENTED,
 )
 async def deliver(
+    folder: FolderPath,
     name: str,
     request: Request,
     cp: ControlPlaneDep,
@@ -110,19 +132,29 @@ async def deliver(
 ) -> RunPublic | JSONResponse:
     """Authenticate the delivery, then start the hook's flow with the body as its inputs.
 
-    An unknown hook and an unsigned delivery get the same 401 as a bad signature, so hook
-    names cannot be probed.
+    The signature covers the timestamp, the delivery id and the body; the delivery id names
+    the run, so a repeated delivery joins the run it started.
     """
-    trigger = _webhook(cp, name)
-    if trigger is None or not (delivery and timestamp and signature):
-        return _unauthorized("missing or invalid signature")
-    refusal = _gate(trigger, request)
-    if refusal is not None:
-        return refusal
-    body = await _read_body(trigger, request)
-    if body is None:
-        return _too_large(trigger)
-    refusal = _authenticate(trigger, timestamp, signature, body)
+    if not (delivery and timestamp and signature):
+        return _unauthorized()
+    body = await _unverified_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    trigger, key = _hook(cp, request.app.state.vault, folder, name)
+    # An unknown hook is checked against a random key, so it is refused by the same check.
+    reason = verify(
+        key or os.urandom(32),
+        timestamp,
+        delivery,
+        body,
+        signature,
+        window_s=trigger.replay_window_s if trigger else DEFAULT_WINDOW_S,
+        now=time.time(),
+    )
+    if trigger is None or key is None or reason is not None:
+        log.info("hook delivery to %s/%s refused: %s", folder, name, reason or "no such hook")
+        return _unauthorized()
+    refusal = _after_verification(trigger, f"{folder}/{name}", request, len(body))
     if refusal is not None:
         return refusal
     try:
@@ -131,8 +163,50 @@ async def deliver(
         inputs = None
     if not isinstance(inputs, dict):
         return problem(422, "Invalid body", "the body must be a JSON object", slug="invalid-body")
-    record = await trigger_service.accept_delivery(cp, trigger, delivery, inputs)
+    record = await trigger_service.accept_delivery(cp, trigger, folder, delivery, inputs)
     watcher.watch(record.run_id)
     data = record.model_dump()
     data["flow"] = data.pop("flow_name")
     return RunPublic.model_validate(data)
+
+
+async def _unverified_body(request: Request) -> bytes | JSONResponse:
+    """The body, or the refusal every hook gives alike before a signature is checked."""
+    address = request.client.host if request.client else "unknown"
+    wait = _UNVERIFIED.take(address, UNVERIFIED_RATE_PER_S, UNVERIFIED_BURST)
+    if wait > 0:
+        return _rate_limited(wait)
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return _too_large(MAX_BODY_BYTES)
+    body = await _read_body(request, MAX_BODY_BYTES)
+    return _too_large(MAX_BODY_BYTES) if body is None else body
+
+
+@router.post(
+    "/{name}",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RunPublic,
+    responses=_DOCUMENTED,
+)
+async def deliver_default(
+    name: str,
+    request: Request,
+    cp: ControlPlaneDep,
+    watcher: WatcherDep,
+    *,
+    delivery: DeliveryHeader = None,
+    timestamp: TimestampHeader = None,
+    signature: SignatureHeader = None,
+) -> RunPublic | JSONResponse:
+    """A hook of the `default` folder, at the shorter address."""
+    return await deliver(
+        DEFAULT_FOLDER,
+        name,
+        request,
+        cp,
+        watcher,
+        delivery=delivery,
+        timestamp=timestamp,
+        signature=signature,
+    )

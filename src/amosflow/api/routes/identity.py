@@ -15,8 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
+from amosflow.errors import PermissionDeniedError
 from amosflow.identity import accounts
-from amosflow.identity.policy import authorize, folder_scope
+from amosflow.identity.policy import (
+    ROLE_PERMISSIONS,
+    authorize,
+    folder_scope,
+    holds_unconditionally,
+)
 from amosflow.identity.principal import ALL_FOLDERS
 from amosflow.identity.settings import IdentitySettings
 from amosflow.services import auditing
@@ -197,8 +203,22 @@ def list_bindings(cp: ControlPlaneDep, caller: CallerDep) -> list[BindingPublic]
 
 @router.post("/role-bindings", status_code=status.HTTP_201_CREATED, response_model=BindingPublic)
 def create_binding(body: BindingCreate, cp: ControlPlaneDep, caller: CallerDep) -> BindingPublic:
-    """Grant a role; granting the same binding twice answers the existing one."""
+    """Grant a role; granting the same binding twice answers the existing one.
+
+    Nobody grants more than they hold outright: the caller must hold every permission of the
+    role in the binding's folder (or everywhere, for ``*``) through bindings without a
+    condition, so a conditional administrator cannot make itself an unconditional one.
+    """
     authorize(caller, "identity.write")
+    role_permissions = ROLE_PERMISSIONS.get(body.role)
+    if role_permissions is not None and not holds_unconditionally(
+        caller, role_permissions, body.folder
+    ):
+        where = "every folder" if body.folder == ALL_FOLDERS else f"folder {body.folder!r}"
+        raise PermissionDeniedError(
+            f"{caller.actor} may not grant {body.role!r} in {where}: it does not hold all of"
+            " that role's permissions there without a condition"
+        )
     with cp.store.session() as session:
         row = accounts.grant(
             session,

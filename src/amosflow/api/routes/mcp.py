@@ -8,13 +8,13 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from amosflow.ai import mcp
-from amosflow.api import access, problems
+from amosflow.api import catalog_objects as objects
+from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import FOLDER_PATTERN, VersionPublic
 from amosflow.api.security import CallerDep
 from amosflow.errors import Diagnostic, ValidationFailedError
-from amosflow.identity.policy import authorize, folder_scope
-from amosflow.store import folders
+from amosflow.services import access
 
 router = APIRouter(prefix="/api/v1/mcp-servers", tags=["mcp"], responses=problems.RESPONSES)
 KIND = mcp.KIND
@@ -30,7 +30,7 @@ class McpServerSave(BaseModel):
     folder: str | None = Field(
         default=None,
         pattern=FOLDER_PATTERN,
-        description="Folder of the server; `default` for a new one, unchanged for an update.",
+        description="Folder of the server; needed only when the name is ambiguous.",
     )
 
 
@@ -58,19 +58,6 @@ def _public(name: str, folder: str, document: dict[str, Any], version: object) -
     )
 
 
-def _write_folder(cp: ControlPlaneDep, caller: CallerDep, name: str, wanted: str | None) -> str:
-    """Authorize saving: in the current folder and, on a move or a creation, in the target."""
-    if not access.exists(cp, KIND, name):
-        target = wanted or "default"
-        authorize(caller, "mcp.write", folder=target, missing=f"folder {target!r} not found")
-        return target
-    current = access.guard(cp, caller, "mcp.write", KIND, name)
-    if wanted is not None and wanted != current:
-        authorize(caller, "mcp.write", folder=wanted, missing=f"folder {wanted!r} not found")
-        return wanted
-    return current
-
-
 @router.put("/{name}", response_model=McpServerPublic)
 def save_server(
     name: str, body: McpServerSave, cp: ControlPlaneDep, caller: CallerDep
@@ -80,7 +67,7 @@ def save_server(
         raise ValidationFailedError(
             [Diagnostic("/document/name", f"must be {name!r}, the name in the path")]
         )
-    folder = _write_folder(cp, caller, name, body.folder)
+    folder = access.write_guard(cp, caller, KIND, name, body.folder)
     server, version = mcp.save(
         cp.store,
         cp.catalog,
@@ -94,46 +81,59 @@ def save_server(
 
 
 @router.get("", response_model=list[McpServerPublic])
-def list_servers(cp: ControlPlaneDep, caller: CallerDep) -> list[McpServerPublic]:
-    """Every server definition the caller may read."""
-    scope = folder_scope(caller, "mcp.read")
-    with cp.store.session(read_only=True) as session:
-        filed = folders.folders_of(session, KIND)
-    shown = []
-    for entry in cp.catalog.list(KIND):
-        folder = filed.get(entry.name, "default")
-        if folder in scope:
-            shown.append(_public(entry.name, folder, entry.document, entry.version))
-    return shown
+def list_servers(
+    cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> list[McpServerPublic]:
+    """Every server definition the caller may read (in ``folder`` only, when given)."""
+    return [
+        _public(e.name, e.folder, e.document, e.version)
+        for e in objects.readable(cp, caller, KIND, folder)
+    ]
 
 
 @router.get("/{name}", response_model=McpServerPublic)
-def get_server(name: str, cp: ControlPlaneDep, caller: CallerDep) -> McpServerPublic:
+def get_server(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> McpServerPublic:
     """One server definition at its latest version."""
-    folder = access.guard(cp, caller, "mcp.read", KIND, name)
-    entry = cp.catalog.get(KIND, name)
-    return _public(entry.name, folder, entry.document, entry.version)
+    entry = objects.read(cp, caller, "mcp.read", KIND, name, folder=folder)
+    return _public(entry.name, entry.folder, entry.document, entry.version)
 
 
 @router.delete("/{name}", response_model=VersionPublic)
-def delete_server(name: str, cp: ControlPlaneDep, caller: CallerDep) -> VersionPublic:
+def delete_server(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> VersionPublic:
     """Delete a server definition (a commit); its tools are unusable at once."""
-    access.guard(cp, caller, "mcp.write", KIND, name)
+    found = access.guard(cp, caller, "mcp.write", KIND, name, folder=folder)
     version = mcp.delete(
-        cp.store, cp.catalog, name, author=access.author_of(caller, None), actor=caller.actor
+        cp.store,
+        cp.catalog,
+        name,
+        folder=found,
+        author=access.author_of(caller, None),
+        actor=caller.actor,
     )
     return VersionPublic.model_validate(version, from_attributes=True)
 
 
 @router.post("/{name}/approve", response_model=McpServerPublic)
-async def approve_server(name: str, cp: ControlPlaneDep, caller: CallerDep) -> McpServerPublic:
+async def approve_server(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> McpServerPublic:
     """Start or reach the server, list its tools and pin each one (a commit, audited).
 
-    Approving runs a stdio server's command on this node, which is why only an
-    administrator may; a tool that changes afterwards is blocked until approved again.
+    Approving starts a stdio server's command (sandboxed) on this node, outside any folder,
+    which is why it needs an administrator of every folder; a tool that changes afterwards
+    is blocked until approved again.
     """
-    folder = access.guard(cp, caller, "mcp.approve", KIND, name)
+    found = access.guard(cp, caller, "mcp.approve", KIND, name, folder=folder)
     server, version = await mcp.approve(
-        cp.store, cp.catalog, name, author=access.author_of(caller, None), actor=caller.actor
+        cp.store,
+        cp.catalog,
+        name,
+        folder=found,
+        author=access.author_of(caller, None),
+        actor=caller.actor,
     )
-    return _public(name, folder, server.model_dump(mode="json", exclude_none=True), version)
+    return _public(name, found, server.model_dump(mode="json", exclude_none=True), version)

@@ -55,40 +55,57 @@ def save_model(name: str, body: ModelCreate, cp: ControlPlaneDep, caller: Caller
 
 
 @router.get("/models", response_model=list[ModelPublic])
-def list_models(cp: ControlPlaneDep, caller: CallerDep) -> list[ModelPublic]:
-    """Every model definition the caller may read, at its latest version, by name."""
+def list_models(
+    cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> list[ModelPublic]:
+    """Every model definition the caller may read (in ``folder`` only, when given)."""
     return [
         ModelPublic(
-            name=e.name, folder=folder, document=e.document, version=objects.to_version(e.version)
+            name=e.name, folder=e.folder, document=e.document, version=objects.to_version(e.version)
         )
-        for e, folder in objects.readable(cp, caller, KIND)
+        for e in objects.readable(cp, caller, KIND, folder)
     ]
 
 
 @router.get("/models/{name}", response_model=ModelPublic)
-def get_model(name: str, cp: ControlPlaneDep, caller: CallerDep) -> ModelPublic:
+def get_model(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> ModelPublic:
     """A model definition at its latest version."""
-    entry, folder = objects.read(cp, caller, "models.read", KIND, name)
+    entry = objects.read(cp, caller, "models.read", KIND, name, folder=folder)
     return ModelPublic(
         name=entry.name,
-        folder=folder,
+        folder=entry.folder,
         document=entry.document,
         version=objects.to_version(entry.version),
     )
 
 
 @router.get("/models/{name}/history", response_model=list[VersionPublic])
-def model_history(name: str, cp: ControlPlaneDep, caller: CallerDep) -> list[VersionPublic]:
+def model_history(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> list[VersionPublic]:
     """Every version of a model definition, newest first."""
-    return objects.history(cp, caller, "models.read", KIND, name)
+    return objects.history(cp, caller, "models.read", KIND, name, folder=folder)
 
 
 @router.delete("/models/{name}", response_model=VersionPublic)
 def delete_model(
-    name: str, cp: ControlPlaneDep, caller: CallerDep, body: ModelDelete | None = None
+    name: str,
+    cp: ControlPlaneDep,
+    caller: CallerDep,
+    body: ModelDelete | None = None,
+    folder: objects.FolderQuery = None,
 ) -> VersionPublic:
     """Delete a model definition; the deletion is a commit, so its history stays."""
     body = body or ModelDelete()
     return objects.delete(
-        cp, caller, "models.write", KIND, name, author=body.author, message=body.message
+        cp,
+        caller,
+        "models.write",
+        KIND,
+        name,
+        folder=folder,
+        author=body.author,
+        message=body.message,
     )

@@ -22,7 +22,7 @@ from amosflow.identity.policy import authorize
 from amosflow.runners import leases, pki
 from amosflow.runners.server import endpoint_url
 from amosflow.runners.settings import RunnerSettings
-from amosflow.store.tables import RunnerJobRow
+from amosflow.store.tables import INSTALL_FOLDER, RunnerJobRow
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"], responses=problems.RESPONSES)
 
@@ -95,6 +95,7 @@ def enroll(body: EnrollRequest, request: Request, cp: ControlPlaneDep) -> Enroll
         with cp.store.session() as session:
             audit.append(
                 session,
+                folder=INSTALL_FOLDER,
                 actor="anonymous",
                 action="runners.enroll",
                 resource="runners",

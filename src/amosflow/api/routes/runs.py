@@ -48,6 +48,7 @@ async def start_run(
             start_at=body.start_at,
             actor=caller.actor,
             principal=caller,
+            folder=body.folder,
         ),
     )
     watcher.watch(record.run_id)

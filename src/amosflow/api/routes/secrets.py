@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from amosflow import audit
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
 from amosflow.engine.codec import VaultPayloadCodec
 from amosflow.errors import ConflictError, NotFoundError, VaultSealedError
-from amosflow.identity.policy import authorize, folder_scope
+from amosflow.identity.policy import authorize
 from amosflow.identity.principal import Principal
-from amosflow.services import auditing
+from amosflow.services import access, auditing
 from amosflow.vault import FOLDER_PATTERN, NAME_PATTERN, Rotation, SecretMetadata, Vault
-from amosflow.vault._service import MAX_VALUE_CHARS
+from amosflow.vault._service import MAX_VALUE_CHARS, missing_secret
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/api/v1/secrets", tags=["secrets"], responses=problems.RESPONSES)
 
@@ -30,6 +36,13 @@ def _vault(request: Request) -> Vault:
 
 VaultDep = Annotated[Vault, Depends(_vault)]
 SecretName = Annotated[str, Path(pattern=NAME_PATTERN, description="Name of the secret.")]
+FolderQuery = Annotated[
+    str | None,
+    Query(
+        pattern=FOLDER_PATTERN,
+        description="Folder of the secret; needed only when you see the name in several.",
+    ),
+]
 
 
 class SecretWrite(BaseModel):
@@ -38,7 +51,9 @@ class SecretWrite(BaseModel):
     model_config = ConfigDict(extra="forbid")
     value: str = Field(min_length=1, max_length=MAX_VALUE_CHARS, description="Write-only value.")
     folder: str | None = Field(
-        default=None, pattern=FOLDER_PATTERN, description="Folder; `default` for a new secret."
+        default=None,
+        pattern=FOLDER_PATTERN,
+        description="Folder of the secret; needed only when the name is ambiguous.",
     )
 
 
@@ -72,17 +87,37 @@ def _unsealed(vault: Vault) -> Vault:
     return vault
 
 
-def _guard(vault: Vault, caller: Principal, permission: str, name: str) -> SecretMetadata:
+def _holders(vault: Vault, name: str) -> Callable[[], list[str]]:
+    return lambda: vault.holders(name)
+
+
+def _guard(
+    vault: Vault, caller: Principal, permission: str, name: str, folder: str | None
+) -> SecretMetadata:
+    found = access.locate(caller, "secrets", name, folder, _holders(vault, name))
+    authorize(caller, permission, folder=found, missing=missing_secret(name))
     try:
-        meta = vault.metadata(name)
+        return vault.metadata(name, found)
     except NotFoundError:
-        raise NotFoundError(_missing(name)) from None
-    authorize(caller, permission, folder=meta.folder, missing=_missing(name))
-    return meta
+        raise NotFoundError(missing_secret(name)) from None
 
 
-def _missing(name: str) -> str:
-    return f"secret {name!r} does not exist"
+def _audit(
+    caller: Principal, action: str, meta: SecretMetadata, **details: Any
+) -> Callable[[Session], None]:
+    """The audit record of a change, written in the vault's own transaction."""
+
+    def record(session: Session) -> None:
+        audit.append(
+            session,
+            actor=caller.actor,
+            action=action,
+            resource=f"secrets/{meta.name}",
+            folder=meta.folder,
+            details=details,
+        )
+
+    return record
 
 
 @router.put(
@@ -94,63 +129,54 @@ def put_secret(
     name: SecretName,
     body: SecretWrite,
     vault: VaultDep,
-    cp: ControlPlaneDep,
     caller: CallerDep,
     *,
     response: Response,
 ) -> SecretPublic:
-    """Create a secret (201) or add a new version of it (200); answers metadata only."""
-    try:
-        current = vault.metadata(name).folder
-    except NotFoundError:
-        target = body.folder or "default"
-        authorize(caller, "secrets.write", folder=target, missing=f"folder {target!r} not found")
-    else:
-        authorize(caller, "secrets.write", folder=current, missing=_missing(name))
-        if body.folder is not None and body.folder != current:
-            authorize(caller, "secrets.write", folder=body.folder, missing=_missing(name))
-    meta, created = _unsealed(vault).set(name, body.value, body.folder)
-    auditing.record(
-        cp.store,
-        actor=caller.actor,
-        action="secrets.set",
-        resource=f"secrets/{name}",
-        folder=meta.folder,
-        details={"version": meta.version, "folder": meta.folder, "created": created},
-    )
+    """Create a secret (201) or add a new version of it (200); answers metadata only.
+
+    The value and its audit record commit together: when the record cannot be written,
+    nothing is stored (503).
+    """
+    folder = access.writable_folder(caller, "secrets", name, body.folder, _holders(vault, name))
+
+    def record(session: Session, meta: SecretMetadata, created: bool) -> None:  # noqa: FBT001
+        details = {"version": meta.version, "folder": meta.folder, "created": created}
+        _audit(caller, "secrets.set", meta, **details)(session)
+
+    meta, created = _unsealed(vault).set(name, body.value, folder, record=record)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return _public(meta)
 
 
 @router.get("", response_model=list[SecretPublic])
-def list_secrets(vault: VaultDep, caller: CallerDep) -> list[SecretPublic]:
-    """Metadata of every secret the caller may see, by name."""
-    scope = folder_scope(caller, "secrets.read")
-    return [_public(meta) for meta in vault.list() if meta.folder in scope]
+def list_secrets(
+    vault: VaultDep, caller: CallerDep, folder: FolderQuery = None
+) -> list[SecretPublic]:
+    """Metadata of every secret the caller may see (in ``folder`` only, when given)."""
+    shown = access.visible_folders(caller, "secrets.read", folder)
+    return [_public(meta) for meta in vault.list(shown)]
 
 
 @router.get("/{name}", response_model=SecretPublic)
-def get_secret(name: SecretName, vault: VaultDep, caller: CallerDep) -> SecretPublic:
+def get_secret(
+    name: SecretName, vault: VaultDep, caller: CallerDep, folder: FolderQuery = None
+) -> SecretPublic:
     """Metadata of one secret."""
-    return _public(_guard(vault, caller, "secrets.read", name))
+    return _public(_guard(vault, caller, "secrets.read", name, folder))
 
 
 @router.delete("/{name}", response_model=SecretPublic)
 def delete_secret(
-    name: SecretName, vault: VaultDep, cp: ControlPlaneDep, caller: CallerDep
+    name: SecretName, vault: VaultDep, caller: CallerDep, folder: FolderQuery = None
 ) -> SecretPublic:
     """Delete a secret, destroying every version's ciphertext; answers what it was."""
-    _guard(vault, caller, "secrets.write", name)
-    meta = vault.delete(name)
-    auditing.record(
-        cp.store,
-        actor=caller.actor,
-        action="secrets.delete",
-        resource=f"secrets/{name}",
-        folder=meta.folder,
-        details={},
-    )
-    return _public(meta)
+    meta = _guard(vault, caller, "secrets.write", name, folder)
+
+    def record(session: Session, was: SecretMetadata) -> None:
+        _audit(caller, "secrets.delete", was)(session)
+
+    return _public(vault.delete(name, meta.folder, record=record))
 
 
 @router.post("/rotate", response_model=RotationPublic)

@@ -8,12 +8,14 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from amosflow.api import access, problems
+from amosflow.api import catalog_objects as objects
+from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import FOLDER_PATTERN, VersionPublic
 from amosflow.api.security import CallerDep
 from amosflow.errors import Diagnostic, ValidationFailedError
-from amosflow.services import auditing
+from amosflow.identity.policy import authorize
+from amosflow.services import access, auditing
 from amosflow.services import triggers as trigger_service
 from amosflow.triggers import schedules
 from amosflow.triggers.models import ScheduleTrigger
@@ -32,7 +34,7 @@ class TriggerSave(BaseModel):
     folder: str | None = Field(
         default=None,
         pattern=FOLDER_PATTERN,
-        description="Folder of the trigger; `default` for a new one, unchanged for an update.",
+        description="Folder of the trigger; needed only when the name is ambiguous.",
     )
 
 
@@ -68,16 +70,15 @@ async def save_trigger(
 ) -> TriggerPublic:
     """Create or update a trigger; a schedule is synced to Temporal at once.
 
-    A trigger starts runs of its flow, so saving one needs the right to start them too.
+    A trigger starts runs of its folder's flow, so saving one needs the right to start them
+    there too.
     """
     if body.document.get("name") != name:
         raise ValidationFailedError(
             [Diagnostic("/document/name", f"must be {name!r}, the name in the path")]
         )
-    folder = access.guard_write(cp, caller, KIND, name, body.folder)
-    flow = body.document.get("flow")
-    if isinstance(flow, str):
-        access.guard(cp, caller, "runs.start", "flows", flow)
+    folder = access.write_guard(cp, caller, KIND, name, body.folder)
+    authorize(caller, "runs.start", folder=folder, missing=f"folder {folder!r} not found")
     version = await trigger_service.save(
         cp,
         body.document,
@@ -90,30 +91,35 @@ async def save_trigger(
 
 
 @router.get("", response_model=list[TriggerPublic])
-def list_triggers(cp: ControlPlaneDep, caller: CallerDep) -> list[TriggerPublic]:
-    """Every trigger the caller may read, at its latest version."""
-    entries = cp.catalog.list(KIND)
-    shown = access.visible(cp, caller, KIND, (e.name for e in entries))
+def list_triggers(
+    cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> list[TriggerPublic]:
+    """Every trigger the caller may read (in ``folder`` only, when given)."""
     return [
-        _public(e.name, shown[e.name], e.document, e.version) for e in entries if e.name in shown
+        _public(e.name, e.folder, e.document, e.version)
+        for e in objects.readable(cp, caller, KIND, folder)
     ]
 
 
 @router.get("/{name}", response_model=TriggerPublic)
-def get_trigger(name: str, cp: ControlPlaneDep, caller: CallerDep) -> TriggerPublic:
+def get_trigger(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> TriggerPublic:
     """One trigger at its latest version."""
-    folder = access.guard(cp, caller, "triggers.read", KIND, name)
-    entry = cp.catalog.get(KIND, name)
-    return _public(entry.name, folder, entry.document, entry.version)
+    entry = objects.read(cp, caller, "triggers.read", KIND, name, folder=folder)
+    return _public(entry.name, entry.folder, entry.document, entry.version)
 
 
 @router.delete("/{name}", response_model=VersionPublic)
-async def delete_trigger(name: str, cp: ControlPlaneDep, caller: CallerDep) -> VersionPublic:
+async def delete_trigger(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> VersionPublic:
     """Delete a trigger (a commit) and its schedule."""
-    access.guard(cp, caller, "triggers.write", KIND, name)
+    found = access.guard(cp, caller, "triggers.write", KIND, name, folder=folder)
     version = await trigger_service.delete(
         cp,
         name,
+        folder=found,
         author=access.author_of(caller, None),
         message=f"delete trigger {name}",
         actor=caller.actor,
@@ -121,51 +127,66 @@ async def delete_trigger(name: str, cp: ControlPlaneDep, caller: CallerDep) -> V
     return VersionPublic.model_validate(version, from_attributes=True)
 
 
-def _schedule_only(cp: ControlPlaneDep, caller: CallerDep, name: str) -> ScheduleTrigger:
-    access.guard(cp, caller, "triggers.write", KIND, name)
-    trigger = trigger_service.load(cp, name)
+def _schedule_only(
+    cp: ControlPlaneDep, caller: CallerDep, name: str, folder: str | None
+) -> tuple[ScheduleTrigger, str]:
+    found = access.guard(cp, caller, "triggers.write", KIND, name, folder=folder)
+    trigger = trigger_service.load(cp, name, found)
     if not isinstance(trigger, ScheduleTrigger):
         raise ValidationFailedError([Diagnostic("/type", f"trigger {name!r} is not a schedule")])
-    return trigger
+    return trigger, found
 
 
 @router.post("/{name}/pause", status_code=status.HTTP_204_NO_CONTENT)
-async def pause_trigger(name: str, cp: ControlPlaneDep, caller: CallerDep) -> None:
+async def pause_trigger(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> None:
     """Pause a schedule; nothing fires until it is resumed."""
-    _schedule_only(cp, caller, name)
-    await schedules.pause(cp.client, name, paused=True)
-    _audit(cp, caller, name, "triggers.pause", {})
+    _, found = _schedule_only(cp, caller, name, folder)
+    _audit(cp, caller, name, found, "triggers.pause", {})  # the record comes first
+    await schedules.pause(cp.client, name, found, paused=True)
 
 
 @router.post("/{name}/resume", status_code=status.HTTP_204_NO_CONTENT)
-async def resume_trigger(name: str, cp: ControlPlaneDep, caller: CallerDep) -> None:
+async def resume_trigger(
+    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
+) -> None:
     """Resume a paused schedule."""
-    _schedule_only(cp, caller, name)
-    await schedules.pause(cp.client, name, paused=False)
-    _audit(cp, caller, name, "triggers.resume", {})
+    _, found = _schedule_only(cp, caller, name, folder)
+    _audit(cp, caller, name, found, "triggers.resume", {})  # the record comes first
+    await schedules.pause(cp.client, name, found, paused=False)
 
 
 @router.post("/{name}/backfill", status_code=status.HTTP_202_ACCEPTED)
 async def backfill_trigger(
-    name: str, body: Backfill, cp: ControlPlaneDep, caller: CallerDep
+    name: str,
+    body: Backfill,
+    cp: ControlPlaneDep,
+    caller: CallerDep,
+    folder: objects.FolderQuery = None,
 ) -> None:
     """Fire a schedule for every time it would have fired in the interval."""
-    _schedule_only(cp, caller, name)
+    _, found = _schedule_only(cp, caller, name, folder)
     if body.end_at <= body.start_at:
         raise ValidationFailedError([Diagnostic("/end_at", "must be after start_at")])
-    await schedules.backfill(cp.client, name, body.start_at, body.end_at)
     window = {"start_at": body.start_at.isoformat(), "end_at": body.end_at.isoformat()}
-    _audit(cp, caller, name, "triggers.backfill", window)
+    _audit(cp, caller, name, found, "triggers.backfill", window)  # the record comes first
+    await schedules.backfill(cp.client, name, found, body.start_at, body.end_at)
 
 
-def _audit(
-    cp: ControlPlaneDep, caller: CallerDep, name: str, action: str, details: dict[str, Any]
+def _audit(  # noqa: PLR0917 - private, one argument per part of the record
+    cp: ControlPlaneDep,
+    caller: CallerDep,
+    name: str,
+    folder: str,
+    action: str,
+    details: dict[str, Any],
 ) -> None:
     auditing.record(
         cp.store,
         actor=caller.actor,
         action=action,
         resource=f"{KIND}/{name}",
-        folder=access.catalog_folder(cp, KIND, name),
+        folder=folder,
         details=details,
     )

@@ -177,7 +177,7 @@ class Performer:
 
     artifacts: ArtifactStore
     inline_limit: int
-    resolve_secret: Callable[[str], str]
+    resolve_secret: Callable[[str, str], str]
 
     async def perform(
         self,
@@ -206,7 +206,7 @@ class Performer:
             )
 
         def resolve(name: str) -> str:
-            value = self.resolve_secret(name)
+            value = self.resolve_secret(name, call.run_id)
             ctx.secrets_in_use.append(value)
             return value
 
@@ -281,7 +281,7 @@ def build_activities(
     artifacts: ArtifactStore,
     *,
     inline_limit: int = 64 * 1024,
-    resolve_secret: Callable[[str], str] = secrets.resolve,
+    resolve_secret: Callable[[str, str], str] = secrets.resolve,
 ) -> list[Callable[..., Any]]:
     """Make one Temporal activity per implemented action, named after the action."""
     load_implementations()
