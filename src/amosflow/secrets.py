@@ -18,6 +18,7 @@ from temporalio import activity
 
 from amosflow import audit, redaction
 from amosflow.config import StoreSettings
+from amosflow.engine.types import root_run_id
 from amosflow.errors import ActionError, AuditError, NotFoundError, VaultError, VaultSealedError
 from amosflow.store import open_store, runs
 from amosflow.vault import Vault, is_configured, open_vault
@@ -113,7 +114,7 @@ class VaultResolver:
         assert self._store is not None  # _open() made it
         try:
             with self._store.session(read_only=True) as session:
-                return runs.get_run(session, run_id).folder
+                return runs.get_run(session, root_run_id(run_id)).folder
         except NotFoundError:
             return None
 

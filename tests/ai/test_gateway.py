@@ -146,10 +146,10 @@ def test_missing_model_fails_closed_naming_what_to_configure(tmp_path: Path) -> 
     """Resolving a model nobody defined says how to define one; there is no default endpoint."""
     catalog = Catalog(tmp_path / "catalog")
     with pytest.raises(AIConfigurationError) as caught:
-        resolve_model("writer", catalog)
+        resolve_model("writer", catalog, folder="default")
     message = str(caught.value)
     assert "no model configured under the name 'writer'" in message
-    assert "POST /api/v1/models" in message
+    assert "PUT /api/v1/models/writer" in message
     assert "amos model push" in message
     assert not caught.value.retryable
 

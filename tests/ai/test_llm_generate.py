@@ -105,7 +105,7 @@ def test_no_model_configured_fails_closed_saying_what_to_configure(ai_node: Node
     assert done["status"] == "failed"
     message = done["error"]["message"]
     assert "no model configured under the name 'writer'" in message
-    assert "POST /api/v1/models" in message
+    assert "PUT /api/v1/models/writer" in message
     assert _records(ai_node, "ai.prompt") == []
 
 

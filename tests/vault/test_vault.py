@@ -232,6 +232,7 @@ def test_the_worker_resolver_reads_the_run_folders_vault_then_the_environment(
         other = _run_in(writer_store, "r-2", "finance")
         open_vault(writer_store, home).set("only.vault", CANARY, "default")
         assert resolver("only.vault", run) == CANARY
+        assert resolver("only.vault", f"{run}/child/0") == CANARY  # a `call` step's child run
         assert resolver("only.env", run) == "from-env"
         with pytest.raises(ActionError, match="not bound"):
             resolver("only.vault", other)  # another folder's run finds nothing

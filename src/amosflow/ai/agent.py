@@ -327,6 +327,15 @@ async def agent_run(ctx: ActionContext, params: AgentRunWith) -> dict[str, Any]:
     model = await asyncio.to_thread(resolve_model, params.model, rt.catalog, folder=context.folder)
     servers = {mcp.split_qualified(name)[0] for name in params.tools}
     entries = await asyncio.to_thread(mcp.load_servers, rt.catalog, servers, context.folder)
+    absent = sorted(servers - {entry.server.name for entry in entries})
+    if absent:
+        # Before any model call or connection: the step names servers its folder lacks.
+        raise ActionError(
+            f"no MCP server named {', '.join(repr(name) for name in absent)} in this run's"
+            " folder: an agent uses only servers defined and approved in the flow's own folder",
+            type_="McpServerMissing",
+            retryable=False,
+        )
     signer = await asyncio.to_thread(gateway_signer)
     limits = AgentLimits(
         max_iterations=params.max_iterations,

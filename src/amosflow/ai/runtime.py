@@ -15,7 +15,8 @@ from amosflow import egress, secrets
 from amosflow.ai.gateway import CallContext, ModelGateway
 from amosflow.catalog import Catalog
 from amosflow.config import CatalogSettings, EngineSettings, StoreSettings
-from amosflow.errors import NotFoundError
+from amosflow.engine.types import root_run_id
+from amosflow.errors import ActionError, NotFoundError
 from amosflow.store import open_store, runs
 
 if TYPE_CHECKING:
@@ -66,14 +67,23 @@ def current() -> AiRuntime:
 async def step_context(
     ctx: ActionContext, runtime: AiRuntime, purpose: str = "step"
 ) -> CallContext:
-    """The call context of an action: its run, step, folder, flow, secrets and egress policy."""
-    folder, flow = "default", ""
+    """The call context of an action: its run, step, folder, flow, secrets and egress policy.
+
+    The folder comes from the run's record, the only thing a run cannot point elsewhere; a run
+    the node's store does not know (one `amos run` started outside any node) has no folder,
+    and its AI steps fail closed rather than borrow one.
+    """
     try:
         with runtime.store.session(read_only=True) as session:
-            record = runs.get_run(session, ctx.call.run_id)
-        folder, flow = record.folder, record.flow_name
+            record = runs.get_run(session, root_run_id(ctx.call.run_id))
     except NotFoundError:
-        pass  # a run started outside the control plane (`amos run`) is in the default folder
+        raise ActionError(
+            f"run {ctx.call.run_id!r} is not recorded by this node: AI steps use the models and"
+            " MCP servers of their run's folder, so they run only in runs the node started",
+            type_="RunUnknown",
+            retryable=False,
+        ) from None
+    folder, flow = record.folder, record.flow_name
     return CallContext(
         run_id=ctx.call.run_id,
         step_id=ctx.call.step_id,

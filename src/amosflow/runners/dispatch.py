@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 
 from amosflow.engine.activities.base import Failure, current_run_config
-from amosflow.engine.types import ActionResult, DispatchCall
+from amosflow.engine.types import ActionResult, DispatchCall, root_run_id
 from amosflow.errors import NotFoundError
 from amosflow.runners import leases
 from amosflow.store import runs as run_store
@@ -30,11 +30,20 @@ DISPATCH_ACTIVITY = "amos.runner.dispatch"
 
 
 def _folder(store: Store, run_id: str) -> str:
+    """The folder of the recorded run a step belongs to; a run the node never recorded has none.
+
+    The job's folder decides whose secrets the runner may be given, so an unknown run fails
+    the step instead of borrowing a folder.
+    """
     with store.session(read_only=True) as session:
         try:
-            return run_store.get_run(session, run_id).folder
+            return run_store.get_run(session, root_run_id(run_id)).folder
         except NotFoundError:
-            return "default"  # a child run (call, loop segment) is not a recorded run
+            raise Failure(
+                f"run {run_id!r} is not recorded by this node, so it has no folder to run in",
+                "RunUnknown",
+                retryable=False,
+            ).to_application_error() from None
 
 
 def dispatch_activity(store: Store, settings: RunnerSettings) -> Callable[..., Any]:
