@@ -14,7 +14,8 @@ import stat
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,10 +89,10 @@ class Node:
             self.process.stdout.close()
 
 
-def _start(home: Path, *args: str) -> Node:
+def _start(home: Path, *args: str, env: dict[str, str] | None = None) -> Node:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AMOS_")}
-    env |= {"AMOS_HOME": str(home), "AMOS_API_PORT": str(port)}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AMOS_")}
+    env = base | (env or {}) | {"AMOS_HOME": str(home), "AMOS_API_PORT": str(port)}
     env |= {"AMOS_RUNNER_PORT": str(free_port())}
     proc = subprocess.Popen(
         [AMOS, "up", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -112,6 +113,14 @@ def node(tmp_path: Path) -> Iterator[Node]:
         yield running
     finally:
         running.stop()
+
+
+def _until(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.2)  # polling a live process for a state it reaches on its own
 
 
 def _uid(pid: int) -> int:
@@ -155,23 +164,27 @@ _PROBE = """
             lambda: settings.directory.rename(settings.directory.with_name("moved"))
         ),
         "chmod key": attempt(lambda: settings.key_path.chmod(0o644)),
+        "read the signer's memory": attempt(lambda: open("/proc/%(signer)d/mem", "rb").close()),
     }))
 """
 
 
 def test_the_api_runs_as_the_service_user_and_cannot_read_the_checkpoint_key(node: Node) -> None:
-    """API, worker and runner run as `amos`, the signer as root; as the API, the key is unreadable."""
+    """Every Python child runs as `amos`; as the API, neither the key nor the signer's memory is readable."""
     service = pwd.getpwnam(SERVICE_USER)
-    uids = {child: _uid(node.pid(child)) for child in ("api", "worker", "runner")}
+    signer_log = node.home / "logs" / "audit-checkpointer.log"
+    _until(lambda: "audit checkpointer:" in signer_log.read_text())  # printed once it dropped root
+    children = ("api", "worker", "runner", "audit-checkpointer")
+    uids = {child: _uid(node.pid(child)) for child in children}
     assert uids == dict.fromkeys(uids, service.pw_uid)
-    assert _uid(node.pid("audit-checkpointer")) == 0
-    seen = _as_the_api(node, _PROBE)
+    seen = _as_the_api(node, _PROBE % {"signer": node.pid("audit-checkpointer")})
     assert seen == {
         "read key": "Permission denied",
         "read public key": "allowed",
         "append to sink": "Permission denied",
         "rename audit dir": "Operation not permitted",  # the sticky home
         "chmod key": "Operation not permitted",
+        "read the signer's memory": "Permission denied",
     }
     doctor = node.amos("audit", "doctor")
     assert doctor.returncode == 0, doctor.stdout
@@ -233,6 +246,8 @@ def _shared(path: Path, home: Path) -> int | None:
         audit_dir: 0o750,
         audit_dir / "checkpoint.pub": 0o640,
         audit_dir / "checkpoints.jsonl": 0o640,
+        home / "logs": 0o750,
+        home / "logs" / "api-logging.json": 0o640,
     }.get(path)
 
 
@@ -271,16 +286,21 @@ def test_nothing_in_amos_home_is_open_to_other_users(tmp_path: Path) -> None:
     assert (node.home / "amos.db").exists()
 
 
-def test_rotating_x_forwarded_for_does_not_reset_the_login_rate_limit(node: Node) -> None:
+def test_rotating_x_forwarded_for_does_not_reset_the_login_rate_limit(tmp_path: Path) -> None:
     """No proxy is trusted by default: a made-up X-Forwarded-For per attempt still hits 429."""
-    body = {"username": "nobody", "password": "wrong-password-1234"}
-    answers = [
-        httpx.post(
-            f"{node.url}/api/v1/auth/login",
-            json=body,
-            headers={"X-Forwarded-For": f"198.51.100.{attempt}"},
-        ).status_code
-        for attempt in range(12)
-    ]
-    assert answers[:10] == [401] * 10
-    assert answers[10:] == [429, 429]
+    node = _start(tmp_path / "home", env={"AMOS_LOGIN_RATE_PER_MINUTE": "3"})
+    try:
+        body = {"username": "nobody", "password": "wrong-password-1234"}
+        answers = [
+            httpx.post(
+                f"{node.url}/api/v1/auth/login",
+                json=body,
+                headers={"X-Forwarded-For": f"198.51.100.{attempt}"},
+            ).status_code
+            for attempt in range(6)
+        ]
+    finally:
+        node.stop()
+    # Three attempts, then one more only every 20 s: six quick ones must meet a 429.
+    assert answers[:3] == [401, 401, 401]
+    assert 429 in answers[3:], answers

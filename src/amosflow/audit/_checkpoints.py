@@ -98,6 +98,20 @@ class JsonlSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._fd: int | None = None
+
+    def keep_open(self) -> None:
+        """Open the file for appending now and keep it open, for a writer about to lose access.
+
+        The checkpointer of a root node opens the sink as root, then becomes a user that may
+        read the file but not write it (ADR 0049). Links are not followed.
+        """
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            self._fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise AuditError(f"cannot open the checkpoint sink {self.path}: {exc}") from exc
 
     def write(self, entry: Checkpoint | Statement) -> None:
         """Append one line and fsync the file (and its directory when the file is new)."""
@@ -108,6 +122,10 @@ class JsonlSink:
 
     def _append(self, line: str) -> None:
         with self._lock:
+            if self._fd is not None:
+                os.write(self._fd, line.encode())
+                os.fsync(self._fd)
+                return
             new = not self.path.exists()
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # 0600 whatever the umask; a node running as root widens it for its API (ADR 0049).
@@ -127,7 +145,10 @@ class JsonlSink:
         """Parse every complete line; a final line without its newline was never acknowledged."""
         if not self.path.exists():
             return []
-        text = self.path.read_text(encoding="utf-8")
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AuditError(f"cannot read the checkpoint sink {self.path}: {exc}") from exc
         entries: list[Checkpoint | Statement] = []
         for line in text.split("\n")[:-1]:
             if not line.strip():

@@ -51,8 +51,8 @@ class AuditSettings(BaseSettings):
     )
     audit_siem_cursor: Path | None = Field(
         default=None,
-        description="File holding the seq of the last record shipped; unset: "
-        "<audit_dir>/siem.cursor.",
+        description="File holding the seq of the last record shipped; unset: <home>/siem.cursor "
+        "(<audit_dir>/siem.cursor while an older install's file is there).",
     )
 
     @field_validator("audit_siem_allow", mode="before")
@@ -93,5 +93,12 @@ class AuditSettings(BaseSettings):
 
     @property
     def siem_cursor_path(self) -> Path:
-        """The SIEM forwarder's cursor file actually used."""
-        return self.audit_siem_cursor or self.directory / "siem.cursor"
+        """The SIEM forwarder's cursor file actually used.
+
+        Not in the audit directory: under a root node the shipper runs as the service user,
+        which may read that directory but not write it (ADR 0049).
+        """
+        if self.audit_siem_cursor is not None:
+            return self.audit_siem_cursor
+        legacy = self.directory / "siem.cursor"
+        return legacy if legacy.exists() else self.home / "siem.cursor"

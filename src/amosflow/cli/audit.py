@@ -7,7 +7,9 @@ import getpass
 import json
 import logging
 import os
+import pwd
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -26,6 +28,13 @@ from amosflow.cli import exits
 from amosflow.config import StoreSettings
 from amosflow.config.settings import NodeSettings
 from amosflow.errors import AmosError
+from amosflow.node.service_user import (
+    Demotion,
+    ServiceUser,
+    covers,
+    ensure_service_user,
+    needed_paths,
+)
 from amosflow.store import Store, open_store
 
 app = typer.Typer(help="Check, ship and prune the audit trail.", no_args_is_help=True)
@@ -69,6 +78,11 @@ def _default_actor() -> str:
 
 @contextlib.contextmanager
 def _store() -> Iterator[Store]:
+    """The store, opened as the service user when root runs this on a root node's home."""
+    settings = audit.AuditSettings()
+    user = _shared_home_user(settings.home)
+    if user is not None:
+        _become(user, settings)
     store = open_store(StoreSettings().url)
     try:
         yield store
@@ -122,12 +136,40 @@ def _public_key(path: Path, *, required: bool) -> Ed25519PublicKey | None:
     return audit.load_public_key(path)
 
 
+def _shared_home_user(home: Path) -> ServiceUser | None:
+    """The service user of a root node's shared home (decision 0049), when this is root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(NodeSettings().service_user)
+        info = home.stat()
+    except (KeyError, OSError):
+        return None
+    shared = info.st_uid == 0 and info.st_gid == entry.pw_gid and info.st_mode & stat.S_ISVTX
+    return ServiceUser(entry.pw_name, entry.pw_uid, entry.pw_gid) if shared else None
+
+
+def _become(user: ServiceUser, settings: audit.AuditSettings) -> None:
+    """Turn this process into ``user``, with the view of the files it needs (ADR 0049)."""
+    reveal = [settings.directory, settings.sink_path.parent]
+    Demotion(user, covers(needed_paths(settings.home, reveal), user))()
+
+
 def _signing(settings: audit.AuditSettings) -> tuple[audit.CheckpointSigner, audit.JsonlSink]:
     """The checkpoint key and sink: retention and holds are signed like checkpoints (ADR 0048).
 
     Run these commands as the OS user that owns the key, as for `amos audit checkpointer`.
+    On a root node's shared home, root loads the key and opens the sink, then becomes the
+    service user before this command opens the store, which that user could have replaced
+    with a link (ADR 0049). Call it before opening the store.
     """
-    return audit.CheckpointSigner.from_file(settings.key_path), audit.JsonlSink(settings.sink_path)
+    signer = audit.CheckpointSigner.from_file(settings.key_path)
+    sink = audit.JsonlSink(settings.sink_path)
+    user = _shared_home_user(settings.home)
+    if user is not None:
+        sink.keep_open()
+        _become(user, settings)
+    return signer, sink
 
 
 def _moment(value: str | None, option: str) -> datetime | None:
@@ -228,8 +270,9 @@ def checkpoint() -> None:
     """Sign the chain's current tail now, creating the install's key on first use."""
     settings = audit.AuditSettings()
     try:
+        signer, sink = _signing(settings)
         with _store() as store:
-            written = audit.open_checkpointer(store, settings).checkpoint()
+            written = audit.Checkpointer(store, signer, sink).checkpoint()
     except AmosError as err:
         raise _fail(err) from None
     if written is None:
@@ -244,28 +287,51 @@ def checkpointer(
         float | None,
         typer.Option("--poll", min=0.01, help="Seconds between looks at the tail; default ≤ 1."),
     ] = None,
+    as_user: Annotated[
+        str | None,
+        typer.Option(
+            "--as-user",
+            help="Started as root: read the key and open the sink, then run as this user.",
+        ),
+    ] = None,
 ) -> None:
     """Sign the tail every N records or T seconds until SIGTERM/SIGINT, then sign what is left.
 
     Run it as the OS user that owns checkpoint.key and the sink, not as the API's user: the
-    processes that write records never hold the key (ADR 0019).
+    processes that write records never hold the key (ADR 0019). A root node starts it as
+    root with --as-user: it loads the key and opens the sink, then becomes that user, so it
+    never opens the database as root and its memory is not readable by the user (ADR 0049).
     """
     _logging()
     settings = audit.AuditSettings()
     with _stop_on_signals() as stop:
         try:
+            signer = audit.CheckpointSigner.from_file(settings.key_path)
+            sink = audit.JsonlSink(settings.sink_path)
+            if as_user is not None:
+                sink.keep_open()
+                _become(ensure_service_user(as_user), settings)
             with _store() as store:
-                signing = audit.open_checkpointer(store, settings)
+                signing = audit.Checkpointer(
+                    store,
+                    signer,
+                    sink,
+                    every_records=settings.audit_checkpoint_records,
+                    every_seconds=settings.audit_checkpoint_seconds,
+                )
                 every = poll or poll_interval(settings.audit_checkpoint_seconds)
                 typer.echo(
                     f"audit checkpointer: every {settings.audit_checkpoint_records} records or "
-                    f"{settings.audit_checkpoint_seconds:g} s, key {signing.signer.key_id}, "
+                    f"{settings.audit_checkpoint_seconds:g} s, key {signer.key_id}, "
                     f"sink {settings.sink_path}",
                     err=True,
                 )
                 _run_until_stopped(lambda event: audit.run_checkpoints(signing, event, every), stop)
         except AmosError as err:
             raise _fail(err) from None
+        except RuntimeError as err:  # no such user to become
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(VERIFY_FAILED) from None
     typer.echo("audit checkpointer stopped", err=True)
 
 
@@ -371,8 +437,8 @@ def prune(
     cut = _moment(before, "--before") or now - timedelta(days=older_than_days or 0)
     settings = audit.AuditSettings()
     try:
+        signer, sink = _signing(settings)
         with _store() as store:
-            signer, sink = _signing(settings)
             shipped = None
             if settings.audit_siem_url:
                 shipped = audit.SiemForwarder(store, settings).cursor()

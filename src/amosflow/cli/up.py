@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import httpx
 import typer
@@ -20,13 +20,23 @@ from amosflow.errors import AmosError
 from amosflow.identity import accounts, setup
 from amosflow.identity.node import node_token
 from amosflow.identity.settings import IdentitySettings
-from amosflow.node.home import hand_over, private_umask, secure_home, share_home
-from amosflow.node.service_user import ServiceUser, ensure_service_user
+from amosflow.node.home import private_umask, secure_home, share_home
+from amosflow.node.service_user import (
+    Demotion,
+    ServiceUser,
+    call_as,
+    covers,
+    ensure_service_user,
+    needed_paths,
+)
 from amosflow.node.supervisor import Child, NodePlan, Supervisor
 from amosflow.runners.agent import enroll_local
 from amosflow.runners.server import endpoint_url
 from amosflow.runners.settings import RunnerSettings
 from amosflow.store import open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def _client(api_url: str, token: str) -> httpx.Client:
@@ -134,6 +144,17 @@ def _key_warning(settings: audit.AuditSettings, *, signs_itself: bool) -> str | 
     )
 
 
+def _as_service_user(user: ServiceUser | None, home: Path, work: Callable[[], object]) -> object:
+    """Run ``work`` here, or in a child that is the service user when there is one.
+
+    A root node never opens the store or writes the service user's files as root: the
+    service user could have replaced them with links to files of root's (decision 0049).
+    """
+    if user is None:
+        return work()
+    return call_as(Demotion(user, covers(needed_paths(home), user)), work)
+
+
 def _plan(api_port: int | None) -> NodePlan:
     """Make AMOS_HOME private (under root, the service user's; decision 0049) and plan the node.
 
@@ -143,16 +164,21 @@ def _plan(api_port: int | None) -> NodePlan:
     audit_settings = audit.AuditSettings(home=engine.home)
     user = _service_user()
     secure_home(engine.home)
-    runner_dir = local_runner(engine.home)
     if user is not None:
         share_home(engine.home, user, audit_settings)
+
+    def enroll() -> str | None:
+        directory = local_runner(engine.home)
+        return None if directory is None else str(directory)
+
+    runner_dir = _as_service_user(user, engine.home, enroll)
     return NodePlan(
         home=engine.home,
         api_host=api.host,
         api_port=api_port or api.port,
         temporal_address=engine.temporal_address,
         nats_url=bus.nats_url,
-        runner_dir=runner_dir,
+        runner_dir=Path(str(runner_dir)) if runner_dir is not None else None,
         service_user=user,
         trusted_proxies=api.proxies(),
         checkpointer=user is not None or _signs_itself(audit_settings),
@@ -176,7 +202,7 @@ def _announce(node: Supervisor, setup_token: str | None) -> None:
     settings = audit.AuditSettings(home=plan.home)
     if plan.service_user is not None:
         name = plan.service_user.name
-        typer.echo(f"user       {name} runs the API, worker and runner; root signs the audit")
+        typer.echo(f"user       {name} runs every Python child; only root reads the audit key")
     elif not plan.checkpointer:
         typer.echo(f"audit      checkpoints signed elsewhere ({settings.key_path})")
     if plan.service_user is None:
@@ -221,9 +247,15 @@ def up(
         node.shutdown()
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(3) from None
-    token, setup_token = node_credentials(plan.home)
-    if plan.service_user is not None:  # a setup token root wrote just now is the API's to read
-        hand_over([IdentitySettings(home=plan.home).key_dir], plan.service_user)
+    try:
+        credentials = _as_service_user(
+            plan.service_user, plan.home, lambda: node_credentials(plan.home)
+        )
+    except RuntimeError as err:
+        node.shutdown()
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(3) from None
+    token, setup_token = cast("tuple[str, str | None]", credentials)
     if examples is not None:
         names = load_examples(node.api_url, examples, token)
         typer.echo(f"catalog: loaded {len(names)} flows from {examples}")

@@ -4,6 +4,12 @@ A node started as root keeps root for the supervisor, the audit checkpointer and
 shipper only. Everything that handles requests or runs flows becomes the service user in the
 forked child, before it executes anything: ``Demotion`` is the ``preexec_fn`` that does it.
 
+``call_as`` runs a function in a forked child that does the same, for the work `amos up`
+itself does in AMOS_HOME (the store, the node's own token): root never opens the service
+user's files, which that user could have replaced with links to files of root's.
+``drop_privileges`` is for a process that needs root only to start: the checkpointer reads
+the key and opens the sink as root, then becomes the service user for everything else.
+
 The service user must reach the interpreter, the installed packages and AMOS_HOME. Where a
 directory above one of them shuts it out (an interpreter under ``/root``, a home under a
 0700 temporary directory), the child first gets a private mount namespace in which that
@@ -14,6 +20,7 @@ else of what lies there. The host's view is untouched.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import pwd
 import shutil
@@ -26,11 +33,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
 _CLONE_NEWNS = 0x00020000
 _MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
-_PR_SET_PDEATHSIG = 1
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
 # Resolved in the parent: between fork and exec the child only makes plain calls.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 _NOLOGIN = "/usr/sbin/nologin"
@@ -142,16 +149,33 @@ def _reveal(cover: Path, inner: list[Path]) -> None:
         os.close(handle)
 
 
+def drop_privileges(user: ServiceUser) -> None:
+    """Become ``user`` for good, keeping no supplementary group, and stay non-dumpable.
+
+    A non-dumpable process cannot be traced nor its memory read by ``user``'s other
+    processes, so what it loaded as root (the checkpoint key) stays its own.
+    """
+    os.setgroups([])
+    os.setgid(user.gid)
+    os.setuid(user.uid)
+    os.umask(0o077)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+        # Changing credentials cleared the parent-death signal; set it again.
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 @dataclass
 class Demotion:
     """A ``preexec_fn``: give the child its view of the file system, then become ``user``.
 
-    The mounts need root, so they happen before the switch; the parent-death signal is set
-    after it, because changing credentials clears it.
+    The mounts need root, so they happen before the switch. With ``switch`` false the child
+    keeps root, with the service user's view of the files, to drop privileges itself later.
     """
 
     user: ServiceUser
     reveal: dict[Path, list[Path]] = field(default_factory=dict)
+    switch: bool = True
 
     def __call__(self) -> None:
         """Run in the forked child just before it executes the program."""
@@ -162,16 +186,47 @@ class Demotion:
                 _mount("none", Path("/"), None, _MS_REC | _MS_PRIVATE, None)
                 for cover, inner in self.reveal.items():
                     _reveal(cover, inner)
-            os.setgroups([])
-            os.setgid(self.user.gid)
-            os.setuid(self.user.uid)
-            os.umask(0o077)
-            if _LIBC is not None:
+            if self.switch:
+                drop_privileges(self.user)
+            elif _LIBC is not None:
                 _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except BaseException as exc:
             # Popen reports only that preexec_fn failed; say what, into the child's log.
             os.write(2, f"amos: cannot start as {self.user.name}: {exc}\n".encode())
             raise
+
+
+def call_as(demotion: Demotion, work: Callable[[], object]) -> object:
+    """Run ``work`` in a forked child that ``demotion`` made the service user; return its result.
+
+    The result travels back as JSON. Raises RuntimeError with the child's error when it fails.
+    Call it while this process runs no other threads (fork copies only the caller's).
+    """
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            os.close(reader)
+            demotion()
+            answer = {"result": work()}
+            code = 0
+        except BaseException as exc:  # everything goes back to the parent
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        with os.fdopen(writer, "w") as out:
+            out.write(json.dumps(answer, default=str))
+        os._exit(code)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        text = pipe.read()
+    os.waitpid(pid, 0)
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        answer = {"error": f"the child died without an answer: {text[:200]!r}"}
+    if "error" in answer:
+        raise RuntimeError(f"as {demotion.user.name}: {answer['error']}")
+    return answer["result"]
 
 
 def needed_paths(home: Path, extra: Iterable[Path] = ()) -> list[Path]:

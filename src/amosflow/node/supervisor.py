@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -27,7 +28,7 @@ from amosflow import redaction
 from amosflow.audit import AuditSettings
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.engine.embedded import EmbeddedTemporal
-from amosflow.node.home import PRIVATE_UMASK
+from amosflow.node.home import PRIVATE_UMASK, SHARED_FILE_MODE, claim, claim_dir
 from amosflow.node.service_user import Demotion, covers, needed_paths
 from amosflow.procs import die_with_parent, terminate_group
 
@@ -133,13 +134,14 @@ class Supervisor:
             env |= {"HOME": str(self.plan.home), "USER": user.name, "LOGNAME": user.name}
         return env
 
-    def _demotion(self) -> Demotion | None:
+    def demotion(self, *, switch: bool = True) -> Demotion | None:
+        """How a child becomes the service user (None: there is none, it stays as we are)."""
         user = self.plan.service_user
         if user is None:
             return None
         env = self.child_env(demoted=True)
         wanted = needed_paths(self.plan.home, [*self.plan.reveal, _browsers(env)])
-        return Demotion(user, covers(wanted, user))
+        return Demotion(user, covers(wanted, user), switch=switch)
 
     @property
     def temporal_address(self) -> str:
@@ -157,19 +159,19 @@ class Supervisor:
         return self.nats.url if self.nats else None
 
     def _python_child(
-        self, name: str, args: list[str], healthy: Callable[[], bool], *, keep_root: bool = False
+        self, name: str, args: list[str], healthy: Callable[[], bool], *, switch: bool = True
     ) -> Child:
-        """A child running our interpreter; as the service user unless ``keep_root``."""
+        """A child running our interpreter, as the service user if any (unless not ``switch``)."""
         log_path = self.plan.home / "logs" / f"{name}.log"
-        demotion = None if keep_root else self._demotion()
+        demotion = self.demotion(switch=switch)
 
         def start() -> subprocess.Popen[bytes]:
-            self._logs()
-            with log_path.open("ab") as out:
+            with self._log_file(log_path).open("ab") as out:
                 try:
                     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                        [sys.executable, *args],
-                        env=self.child_env(demoted=demotion is not None),
+                        # -P: never the working directory on sys.path, where others may write.
+                        [sys.executable, "-P", *args],
+                        env=self.child_env(demoted=demotion is not None and switch),
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
@@ -186,13 +188,16 @@ class Supervisor:
         child.stop = _popen_stopper(child)
         return child
 
-    def _logs(self) -> Path:
-        """The log directory, the service user's when there is one (the API reads its config)."""
-        logs = self.plan.home / "logs"
-        logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    def _log_file(self, path: Path) -> Path:
+        """A file root writes in the home by name: under a root node, made sure to be root's.
+
+        The logs directory is root's (``share_home``), but the embedded servers write at the
+        top of the home, where the service user may put a link where root will write.
+        """
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.plan.service_user is not None:
-            os.chown(logs, self.plan.service_user.uid, self.plan.service_user.gid)
-        return logs
+            claim(path)
+        return path
 
     def _api_healthy(self) -> bool:
         try:
@@ -200,14 +205,20 @@ class Supervisor:
         except httpx.HTTPError:
             return False
 
-    def plan_children(self) -> list[Child]:
-        """The children of this node, in start order."""
+    def _embedded_children(self) -> list[Child]:
+        """Temporal and NATS, unless the node uses servers of its own; both stay as we are.
+
+        Under a root node they write their state and logs by name at the top of the home,
+        which the service user may add entries to: those names are made root's first.
+        """
         children: list[Child] = []
         if not self.plan.temporal_address:
             self.temporal = EmbeddedTemporal(self.plan.home)
             temporal = self.temporal
 
             def start_temporal() -> subprocess.Popen[bytes] | None:
+                self._log_file(temporal.state_file)
+                self._log_file(self.plan.home / "temporal.log")
                 temporal.start()
                 return temporal.process
 
@@ -221,12 +232,21 @@ class Supervisor:
             nats = self.nats
 
             def start_nats() -> subprocess.Popen[bytes] | None:
+                self._log_file(nats.state_file)
+                self._log_file(self.plan.home / "nats.log")
+                if self.plan.service_user is not None:
+                    claim_dir(self.plan.home / "nats")
                 nats.start()
                 return nats._process  # noqa: SLF001 - the bus module exposes no handle yet
 
             children.append(
                 Child(name="nats", start=start_nats, healthy=lambda: True, stop=nats.stop)
             )
+        return children
+
+    def plan_children(self) -> list[Child]:
+        """The children of this node, in start order."""
+        children = self._embedded_children()
         children.append(
             self._python_child("worker", ["-m", "amosflow.cli.main", "worker"], lambda: True)
         )
@@ -244,22 +264,22 @@ class Supervisor:
             *proxy_options(self.plan.trusted_proxies),
         ]
         # The API's log handlers mask the secrets in use, like every other child's (0031).
-        log_config = self._logs() / "api-logging.json"
+        log_config = self._log_file(self.plan.home / "logs" / "api-logging.json")
         log_config.write_text(json.dumps(redaction.log_config()), encoding="utf-8")
         if self.plan.service_user is not None:
-            os.chown(log_config, self.plan.service_user.uid, self.plan.service_user.gid)
+            os.chown(log_config, 0, self.plan.service_user.gid, follow_symlinks=False)
+            log_config.chmod(SHARED_FILE_MODE)
         api_args += ["--log-config", str(log_config)]
         children.append(self._python_child("api", api_args, self._api_healthy))
         # The signer of audit checkpoints is its own process: the API, which writes the
-        # records, never loads the signing key (decisions 0019, 0049).
+        # records, never loads the signing key. Under root it reads the key and opens the
+        # sink as root, then becomes the service user (decisions 0019, 0049).
         if self.plan.checkpointer:
+            signer_args = ["-m", "amosflow.cli.main", "audit", "checkpointer"]
+            if self.plan.service_user is not None:
+                signer_args += ["--as-user", self.plan.service_user.name]
             children.append(
-                self._python_child(
-                    "audit-checkpointer",
-                    ["-m", "amosflow.cli.main", "audit", "checkpointer"],
-                    lambda: True,
-                    keep_root=True,
-                )
+                self._python_child("audit-checkpointer", signer_args, lambda: True, switch=False)
             )
         if self.plan.runner_dir is not None:
             runner_args = ["-m", "amosflow.cli.main", "runner", "start", "--dir"]
@@ -271,10 +291,7 @@ class Supervisor:
         if AuditSettings().audit_siem_url:
             children.append(
                 self._python_child(
-                    "audit-shipper",
-                    ["-m", "amosflow.cli.main", "audit", "ship"],
-                    lambda: True,
-                    keep_root=True,  # it moves its cursor in the audit directory
+                    "audit-shipper", ["-m", "amosflow.cli.main", "audit", "ship"], lambda: True
                 )
             )
         return children
@@ -290,8 +307,11 @@ class Supervisor:
             "pid": os.getpid(),
             "children": {c.name: c.process.pid for c in self.children if c.process is not None},
         }
-        partial = self.state_file.with_suffix(".tmp")
-        partial.write_text(json.dumps(state), encoding="utf-8")
+        # A fresh name, created exclusively: never a file (or link) someone put there first.
+        partial = self.state_file.with_name(f".node.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(state))
         partial.replace(self.state_file)  # readers never see half a file
 
     def start(self) -> None:

@@ -148,7 +148,8 @@ def _first_open_lock(url: URL) -> Iterator[bool]:
     if path is None:
         yield False
         return
-    lock = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+    lock = os.open(path.with_name(path.name + ".lock"), flags, PRIVATE_FILE_MODE)
     with os.fdopen(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
