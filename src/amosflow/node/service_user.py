@@ -20,6 +20,7 @@ else of what lies there. The host's view is untouched.
 from __future__ import annotations
 
 import ctypes
+import grp
 import json
 import os
 import pwd
@@ -62,9 +63,13 @@ def ensure_service_user(name: str) -> ServiceUser:
     except KeyError:
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
         shell = _NOLOGIN if Path(_NOLOGIN).exists() else "/bin/false"
+        try:  # a group of that name already: join it rather than fail
+            group = ["--gid", str(grp.getgrnam(name).gr_gid)]
+        except KeyError:
+            group = ["--user-group"]
         created = subprocess.run(  # noqa: S603 - a fixed program and a configured name
-            [useradd, "--system", "--user-group", "--no-create-home", "--home-dir",
-             "/nonexistent", "--shell", shell, "--comment", "AMOS FLOW node", name],
+            [useradd, "--system", *group, "--no-create-home", "--home-dir", "/nonexistent",
+             "--shell", shell, "--comment", "AMOS FLOW node", name],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         try:  # another node may have created it first
