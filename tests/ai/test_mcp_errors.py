@@ -29,7 +29,7 @@ def test_approving_an_http_endpoint_that_is_not_mcp_says_what_it_answered(
     url = f"{http_server.url}/status/404"
     _put(ai_node, {"name": "crm", "transport": "http", "url": url})
     answer = ai_node.client.post("/api/v1/mcp-servers/crm/approve")
-    assert answer.status_code != 500, answer.text
+    assert answer.status_code == 502, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert answer.json()["detail"] == (
         f"MCP server 'crm' at {url} did not answer as an MCP server: HTTP 404 Not Found"
@@ -42,7 +42,7 @@ def test_approving_a_stdio_server_whose_command_is_missing_names_the_command(
     """The approval fails saying the command is not found in the server's sandbox."""
     _put(ai_node, {"name": "ghost", "transport": "stdio", "command": ["amos-no-such-server"]})
     answer = ai_node.client.post("/api/v1/mcp-servers/ghost/approve")
-    assert answer.status_code != 500, answer.text
+    assert answer.status_code == 502, answer.text
     assert answer.json()["detail"] == (
         "MCP server 'ghost' could not start: command 'amos-no-such-server' not found in its sandbox"
     )

@@ -9,6 +9,7 @@ search every answer an ``alpha`` caller gets for it.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,7 +125,8 @@ def build(node: Node) -> World:
                     "flow": SHARED,
                     "folder": folder,
                     "inputs": {"who": CANARY if folder == "beta" else "a"},
-                    "run_id": f"{folder}:probe",
+                    # unique per world: the session's Temporal outlives each test's store
+                    "run_id": f"{folder}:probe-{uuid.uuid4().hex[:8]}",
                 },
             )
         )

@@ -129,7 +129,7 @@ def probes(world: World) -> Iterator[Probe]:
                 yield _probe(method, path, hidden, missing)
             if (method, path) == ("POST", "/api/v1/runs"):  # beta's run id, asked for again
                 shared = {"name": SHARED}
-                yield _probe(method, path, shared, shared, run=(beta_run, "beta:nope"))
+                yield _probe(method, path, shared, shared, run=(beta_run, "beta:nope-12345678"))
         elif _has_query(path, method, "folder"):
             yield _probe(method, path, {"folder": "beta"}, {"folder": NO_FOLDER})
         else:  # nothing of a folder to aim at: the answer is still searched for the canary

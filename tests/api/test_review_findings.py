@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -53,23 +54,24 @@ def test_a_run_id_of_another_folder_returns_nothing_of_that_run(node: Node) -> N
     for folder in ("alpha", "beta"):
         assert put(node, "flows", "greet", doc(), folder).status_code == 200
     secret_inputs = {"who": "beta-inputs-5e2d"}
+    key = uuid.uuid4().hex[:8]  # the session's Temporal outlives this test's store
     beta = node.client.post(
         "/api/v1/runs",
-        json={"flow": "greet", "folder": "beta", "inputs": secret_inputs, "run_id": "beta:k1"},
+        json={"flow": "greet", "folder": "beta", "inputs": secret_inputs, "run_id": f"beta:{key}"},
     )
     assert beta.status_code == 201, beta.text
-    wait_for_end(node.client, "beta:k1")
+    wait_for_end(node.client, f"beta:{key}")
     with node.as_caller(node.token_for("alpha-op", "operator", "alpha")) as alpha:
-        for taken in ("beta:k1", "alpha::nightly::2026-12-08T03:00:00Z", "greet-0123456789ab"):
+        for taken in (f"beta:{key}", "alpha::nightly::2026-12-08T03:00:00Z", "greet-0123456789ab"):
             claimed = alpha.post(
                 "/api/v1/runs", json={"flow": "greet", "inputs": {"who": "x"}, "run_id": taken}
             )
             assert claimed.status_code == 422, (taken, claimed.text)
             assert "beta-inputs" not in claimed.text
-        own = {"flow": "greet", "inputs": {"who": "x"}, "run_id": "alpha:k1"}
+        own = {"flow": "greet", "inputs": {"who": "x"}, "run_id": f"alpha:{key}"}
         first, again = alpha.post("/api/v1/runs", json=own), alpha.post("/api/v1/runs", json=own)
         assert first.status_code == again.status_code == 201
-        assert first.json()["run_id"] == again.json()["run_id"] == "alpha:k1"
+        assert first.json()["run_id"] == again.json()["run_id"] == f"alpha:{key}"
         assert first.json()["folder"] == "alpha"
 
 

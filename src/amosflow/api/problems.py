@@ -76,6 +76,7 @@ _STATUS: tuple[tuple[type[errors.AmosError], int, str], ...] = (
     (errors.ExpressionError, 422, "expression-error"),
     (errors.UnknownActionError, 422, "unknown-action"),
     (errors.EngineError, 503, "engine-unavailable"),
+    (errors.McpError, 502, "mcp-server-unavailable"),
     (errors.AmosError, 400, "bad-request"),
 )
 

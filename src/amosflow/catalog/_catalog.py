@@ -302,6 +302,20 @@ class Catalog:
                 entries.append(Entry(kind, name, self._document(repo, blob), version, each))
             return entries
 
+    def keep_if(
+        self, kind: str, name: str, version: Version, *, folder: str, durable: Callable[[], None]
+    ) -> Version:
+        """Keep the commit that made ``version`` only if ``durable()`` (its record) succeeds.
+
+        When it raises, the commit is undone and the error goes on to the caller.
+        """
+        try:
+            durable()
+        except BaseException:
+            self.undo(kind, name, version, folder=folder)
+            raise
+        return version
+
     def undo(self, kind: str, name: str, version: Version, *, folder: str) -> None:
         """Take back the commit that made ``version``, whose audit record could not be written.
 

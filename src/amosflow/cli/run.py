@@ -23,6 +23,7 @@ from amosflow.dsl import iter_steps, parse_flow, validate_inputs
 from amosflow.engine.client import RunRequest, open_engine, progress, result_of, start_run
 from amosflow.engine.worker import build_worker
 from amosflow.errors import AmosError, ValidationFailedError
+from amosflow.node.home import private_umask
 
 FlowPath = Annotated[Path, typer.Argument(help="Path of the flow document (JSON).")]
 RunTarget = Annotated[
@@ -107,6 +108,7 @@ def run(  # noqa: PLR0917 - Typer passes every option as an argument
         raise _fail(err) from None
     request = RunRequest(flow=doc, inputs=inputs, library=library, run_id=run_id or "")
     redaction.install()  # the worker of this process masks the secrets its steps use
+    private_umask()  # what its steps write (artifacts, sandbox jobs) is the caller's alone
     console = Console(stderr=True)
     try:
         result = _run_async(_execute(request, EngineSettings(), None if as_json else console))

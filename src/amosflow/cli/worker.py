@@ -15,12 +15,14 @@ from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import running_address
 from amosflow.engine.worker import build_worker
 from amosflow.errors import EngineError
+from amosflow.node.home import private_umask
 
 
 def worker() -> None:
     """Run the interpreter and the actions for the configured Temporal until stopped."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     redaction.install()  # secrets in use never reach the worker's log
+    private_umask()  # artifacts, sandbox jobs and logs it writes are its own alone
     settings = EngineSettings()
     address = settings.temporal_address or running_address(settings.home)
     if address is None:

@@ -56,5 +56,6 @@ def fleet_server(
         http=PeerCertProtocol,
         lifespan="off",
         log_level="warning",
+        proxy_headers=False,  # runners connect directly; no proxy speaks for them
     )
     return uvicorn.Server(config)

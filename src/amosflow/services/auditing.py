@@ -80,13 +80,12 @@ def committed(
     written the commit is undone and the caller gets the AuditError (503): no change stays
     without its record.
     """
-    try:
+
+    def durable() -> None:
         with store.session() as session:
             record(session)
-    except BaseException:
-        catalog.undo(kind, name, version, folder=folder)
-        raise
-    return version
+
+    return catalog.keep_if(kind, name, version, folder=folder, durable=durable)
 
 
 def save(

@@ -133,12 +133,12 @@ def _keep_if_audited(  # noqa: PLR0917 - private, one argument per part of the c
     record: Callable[[Session], None],
 ) -> None:
     """Keep a commit only once its audit record is durable; take it back otherwise."""
-    try:
+
+    def durable() -> None:
         with store.session() as session:
             record(session)
-    except BaseException:
-        catalog.undo(KIND, name, version, folder=folder)
-        raise
+
+    catalog.keep_if(KIND, name, version, folder=folder, durable=durable)
 
 
 async def pins_of(server: McpServer) -> dict[str, str]:

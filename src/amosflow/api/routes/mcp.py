@@ -117,7 +117,11 @@ def delete_server(
     return VersionPublic.model_validate(version, from_attributes=True)
 
 
-@router.post("/{name}/approve", response_model=McpServerPublic)
+@router.post(
+    "/{name}/approve",
+    response_model=McpServerPublic,
+    responses={502: problems.documented("The server could not be started, reached or listed")},
+)
 async def approve_server(
     name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
 ) -> McpServerPublic:
