@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 # A query can wait for a worker to pick it up; never let one hold back the run's end.
 QUERY_TIMEOUT = timedelta(seconds=3)
+# Once the run has closed, its steps are read by a worker replaying the history, which a busy
+# worker may take longer to do: the last snapshot gets more time, so no step event is lost.
+FINAL_QUERY_TIMEOUT = timedelta(seconds=20)
 
 _WAKE_UP = {
     EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
@@ -90,14 +93,16 @@ async def follow(handle: WorkflowHandle[Any, Any]) -> AsyncIterator[RunEvent]:
             await asyncio.wait({waiter, ending}, return_when=asyncio.FIRST_COMPLETED)
             if not waiter.done():
                 waiter.cancel()
+            closed = ending.done()
             try:
-                current = await progress(handle, rpc_timeout=QUERY_TIMEOUT)
+                timeout = FINAL_QUERY_TIMEOUT if closed else QUERY_TIMEOUT
+                current = await progress(handle, rpc_timeout=timeout)
             except (RPCError, WorkflowQueryFailedError):
                 current = seen
             for item in diff(seen, current, handle.id):
                 yield item
             seen = current
-            if ending.done():
+            if closed:
                 break
         result = ending.result()
     finally:
