@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from temporalio.converter import DataConverter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
-from amosflow.artifacts import ArtifactStore
 from amosflow.dsl.actions import ActionSpec, register
 from amosflow.dsl.actions.core import EchoWith
-from amosflow.engine.activities import build_activities, implementation
+from amosflow.engine.activities import ArtifactStore, build_activities, implementation
 from amosflow.engine.activities.core import echo
 from amosflow.engine.client import RunRequest, result_of, start_run
 from amosflow.engine.workflow import FlowWorkflow

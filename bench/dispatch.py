@@ -28,13 +28,12 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from amosflow.config import EngineSettings, StoreSettings
+from amosflow.config import EngineSettings, RunnerSettings, StoreSettings
 from amosflow.engine.client import connect, result_of
 from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import EmbeddedTemporal, free_port
 from amosflow.engine.worker import build_worker
 from amosflow.runners.agent import enroll_local
-from amosflow.runners.settings import RunnerSettings
 from amosflow.store import open_store
 from amosflow.store.tables import RunnerJobRow
 from auth import admin_token

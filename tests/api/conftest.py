@@ -16,13 +16,12 @@ import uvicorn
 
 from amosflow.api.app import NodeConfig, create_app
 from amosflow.bus.embedded import EmbeddedNats
-from amosflow.config import EngineSettings
+from amosflow.config import EngineSettings, RunnerSettings
 from amosflow.engine.client import connect
 from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import free_port
 from amosflow.engine.worker import build_worker
 from amosflow.identity.oidc import OidcSettings
-from amosflow.runners.settings import RunnerSettings
 from amosflow.store import open_store
 from tests.support.identity import admin_token, caller_token
 

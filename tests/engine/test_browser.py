@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from amosflow.artifacts import ArtifactStore, is_ref
 from amosflow.config import EngineSettings
 from amosflow.dsl import validate_flow
+from amosflow.engine.activities import ArtifactStore, is_ref
 from amosflow.engine.activities.browser import checked_url, chromium_args, table_rows
 from amosflow.engine.client import connect
 from amosflow.errors import ActionError

@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from amosflow import egress
-from amosflow.artifacts import ArtifactStore
 from amosflow.config import EngineSettings
 from amosflow.dsl.actions import validate_with
 from amosflow.egress import (
@@ -30,6 +29,7 @@ from amosflow.egress import (
     internal_ports,
     parse_host,
 )
+from amosflow.engine.activities import ArtifactStore
 from amosflow.engine.activities import http as http_action
 from amosflow.engine.activities.base import ActionContext
 from amosflow.engine.client import RunRequest, connect, new_run_id, result_of, start_run

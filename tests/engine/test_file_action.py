@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from amosflow.artifacts import ArtifactStore
 from amosflow.config import EngineSettings
 from amosflow.dsl import validate_flow
 from amosflow.dsl.actions import file as file_spec
 from amosflow.dsl.actions import validate_with
+from amosflow.engine.activities import ArtifactStore
 from amosflow.engine.activities import file as file_actions
 from amosflow.engine.activities.base import ActionContext
 from amosflow.engine.types import ActionCall

@@ -275,7 +275,7 @@ def test_http_retries_reuse_the_idempotency_key(settings: EngineSettings, http_s
 
 def test_large_output_travels_by_reference(settings: EngineSettings) -> None:
     """An action output over 64 KiB becomes an artifact reference stored in the data directory."""
-    from amosflow.artifacts import ArtifactStore
+    from amosflow.engine.activities import ArtifactStore
 
     big = "x" * (70 * 1024)
     result = run(settings, flow(echo("big", big), outputs={"ref": "${steps.big.output}"}))

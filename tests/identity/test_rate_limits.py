@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amosflow.ratelimit import RateLimits
+from amosflow.host import RateLimits
 
 RATE, BURST = 10 / 60, 10
 

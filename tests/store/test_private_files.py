@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from amosflow.artifacts import ArtifactStore
+from amosflow.engine.activities import ArtifactStore
 from amosflow.store import open_store
 from tests.audit.chain import build
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from amosflow.engine.embedded import free_port
-from amosflow.procs import await_ready, spawn, terminate_group
+from amosflow.host import await_ready, spawn, terminate_group
 
 MODEL_ID = "gemma-3-270m-q4_k_m"
 START_TIMEOUT_S = 120.0

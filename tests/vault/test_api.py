@@ -15,13 +15,13 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from amosflow import redaction
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.bus.events import ALL_SUBJECTS
 from amosflow.cli.secret import app as secret_cli
 from amosflow.engine.client import connect
 from amosflow.engine.codec import ENCODING, payload_codec
 from amosflow.engine.embedded import EmbeddedTemporal
+from amosflow.telemetry import redaction
 from tests.api.conftest import Node
 from tests.api.conftest import node as node  # noqa: PLC0414 - the fixture, re-exported
 from tests.api.flows_util import save, wait_for_end

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from amosflow import secrets
+from amosflow import audit
+from amosflow import vault as vault_package
 from amosflow.errors import (
     ActionError,
     ConflictError,
@@ -190,9 +191,9 @@ def test_bindings_come_from_the_vault_and_the_environment(
     vault.set("elsewhere", CANARY, "finance")
     monkeypatch.setenv("AMOS_SECRET_IN_ENV", "x")
     names = ["in.vault", "in.env", "nowhere", "elsewhere"]
-    assert secrets.bound_names(names, "default", store=store) == {"in.vault", "in.env"}
+    assert vault_package.bound_names(names, "default", store=store) == {"in.vault", "in.env"}
     vault.delete("in.vault", "default")
-    assert secrets.bound_names(names, "default", store=store) == {"in.env"}
+    assert vault_package.bound_names(names, "default", store=store) == {"in.env"}
 
 
 def _run_in(store: Store, run_id: str, folder: str) -> str:
@@ -223,7 +224,7 @@ def test_the_worker_resolver_reads_the_run_folders_vault_then_the_environment(
     from amosflow.vault import open_vault
 
     home = tmp_path / "home"
-    resolver = secrets.VaultResolver(home, store_url)
+    resolver = vault_package.VaultResolver(home, audit.record_secret_read, store_url)
     monkeypatch.setenv("AMOS_SECRET_ONLY_ENV", "from-env")
     assert resolver("only.env", "r-1") == "from-env"  # no vault in this home yet
     writer_store = open_store(store_url)
@@ -242,7 +243,7 @@ def test_the_worker_resolver_reads_the_run_folders_vault_then_the_environment(
             resolver("nowhere", run)
         monkeypatch.setenv("AMOS_VAULT_PROVIDER", "pkcs11")
         monkeypatch.setenv("AMOS_VAULT_PKCS11_MODULE", str(tmp_path / "no-such-module.so"))
-        sealed = secrets.VaultResolver(home, store_url)
+        sealed = vault_package.VaultResolver(home, audit.record_secret_read, store_url)
         with pytest.raises(ActionError, match="sealed") as caught:
             sealed("only.vault", run)
         assert caught.value.type == "VaultSealed"
@@ -255,7 +256,6 @@ def test_the_worker_resolver_reads_the_run_folders_vault_then_the_environment(
 def test_every_vault_read_by_a_worker_is_audited_without_the_value(
     store_url: str, tmp_path: Path
 ) -> None:
-    """The resolver appends `secrets.read` naming the secret, its folder and run, not its value."""
     from amosflow import audit
     from amosflow.store import open_store
     from amosflow.vault import open_vault
@@ -265,7 +265,10 @@ def test_every_vault_read_by_a_worker_is_audited_without_the_value(
     try:
         run = _run_in(writer_store, "r-fin", "finance")
         open_vault(writer_store, home).set("erp.token", CANARY, "finance")
-        assert secrets.VaultResolver(home, store_url)("erp.token", run) == CANARY
+        assert (
+            vault_package.VaultResolver(home, audit.record_secret_read, store_url)("erp.token", run)
+            == CANARY
+        )
         with writer_store.session() as session:
             records = audit.query(session, action="secrets.read").items
         assert [(r.resource, r.folder, r.actor) for r in records] == [

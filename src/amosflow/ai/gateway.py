@@ -22,10 +22,12 @@ from urllib.parse import urlsplit
 import httpx
 from sqlalchemy import func, select, text, update
 
-from amosflow import audit, egress, secrets
+from amosflow import audit, egress
 from amosflow.ai.prompted_tools import to_prompted_request, to_tool_call_response
+from amosflow.config import env_secret
 from amosflow.errors import ActionError, AIConfigurationError, BudgetExceededError
 from amosflow.store.tables import AiUsageRow
+from amosflow.telemetry import redaction
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -193,8 +195,12 @@ class _GovernedTransport(httpx.AsyncBaseTransport):
         secrets = self._context.secrets
         if self._model.api_key_secret:
             key = await asyncio.to_thread(
-                self._gateway.resolve_secret, self._model.api_key_secret, self._context.run_id
+                self._gateway.resolve_secret,
+                self._model.api_key_secret,
+                self._context.run_id,
+                self._context.step_id,
             )
+            redaction.hold(key)  # masked in every log line while the step runs
             headers["Authorization"] = f"Bearer {key}"
             secrets = (*secrets, key)
         prompted = self._model.tool_calls == "prompted" and bool(body.get("tools"))
@@ -255,7 +261,7 @@ class ModelGateway:
     """
 
     store: Store
-    resolve_secret: Callable[[str, str], str] = secrets.resolve
+    resolve_secret: Callable[[str, str, str], str] = env_secret
     extra_allow: tuple[str, ...] | None = None
     _pools: weakref.WeakKeyDictionary[
         asyncio.AbstractEventLoop, dict[egress.EgressPolicy, egress.EgressTransport]

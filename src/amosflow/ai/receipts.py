@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from amosflow.dsl import canonical_json
 from amosflow.errors import McpError, ReceiptError
-from amosflow.keyfiles import exposure, write_private
+from amosflow.host import exposure, write_private
 
 if TYPE_CHECKING:
     from pathlib import Path

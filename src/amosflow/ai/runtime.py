@@ -11,13 +11,13 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from amosflow import egress, secrets
+from amosflow import audit, egress
 from amosflow.ai.gateway import CallContext, ModelGateway
 from amosflow.catalog import Catalog
 from amosflow.config import CatalogSettings, EngineSettings, StoreSettings
-from amosflow.engine.types import root_run_id
 from amosflow.errors import ActionError, NotFoundError
 from amosflow.store import open_store, runs
+from amosflow.vault import VaultResolver
 
 if TYPE_CHECKING:
     from amosflow.engine.activities.base import ActionContext
@@ -40,7 +40,8 @@ class AiRuntime:
         home = EngineSettings().home
         store = open_store(StoreSettings(home=home).url)
         catalog = Catalog(CatalogSettings(home=home).path)
-        return cls(store, catalog, ModelGateway(store, resolve_secret=secrets.resolver_for(home)))
+        resolver = VaultResolver(home, audit.record_secret_read)
+        return cls(store, catalog, ModelGateway(store, resolve_secret=resolver))
 
 
 _lock = threading.Lock()
@@ -75,7 +76,7 @@ async def step_context(
     """
     try:
         with runtime.store.session(read_only=True) as session:
-            record = runs.get_run(session, root_run_id(ctx.call.run_id))
+            record = runs.get_run(session, runs.root_run_id(ctx.call.run_id))
     except NotFoundError:
         raise ActionError(
             f"run {ctx.call.run_id!r} is not recorded by this node: AI steps use the models and"

@@ -39,7 +39,13 @@ from amosflow.api.routes import (
 )
 from amosflow.api.security import AuthMiddleware
 from amosflow.catalog import Catalog
-from amosflow.config import BusSettings, CatalogSettings, EngineSettings, StoreSettings
+from amosflow.config import (
+    BusSettings,
+    CatalogSettings,
+    EngineSettings,
+    RunnerSettings,
+    StoreSettings,
+)
 from amosflow.engine.activities.tasks import task_activities
 from amosflow.engine.client import connect
 from amosflow.engine.codec import payload_codec
@@ -51,7 +57,6 @@ from amosflow.identity.sessions import SessionSigner
 from amosflow.identity.settings import IdentitySettings
 from amosflow.runners.dispatch import dispatch_activity
 from amosflow.runners.server import fleet_server
-from amosflow.runners.settings import RunnerSettings
 from amosflow.services import triggers as trigger_service
 from amosflow.services import upgrade
 from amosflow.services.runs import ControlPlane

@@ -26,7 +26,14 @@ from amosflow.audit._keys import (
     signature_valid,
 )
 from amosflow.audit._query import export_jsonl, export_lines, json_line, query
-from amosflow.audit._records import AUDIT_LOCK_KEY, AuditRecord, Outcome, append, fingerprint
+from amosflow.audit._records import (
+    AUDIT_LOCK_KEY,
+    AuditRecord,
+    Outcome,
+    append,
+    fingerprint,
+    record_secret_read,
+)
 from amosflow.audit._retention import (
     Hold,
     PruneReport,
@@ -92,6 +99,7 @@ __all__ = [
     "query",
     "record_bytes",
     "record_hash",
+    "record_secret_read",
     "release_hold",
     "run_checkpoints",
     "signature_valid",

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from amosflow.errors import AuditError
-from amosflow.keyfiles import exposure, write_private
+from amosflow.host import exposure, write_private
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -121,3 +121,15 @@ def append(
     except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
         raise AuditError(f"cannot build the audit record {action} {resource}: {exc}") from exc
     return record
+
+
+def record_secret_read(session: Session, name: str, folder: str, run_id: str, step: str) -> None:
+    """Record that a worker read ``folder``'s secret ``name`` for a run's step; never the value."""
+    append(
+        session,
+        actor="engine:worker",
+        action="secrets.read",
+        resource=f"secrets/{name}",
+        folder=folder,
+        details={"secret": name, "run_id": run_id, "step": step},
+    )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Self
 
 from amosflow.engine.embedded import free_port
 from amosflow.errors import BusError
-from amosflow.procs import await_ready, live_state, spawn, terminate_group
+from amosflow.host import await_ready, live_state, spawn, terminate_group
 
 if TYPE_CHECKING:
     import subprocess

@@ -13,7 +13,6 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from amosflow import redaction
 from amosflow.cli import exits
 from amosflow.cli.files import read_flow, read_inputs, resolve_library
 from amosflow.cli.progress import STYLE, step_table
@@ -24,6 +23,7 @@ from amosflow.engine.client import RunRequest, open_engine, progress, result_of,
 from amosflow.engine.worker import build_worker
 from amosflow.errors import AmosError, ValidationFailedError
 from amosflow.node.home import private_umask
+from amosflow.telemetry import redaction
 
 FlowPath = Annotated[Path, typer.Argument(help="Path of the flow document (JSON).")]
 RunTarget = Annotated[

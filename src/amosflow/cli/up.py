@@ -14,7 +14,7 @@ import httpx
 import typer
 
 from amosflow import audit
-from amosflow.config import ApiSettings, BusSettings, EngineSettings, StoreSettings
+from amosflow.config import ApiSettings, BusSettings, EngineSettings, RunnerSettings, StoreSettings
 from amosflow.config.settings import NodeSettings
 from amosflow.errors import AmosError
 from amosflow.identity import accounts, setup
@@ -32,7 +32,6 @@ from amosflow.node.service_user import (
 from amosflow.node.supervisor import Child, NodePlan, Supervisor
 from amosflow.runners.agent import enroll_local
 from amosflow.runners.server import endpoint_url
-from amosflow.runners.settings import RunnerSettings
 from amosflow.store import open_store
 
 if TYPE_CHECKING:

@@ -8,7 +8,6 @@ import signal
 
 import typer
 
-from amosflow import redaction
 from amosflow.config import EngineSettings
 from amosflow.engine.client import connect
 from amosflow.engine.codec import payload_codec
@@ -16,6 +15,7 @@ from amosflow.engine.embedded import running_address
 from amosflow.engine.worker import build_worker
 from amosflow.errors import EngineError
 from amosflow.node.home import private_umask
+from amosflow.telemetry import redaction
 
 
 def worker() -> None:

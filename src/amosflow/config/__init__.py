@@ -1,5 +1,7 @@
-"""Typed settings, one class per area."""
+"""Typed settings, one class per area, and the secrets the host's environment binds."""
 
+from amosflow.config._runner import RunnerSettings
+from amosflow.config._secret_env import env_secret, env_secret_bound, env_secret_name
 from amosflow.config.settings import (
     ApiSettings,
     BusSettings,
@@ -21,9 +23,13 @@ __all__ = [
     "EngineSettings",
     "FileSettings",
     "NotifySettings",
+    "RunnerSettings",
     "SmtpConnection",
     "SmtpSettings",
     "SqlSettings",
     "StoreSettings",
     "TaskSettings",
+    "env_secret",
+    "env_secret_bound",
+    "env_secret_name",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from amosflow.errors import EngineError
-from amosflow.procs import await_ready, live_state, spawn, terminate_group
+from amosflow.host import await_ready, live_state, spawn, terminate_group
 
 if TYPE_CHECKING:
     import subprocess

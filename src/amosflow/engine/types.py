@@ -52,15 +52,6 @@ class SegmentResult:
     done: bool = True
 
 
-def root_run_id(run_id: str) -> str:
-    """The recorded run a (child) run belongs to.
-
-    A `call` step runs its flow as a child workflow named ``<run id>/<step>/<iteration>``;
-    run ids never hold a ``/``, so the recorded run is what comes before the first one.
-    """
-    return run_id.split("/", 1)[0]
-
-
 @dataclass
 class ActionCall:
     """One action attempt's input: the rendered `with` and where secrets go."""

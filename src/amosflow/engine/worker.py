@@ -12,10 +12,11 @@ from temporalio.worker import (
     Worker,
 )
 
-from amosflow import redaction, secrets
-from amosflow.artifacts import ArtifactStore
-from amosflow.engine.activities import build_activities
+from amosflow import audit
+from amosflow.engine.activities import ArtifactStore, build_activities
 from amosflow.engine.workflow import FlowWorkflow
+from amosflow.telemetry import redaction
+from amosflow.vault import VaultResolver
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -60,7 +61,7 @@ def build_worker(client: Client, settings: EngineSettings) -> Worker:
         activities=build_activities(
             store,
             inline_limit=settings.inline_limit,
-            resolve_secret=secrets.resolver_for(settings.home),
+            resolve_secret=VaultResolver(settings.home, audit.record_secret_read),
         ),
         workflow_runner=UnsandboxedWorkflowRunner(),
         interceptors=[RedactionInterceptor()],

@@ -19,10 +19,10 @@ from sqlalchemy import select
 
 from amosflow import audit
 from amosflow.errors import AuditError, AuthenticationError, NotFoundError, RateLimitedError
+from amosflow.host import RateLimits
 from amosflow.identity import accounts, tokens
 from amosflow.identity.oidc import looks_like_jwt
 from amosflow.identity.sessions import looks_like_session
-from amosflow.ratelimit import RateLimits
 from amosflow.store.tables import INSTALL_FOLDER, PrincipalRow
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from amosflow.errors import AuthenticationError
-from amosflow.keyfiles import write_private
+from amosflow.host import write_private
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 
 from amosflow.errors import ConflictError
+from amosflow.host import exposure, write_private
 from amosflow.identity.accounts import count_principals, create_user, grant
 from amosflow.identity.principal import ALL_FOLDERS
 from amosflow.identity.sessions import IdentityKeyError
-from amosflow.keyfiles import exposure, write_private
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from amosflow import redaction
 from amosflow.audit import AuditSettings
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.engine.embedded import EmbeddedTemporal
+from amosflow.host import die_with_parent, terminate_group
 from amosflow.node.home import PRIVATE_UMASK, SHARED_FILE_MODE, claim, claim_dir
 from amosflow.node.service_user import Demotion, covers, needed_paths
-from amosflow.procs import die_with_parent, terminate_group
+from amosflow.telemetry import redaction
 
 if TYPE_CHECKING:
     from collections.abc import Callable

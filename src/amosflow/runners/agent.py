@@ -20,20 +20,21 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from amosflow import redaction, secrets
-from amosflow.artifacts import ArtifactStore
+from amosflow.config import env_secret
+from amosflow.engine.activities import ArtifactStore
 from amosflow.engine.activities.base import Failure, Performer, load_implementations
 from amosflow.engine.types import ActionCall
 from amosflow.errors import AmosError, AuthenticationError
-from amosflow.keyfiles import write_private
+from amosflow.host import write_private
 from amosflow.runners import leases, pki
 from amosflow.runners.server import endpoint_url
+from amosflow.telemetry import redaction
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from amosflow.runners.settings import RunnerSettings
+    from amosflow.config import RunnerSettings
     from amosflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,12 @@ def enroll_local(
     return save_identity(directory, key, enrolled)
 
 
-def _resolver(delivered: dict[str, str]) -> Callable[[str, str], str]:
+def _resolver(delivered: dict[str, str]) -> Callable[[str, str, str], str]:
     """Resolve from what the control plane delivered for this step, else the runner's env."""
 
-    def resolve(name: str, run_id: str) -> str:
+    def resolve(name: str, run_id: str, step: str) -> str:
         value = delivered.get(name)
-        return value if value is not None else secrets.resolve(name, run_id)
+        return value if value is not None else env_secret(name, run_id, step)
 
     return resolve
 
@@ -168,7 +169,7 @@ class Agent:
         self.identity = identity
         load_implementations()
         self.performer = Performer(
-            ArtifactStore(artifacts), INLINE_LIMIT, resolve_secret=secrets.resolve
+            ArtifactStore(artifacts), INLINE_LIMIT, resolve_secret=env_secret
         )
         self.busy = 0
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 
 from amosflow.engine.activities.base import Failure, current_run_config
-from amosflow.engine.types import ActionResult, DispatchCall, root_run_id
+from amosflow.engine.types import ActionResult, DispatchCall
 from amosflow.errors import NotFoundError
 from amosflow.runners import leases
 from amosflow.store import runs as run_store
@@ -23,7 +23,7 @@ from amosflow.store import runs as run_store
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from amosflow.runners.settings import RunnerSettings
+    from amosflow.config import RunnerSettings
     from amosflow.store import Store
 
 DISPATCH_ACTIVITY = "amos.runner.dispatch"
@@ -37,7 +37,7 @@ def _folder(store: Store, run_id: str) -> str:
     """
     with store.session(read_only=True) as session:
         try:
-            return run_store.get_run(session, root_run_id(run_id)).folder
+            return run_store.get_run(session, run_store.root_run_id(run_id)).folder
         except NotFoundError:
             raise Failure(
                 f"run {run_id!r} is not recorded by this node, so it has no folder to run in",

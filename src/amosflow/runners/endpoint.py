@@ -30,7 +30,7 @@ from amosflow.runners.tls import PEER_CERT
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from amosflow.runners.settings import RunnerSettings
+    from amosflow.config import RunnerSettings
     from amosflow.store import Store
     from amosflow.store.tables import RunnerRow
     from amosflow.vault import Vault

@@ -10,7 +10,7 @@ certificates are still refused by some of them. Runner keys may be P-256, P-384 
 3072 bits or more for the same reason.
 
 The CA key is generated on first start and lives in a 0600 file through
-``amosflow.keyfiles``; a looser file is refused (VaultError, the error of unsafe key
+``amosflow.host``; a looser file is refused (VaultError, the error of unsafe key
 material), because whoever reads it can mint runner identities. Certificates are short
 (30 days by default) and revocation needs no CRL: ``verify_client_cert`` reads the runner's
 row on every check, so a revoked runner is refused at once.
@@ -35,7 +35,7 @@ from sqlalchemy import select, update
 
 from amosflow import audit
 from amosflow.errors import Diagnostic, ValidationFailedError, VaultError
-from amosflow.keyfiles import exposure, write_private
+from amosflow.host import exposure, write_private
 from amosflow.runners.leases import (
     RunnerRefused,
     register_runner,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from amosflow.keyfiles import write_private
+from amosflow.host import write_private
 from amosflow.runners import pki
 from amosflow.runners.endpoint import Fleet, create_endpoint
 from amosflow.runners.tls import PeerCertProtocol
@@ -15,7 +15,7 @@ from amosflow.runners.tls import PeerCertProtocol
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from amosflow.runners.settings import RunnerSettings
+    from amosflow.config import RunnerSettings
     from amosflow.store import Store
     from amosflow.vault import Vault
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from amosflow import audit, secrets
+from amosflow import audit, vault
 from amosflow.bus.events import cloud_event, subject_for
 from amosflow.catalog.config import effective_config, missing_requirements
 from amosflow.dsl import parse_flow, validate_inputs
@@ -178,7 +178,7 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
     config = effective_config(
         cp.catalog, environment=req.environment, trigger=req.trigger_name, folder=folder
     )
-    bound = secrets.bound_names(flow.requires.secrets, folder, store=cp.store)
+    bound = vault.bound_names(flow.requires.secrets, folder, store=cp.store)
     missing = missing_requirements(flow, config.values, bound)
     if missing:
         raise ValidationFailedError(

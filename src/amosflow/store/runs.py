@@ -80,6 +80,15 @@ def _row(session: Session, run_id: str, *, lock: bool = False) -> RunRow:
     return row
 
 
+def root_run_id(run_id: str) -> str:
+    """The recorded run a (child) run belongs to.
+
+    A `call` step runs its flow as a child workflow named ``<run id>/<step>/<iteration>``;
+    run ids never hold a ``/``, so the recorded run is what comes before the first one.
+    """
+    return run_id.split("/", 1)[0]
+
+
 def get_run(session: Session, run_id: str) -> RunRecord:
     """Return the run ``run_id``; raise NotFoundError when there is none."""
     return RunRecord.model_validate(_row(session, run_id))

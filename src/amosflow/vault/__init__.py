@@ -10,6 +10,7 @@ from __future__ import annotations
 from amosflow.vault._envelope import Envelope, associated_data, open_envelope, seal
 from amosflow.vault._keyfile import KeyFileProvider
 from amosflow.vault._provider import KeyProvider
+from amosflow.vault._resolver import ReadRecorder, Resolver, VaultResolver, bound_names
 from amosflow.vault._service import (
     FOLDER_PATTERN,
     NAME_PATTERN,
@@ -25,11 +26,15 @@ __all__ = [
     "Envelope",
     "KeyFileProvider",
     "KeyProvider",
+    "ReadRecorder",
+    "Resolver",
     "Rotation",
     "SecretMetadata",
     "Vault",
+    "VaultResolver",
     "VaultSettings",
     "associated_data",
+    "bound_names",
     "is_configured",
     "key_file_path",
     "open_envelope",

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from amosflow.errors import VaultError, VaultSealedError
-from amosflow.keyfiles import exposure, write_private
+from amosflow.host import exposure, write_private
 from amosflow.vault._provider import DEK_BYTES
 
 if TYPE_CHECKING:

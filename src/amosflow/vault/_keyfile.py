@@ -14,7 +14,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from amosflow.errors import VaultError, VaultSealedError
-from amosflow.keyfiles import exposure, write_private
+from amosflow.host import exposure, write_private
 
 if TYPE_CHECKING:
     from pathlib import Path

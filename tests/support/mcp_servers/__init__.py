@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amosflow.engine.embedded import free_port
-from amosflow.procs import await_ready, spawn, terminate_group
+from amosflow.host import await_ready, spawn, terminate_group
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

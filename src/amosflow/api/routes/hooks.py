@@ -24,7 +24,7 @@ from amosflow.api.deps import ControlPlaneDep, WatcherDep
 from amosflow.api.problems import problem
 from amosflow.api.schemas import FOLDER_PATTERN, RunPublic
 from amosflow.errors import AmosError
-from amosflow.ratelimit import RateLimits
+from amosflow.host import RateLimits
 from amosflow.services import triggers as trigger_service
 from amosflow.triggers.models import MAX_BODY_BYTES, WebhookTrigger
 from amosflow.triggers.webhooks import verify

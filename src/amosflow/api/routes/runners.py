@@ -17,11 +17,11 @@ from amosflow import audit
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
+from amosflow.config import RunnerSettings
 from amosflow.errors import AuthenticationError
 from amosflow.identity.policy import authorize
 from amosflow.runners import leases, pki
 from amosflow.runners.server import endpoint_url
-from amosflow.runners.settings import RunnerSettings
 from amosflow.store.tables import INSTALL_FOLDER, RunnerJobRow
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"], responses=problems.RESPONSES)

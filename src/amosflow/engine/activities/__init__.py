@@ -1,5 +1,29 @@
-"""Action implementations, one module per action family, wrapped as Temporal activities."""
+"""Action implementations, one module per action family, wrapped as Temporal activities.
 
-from amosflow.engine.activities.base import ActionContext, build_activities, implementation
+What runs an action on a worker or a runner: the registry of implementations, the wrapper
+every attempt runs in, and the content-addressed store large values travel through.
+"""
 
-__all__ = ["ActionContext", "build_activities", "implementation"]
+from amosflow.engine.activities._artifacts import SCHEME, ArtifactStore, is_ref
+from amosflow.engine.activities.base import (
+    ActionContext,
+    Failure,
+    Performer,
+    build_activities,
+    current_run_config,
+    implementation,
+    load_implementations,
+)
+
+__all__ = [
+    "SCHEME",
+    "ActionContext",
+    "ArtifactStore",
+    "Failure",
+    "Performer",
+    "build_activities",
+    "current_run_config",
+    "implementation",
+    "is_ref",
+    "load_implementations",
+]

@@ -20,14 +20,15 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from amosflow import secrets
+from amosflow.config import env_secret
 from amosflow.dsl import expr
 from amosflow.dsl.actions import validate_with
 from amosflow.engine.types import ActionCall, ActionResult
 from amosflow.errors import ActionError, AmosError, ExpressionError
+from amosflow.telemetry import redaction
 
 if TYPE_CHECKING:
-    from amosflow.artifacts import ArtifactStore
+    from amosflow.engine.activities import ArtifactStore
 
 Impl = Callable[["ActionContext", Any], Awaitable[Any]]
 _IMPLEMENTATIONS: dict[str, Impl] = {}
@@ -177,7 +178,7 @@ class Performer:
 
     artifacts: ArtifactStore
     inline_limit: int
-    resolve_secret: Callable[[str, str], str]
+    resolve_secret: Callable[[str, str, str], str]
 
     async def perform(
         self,
@@ -206,7 +207,8 @@ class Performer:
             )
 
         def resolve(name: str) -> str:
-            value = self.resolve_secret(name, call.run_id)
+            value = self.resolve_secret(name, call.run_id, call.step_id)
+            redaction.hold(value)  # masked in every log line of the process while the step runs
             ctx.secrets_in_use.append(value)
             return value
 
@@ -281,7 +283,7 @@ def build_activities(
     artifacts: ArtifactStore,
     *,
     inline_limit: int = 64 * 1024,
-    resolve_secret: Callable[[str, str], str] = secrets.resolve,
+    resolve_secret: Callable[[str, str, str], str] = env_secret,
 ) -> list[Callable[..., Any]]:
     """Make one Temporal activity per implemented action, named after the action."""
     load_implementations()

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
         Route,
     )
 
-    from amosflow.artifacts import ArtifactStore
+    from amosflow.engine.activities import ArtifactStore
 
 T = TypeVar("T")
 

@@ -46,7 +46,7 @@ from amosflow.errors import ActionError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from amosflow.artifacts import ArtifactStore
+    from amosflow.engine.activities import ArtifactStore
 
 SETTING = "AMOS_FILE_ROOTS"
 DIR_MODE = 0o700
