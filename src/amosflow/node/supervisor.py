@@ -237,7 +237,7 @@ class Supervisor:
                 if self.plan.service_user is not None:
                     claim_dir(self.plan.home / "nats")
                 nats.start()
-                return nats._process  # noqa: SLF001 - the bus module exposes no handle yet
+                return nats.process
 
             children.append(
                 Child(name="nats", start=start_nats, healthy=lambda: True, stop=nats.stop)
