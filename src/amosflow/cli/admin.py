@@ -8,14 +8,12 @@ any account exists, and how they get back in when every administrator is locked 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from amosflow.cli import exits
-from amosflow.config import ApiSettings, StoreSettings
+from amosflow.cli._local import fail, local_store
+from amosflow.config import ApiSettings
 from amosflow.errors import (
     AmosError,
     ConflictError,
@@ -26,23 +24,9 @@ from amosflow.errors import (
 from amosflow.identity import accounts, setup
 from amosflow.identity.principal import ALL_FOLDERS
 from amosflow.identity.settings import IdentitySettings
-from amosflow.store import Store, open_store
+from amosflow.store import Store
 
 app = typer.Typer(help="Administer accounts, roles and folders on this node.", no_args_is_help=True)
-
-
-@contextmanager
-def _store() -> Iterator[Store]:
-    store = open_store(StoreSettings().url)
-    try:
-        yield store
-    finally:
-        store.dispose()
-
-
-def _fail(err: AmosError) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(exits.for_error(err))
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -75,7 +59,7 @@ def create(
     """Create the first administrator; refused once any account exists."""
     settings = IdentitySettings()
     try:
-        with _store() as store:
+        with local_store() as store:
             _ensure_fresh(store)  # before asking for a password that could not be used
             password = _read_password(password_stdin)
             with store.session() as session:
@@ -83,7 +67,7 @@ def create(
                     session, username=username, password=password, settings=settings
                 )
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     typer.echo(f"created administrator {row.username} (id {row.id}), administrator on every folder")
 
 
@@ -99,11 +83,11 @@ def setup_link() -> None:
     settings = IdentitySettings()
     api = ApiSettings()
     try:
-        with _store() as store:
+        with local_store() as store:
             _ensure_fresh(store)
         token = setup.create_setup_token(settings)
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     typer.echo(f"http://{_host(api.host)}:{api.port}/setup?token={token}")
 
 
@@ -124,7 +108,7 @@ def grant(
 ) -> None:
     """Grant a role to a user, a service account or a group, in one folder or all of them."""
     try:
-        with _store() as store, store.session() as session:
+        with local_store() as store, store.session() as session:
             if group:
                 binding = accounts.grant(
                     session,
@@ -148,7 +132,7 @@ def grant(
                 )
             binding_id = binding.id
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     kind = "group" if group else "account"
     where = "every folder" if folder == ALL_FOLDERS else f"folder {folder}"
     typer.echo(f"granted {role} on {where} to {kind} {subject} (binding {binding_id})")
@@ -161,8 +145,8 @@ def folder_create(
 ) -> None:
     """Create a folder, the isolation boundary of flows, runs, triggers and secrets."""
     try:
-        with _store() as store, store.session() as session:
+        with local_store() as store, store.session() as session:
             accounts.create_folder(session, name, description)
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     typer.echo(f"created folder {name}")

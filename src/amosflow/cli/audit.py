@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from amosflow import audit
 from amosflow.audit._auto import poll_interval
 from amosflow.cli import exits
-from amosflow.config import StoreSettings
+from amosflow.cli._local import fail, local_store, os_actor
 from amosflow.config.settings import NodeSettings
 from amosflow.errors import AmosError
 from amosflow.node.service_user import (
@@ -35,7 +34,7 @@ from amosflow.node.service_user import (
     ensure_service_user,
     needed_paths,
 )
-from amosflow.store import Store, open_store
+from amosflow.store import Store
 
 app = typer.Typer(help="Check, ship and prune the audit trail.", no_args_is_help=True)
 hold_app = typer.Typer(help="Legal holds that stop retention.", no_args_is_help=True)
@@ -63,19 +62,6 @@ def hold_group() -> None:
     """Place, release and list legal holds."""
 
 
-def _fail(err: AmosError) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(exits.for_error(err))
-
-
-def _default_actor() -> str:
-    """Who runs the CLI: the OS account, since the CLI talks to the store directly."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):
-        return f"cli:uid-{os.getuid()}"
-
-
 @contextlib.contextmanager
 def _store() -> Iterator[Store]:
     """The store, opened as the service user when root runs this on a root node's home."""
@@ -83,11 +69,8 @@ def _store() -> Iterator[Store]:
     user = _shared_home_user(settings.home)
     if user is not None:
         _become(user, settings)
-    store = open_store(StoreSettings().url)
-    try:
+    with local_store() as store:
         yield store
-    finally:
-        store.dispose()
 
 
 @contextlib.contextmanager
@@ -206,7 +189,7 @@ def verify(
                 store, sink=audit.JsonlSink(sink or settings.sink_path), public_key=key
             )
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     if as_json:
         typer.echo(json.dumps(asdict(report)))
     elif report.ok:
@@ -274,7 +257,7 @@ def checkpoint() -> None:
         with _store() as store:
             written = audit.Checkpointer(store, signer, sink).checkpoint()
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     if written is None:
         typer.echo("nothing to checkpoint: the chain is empty or its tail is already signed")
     else:
@@ -328,7 +311,7 @@ def checkpointer(
                 )
                 _run_until_stopped(lambda event: audit.run_checkpoints(signing, event, every), stop)
         except AmosError as err:
-            raise _fail(err) from None
+            raise fail(err) from None
         except RuntimeError as err:  # no such user to become
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(VERIFY_FAILED) from None
@@ -375,7 +358,7 @@ def export(  # noqa: PLR0917 - Typer passes every option as an argument
         with output.open("w", encoding="utf-8") as out:
             written = _export_to(out, export_format, filters)
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     typer.echo(f"exported {written} records to {output}", err=True)
 
 
@@ -409,7 +392,7 @@ def ship(
                 )
                 _run_until_stopped(forwarder.run_forever, stop)
         except AmosError as err:
-            raise _fail(err) from None
+            raise fail(err) from None
     typer.echo("SIEM shipping stopped", err=True)
 
 
@@ -448,11 +431,11 @@ def prune(
                 signer=signer,
                 sink=sink,
                 now=now,
-                actor=actor or _default_actor(),
+                actor=actor or os_actor(),
                 max_seq=shipped,
             )
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     if as_json:
         typer.echo(json.dumps(asdict(report)))
     elif report.deleted:
@@ -481,10 +464,10 @@ def adopt_anchor(
         signer, sink = _signing(audit.AuditSettings())
         with _store() as store:
             seq = audit.adopt_anchor(
-                store, reason=reason, actor=actor or _default_actor(), signer=signer, sink=sink
+                store, reason=reason, actor=actor or os_actor(), signer=signer, sink=sink
             )
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     typer.echo(f"anchor adopted; recorded at seq {seq}")
 
 
@@ -502,12 +485,12 @@ def hold_add(
                 store,
                 folder=folder,
                 reason=reason,
-                actor=actor or _default_actor(),
+                actor=actor or os_actor(),
                 signer=signer,
                 sink=sink,
             )
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     typer.echo(f"hold {hold_id} placed on folder {folder}")
 
 
@@ -521,10 +504,10 @@ def hold_release(
         signer, sink = _signing(audit.AuditSettings())
         with _store() as store:
             released = audit.release_hold(
-                store, hold_id, actor=actor or _default_actor(), signer=signer, sink=sink
+                store, hold_id, actor=actor or os_actor(), signer=signer, sink=sink
             )
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     typer.echo(f"hold {released.id} on folder {released.folder} released")
 
 
@@ -540,7 +523,7 @@ def hold_ls(
         with _store() as store:
             holds = audit.list_holds(store, include_released=include_released)
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     for hold in holds:
         if as_json:
             typer.echo(json.dumps(asdict(hold) | {"active": hold.active}, default=str))

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.live import Live
 
 from amosflow.cli import exits
+from amosflow.cli._local import fail
 from amosflow.cli.files import read_flow, read_inputs, resolve_library
 from amosflow.cli.progress import STYLE, step_table
 from amosflow.cli.remote import DEFAULT_API_URL, ApiOption, RemoteRun, report, start_and_follow
@@ -33,15 +34,6 @@ RunTarget = Annotated[
     ),
 ]
 POLL_S = 0.2
-
-
-def _fail(err: AmosError) -> typer.Exit:
-    if isinstance(err, ValidationFailedError):
-        for diagnostic in err.diagnostics:
-            typer.echo(str(diagnostic), err=True)
-    else:
-        typer.echo(f"error: {err}", err=True)
-    return typer.Exit(exits.for_error(err))
 
 
 def validate(flow_file: FlowPath) -> None:
@@ -105,7 +97,7 @@ def run(  # noqa: PLR0917 - Typer passes every option as an argument
         inputs = validate_inputs(flow, read_inputs(input_json, input_file))
         library = resolve_library(flow, flow_file.resolve().parent)
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     request = RunRequest(flow=doc, inputs=inputs, library=library, run_id=run_id or "")
     redaction.install()  # the worker of this process masks the secrets its steps use
     private_umask()  # what its steps write (artifacts, sandbox jobs) is the caller's alone
@@ -113,7 +105,7 @@ def run(  # noqa: PLR0917 - Typer passes every option as an argument
     try:
         result = _run_async(_execute(request, EngineSettings(), None if as_json else console))
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     if as_json:
         typer.echo(json.dumps(result, ensure_ascii=False))
     else:
