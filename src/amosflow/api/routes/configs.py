@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from amosflow.api import catalog_objects as objects
 from amosflow.api import problems
+from amosflow.api.catalog_routes import CatalogKind, add_catalog_routes, public_of
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import (
     FOLDER_PATTERN,
@@ -16,7 +17,6 @@ from amosflow.api.schemas import (
     ConfigPublic,
     ConfigSource,
     EffectiveConfigPublic,
-    VersionPublic,
 )
 from amosflow.api.security import CallerDep
 from amosflow.catalog import effective_config
@@ -24,9 +24,6 @@ from amosflow.identity.policy import authorize
 
 router = APIRouter(prefix="/api/v1", tags=["configs"], responses=problems.RESPONSES)
 KIND = "configs"
-VersionQuery = Annotated[
-    str | None, Query(description="Commit, commit prefix or content hash; latest when absent.")
-]
 LayerQuery = Annotated[str | None, Query(max_length=63, description="Layer to include.")]
 
 
@@ -49,65 +46,21 @@ def save_config(
     return ConfigPublic(name=name, folder=folder, document=body.document, version=version)
 
 
-@router.get("/configs", response_model=list[ConfigPublic])
-def list_configs(
-    cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
-) -> list[ConfigPublic]:
-    """Every config bundle the caller may read (in ``folder`` only, when given)."""
-    return [
-        ConfigPublic(
-            name=e.name, folder=e.folder, document=e.document, version=objects.to_version(e.version)
-        )
-        for e in objects.readable(cp, caller, KIND, folder)
-    ]
-
-
-@router.get("/configs/{name}", response_model=ConfigPublic)
-def get_config(
-    name: str,
-    cp: ControlPlaneDep,
-    caller: CallerDep,
-    version: VersionQuery = None,
-    folder: objects.FolderQuery = None,
-) -> ConfigPublic:
-    """A config bundle at its latest version, or at the version asked for."""
-    entry = objects.read(cp, caller, "configs.read", KIND, name, folder=folder, version=version)
-    return ConfigPublic(
-        name=entry.name,
-        folder=entry.folder,
-        document=entry.document,
-        version=objects.to_version(entry.version),
-    )
-
-
-@router.get("/configs/{name}/history", response_model=list[VersionPublic])
-def config_history(
-    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
-) -> list[VersionPublic]:
-    """Every version of a config bundle, newest first."""
-    return objects.history(cp, caller, "configs.read", KIND, name, folder=folder)
-
-
-@router.delete("/configs/{name}", response_model=VersionPublic)
-def delete_config(
-    name: str,
-    cp: ControlPlaneDep,
-    caller: CallerDep,
-    body: ConfigDelete | None = None,
-    folder: objects.FolderQuery = None,
-) -> VersionPublic:
-    """Delete a config bundle; the deletion is a commit, so its history stays."""
-    body = body or ConfigDelete()
-    return objects.delete(
-        cp,
-        caller,
-        "configs.write",
-        KIND,
-        name,
-        folder=folder,
-        author=body.author,
-        message=body.message,
-    )
+CONFIGS = CatalogKind(
+    kind=KIND,
+    path="/configs",
+    singular="config",
+    noun="config bundle",
+    public=ConfigPublic,
+    delete_body=ConfigDelete,
+)
+add_catalog_routes(
+    router,
+    CONFIGS,
+    listed=ConfigPublic,
+    summarize=lambda entry: public_of(CONFIGS, entry),
+    list_doc="Every config bundle the caller may read (in ``folder`` only, when given).",
+)
 
 
 @router.get("/config/effective", response_model=EffectiveConfigPublic)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query, status
 
 from amosflow.api import catalog_objects as objects
 from amosflow.api import problems
+from amosflow.api.catalog_routes import CatalogKind, add_catalog_routes
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import (
     DiffPublic,
@@ -15,17 +16,16 @@ from amosflow.api.schemas import (
     FlowDelete,
     FlowPublic,
     FlowSummary,
-    VersionPublic,
 )
 from amosflow.api.security import CallerDep
 from amosflow.errors import ConflictError, Diagnostic, ValidationFailedError
 from amosflow.services import access
 
+if TYPE_CHECKING:
+    from amosflow.catalog import Entry
+
 router = APIRouter(prefix="/api/v1/flows", tags=["flows"], responses=problems.RESPONSES)
 KIND = "flows"
-VersionQuery = Annotated[
-    str | None, Query(description="Commit, commit prefix or content hash; latest when absent.")
-]
 
 
 def _name_of(body: FlowCreate) -> str:
@@ -71,46 +71,35 @@ def update_flow(name: str, body: FlowCreate, cp: ControlPlaneDep, caller: Caller
     return _save(cp, caller, name, body, "update")
 
 
-@router.get("", response_model=list[FlowSummary])
-def list_flows(
-    cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
-) -> list[FlowSummary]:
-    """Every flow the caller may read (in ``folder`` only, when given), at its latest version."""
-    return [
-        FlowSummary(
-            name=e.name,
-            folder=e.folder,
-            description=e.document.get("description"),
-            version=objects.to_version(e.version),
-        )
-        for e in objects.readable(cp, caller, KIND, folder)
-    ]
+FLOWS = CatalogKind(
+    kind=KIND,
+    path="",
+    singular="flow",
+    noun="flow",
+    public=FlowPublic,
+    delete_body=FlowDelete,
+    history_note=" (a deleted flow's too)",
+    delete_note=" in its folder",
+)
 
 
-@router.get("/{name}", response_model=FlowPublic)
-def get_flow(
-    name: str,
-    cp: ControlPlaneDep,
-    caller: CallerDep,
-    version: VersionQuery = None,
-    folder: objects.FolderQuery = None,
-) -> FlowPublic:
-    """A flow at its latest version, or at the version asked for."""
-    entry = objects.read(cp, caller, "flows.read", KIND, name, folder=folder, version=version)
-    return FlowPublic(
+def _summary(entry: Entry) -> FlowSummary:
+    return FlowSummary(
         name=entry.name,
         folder=entry.folder,
-        document=entry.document,
+        description=entry.document.get("description"),
         version=objects.to_version(entry.version),
     )
 
 
-@router.get("/{name}/history", response_model=list[VersionPublic])
-def flow_history(
-    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
-) -> list[VersionPublic]:
-    """Every version of a flow, newest first (a deleted flow's too)."""
-    return objects.history(cp, caller, "flows.read", KIND, name, folder=folder)
+add_catalog_routes(
+    router,
+    FLOWS,
+    listed=FlowSummary,
+    summarize=_summary,
+    list_doc="Every flow the caller may read (in ``folder`` only, when given), at its latest"
+    " version.",
+)
 
 
 @router.get("/{name}/diff", response_model=DiffPublic)
@@ -127,25 +116,3 @@ def flow_diff(
     found = access.guard(cp, caller, "flows.read", KIND, name, folder=folder, ever=True)
     text = cp.catalog.diff(KIND, name, from_version, to_version, folder=found)
     return DiffPublic(name=name, from_version=from_version, to_version=to_version, diff=text)
-
-
-@router.delete("/{name}", response_model=VersionPublic)
-def delete_flow(
-    name: str,
-    cp: ControlPlaneDep,
-    caller: CallerDep,
-    body: FlowDelete | None = None,
-    folder: objects.FolderQuery = None,
-) -> VersionPublic:
-    """Delete a flow; the deletion is a commit, so its history stays in its folder."""
-    body = body or FlowDelete()
-    return objects.delete(
-        cp,
-        caller,
-        "flows.write",
-        KIND,
-        name,
-        folder=folder,
-        author=body.author,
-        message=body.message,
-    )

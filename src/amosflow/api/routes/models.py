@@ -10,8 +10,9 @@ from pydantic import Field
 from amosflow.ai.models import KIND
 from amosflow.api import catalog_objects as objects
 from amosflow.api import problems
+from amosflow.api.catalog_routes import CatalogKind, add_catalog_routes, public_of
 from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import CatalogDelete, CatalogObject, CatalogSave, VersionPublic
+from amosflow.api.schemas import CatalogDelete, CatalogObject, CatalogSave
 from amosflow.api.security import CallerDep
 
 router = APIRouter(prefix="/api/v1", tags=["models"], responses=problems.RESPONSES)
@@ -54,58 +55,19 @@ def save_model(name: str, body: ModelCreate, cp: ControlPlaneDep, caller: Caller
     return ModelPublic(name=name, folder=folder, document=body.document, version=version)
 
 
-@router.get("/models", response_model=list[ModelPublic])
-def list_models(
-    cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
-) -> list[ModelPublic]:
-    """Every model definition the caller may read (in ``folder`` only, when given)."""
-    return [
-        ModelPublic(
-            name=e.name, folder=e.folder, document=e.document, version=objects.to_version(e.version)
-        )
-        for e in objects.readable(cp, caller, KIND, folder)
-    ]
-
-
-@router.get("/models/{name}", response_model=ModelPublic)
-def get_model(
-    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
-) -> ModelPublic:
-    """A model definition at its latest version."""
-    entry = objects.read(cp, caller, "models.read", KIND, name, folder=folder)
-    return ModelPublic(
-        name=entry.name,
-        folder=entry.folder,
-        document=entry.document,
-        version=objects.to_version(entry.version),
-    )
-
-
-@router.get("/models/{name}/history", response_model=list[VersionPublic])
-def model_history(
-    name: str, cp: ControlPlaneDep, caller: CallerDep, folder: objects.FolderQuery = None
-) -> list[VersionPublic]:
-    """Every version of a model definition, newest first."""
-    return objects.history(cp, caller, "models.read", KIND, name, folder=folder)
-
-
-@router.delete("/models/{name}", response_model=VersionPublic)
-def delete_model(
-    name: str,
-    cp: ControlPlaneDep,
-    caller: CallerDep,
-    body: ModelDelete | None = None,
-    folder: objects.FolderQuery = None,
-) -> VersionPublic:
-    """Delete a model definition; the deletion is a commit, so its history stays."""
-    body = body or ModelDelete()
-    return objects.delete(
-        cp,
-        caller,
-        "models.write",
-        KIND,
-        name,
-        folder=folder,
-        author=body.author,
-        message=body.message,
-    )
+MODELS = CatalogKind(
+    kind=KIND,
+    path="/models",
+    singular="model",
+    noun="model definition",
+    public=ModelPublic,
+    delete_body=ModelDelete,
+    versioned_get=False,
+)
+add_catalog_routes(
+    router,
+    MODELS,
+    listed=ModelPublic,
+    summarize=lambda entry: public_of(MODELS, entry),
+    list_doc="Every model definition the caller may read (in ``folder`` only, when given).",
+)
