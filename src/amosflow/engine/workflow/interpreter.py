@@ -12,16 +12,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy as TemporalRetry
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
     FailureError,
-)
-from temporalio.exceptions import (
-    TimeoutError as TemporalTimeoutError,
 )
 
 from amosflow.dsl import actions as action_registry
@@ -30,7 +26,6 @@ from amosflow.dsl.models import (
     ActionStep,
     CallStep,
     FailStep,
-    Flow,
     ForeachStep,
     HumanStep,
     IfStep,
@@ -43,12 +38,10 @@ from amosflow.dsl.models import (
     TryStep,
     WaitStep,
     WhileStep,
-    iter_steps,
     parse_duration,
 )
 from amosflow.engine.types import (
     DECIDE_UPDATE,
-    NON_RETRYABLE,
     PROGRESS_QUERY,
     WORKFLOW_NAME,
     ActionCall,
@@ -59,6 +52,15 @@ from amosflow.engine.types import (
     SegmentResult,
     TaskDecision,
     TaskOpen,
+)
+from amosflow.engine.workflow._support import (
+    duration_or_fail,
+    fail,
+    failure_from,
+    json_equal,
+    load_flow,
+    slot_parts,
+    to_temporal_retry,
 )
 from amosflow.engine.workflow.human import HumanTasks, HumanWait, task_id_for
 from amosflow.engine.workflow.state import (
@@ -85,58 +87,6 @@ HEARTBEAT_TIMEOUT = timedelta(seconds=30)
 DISPATCH_ACTIVITY = "amos.runner.dispatch"
 CONTROL_SUFFIX = ".control"
 DEFAULT_RETRY = RetryPolicy()
-
-_FLOW_CACHE: dict[str, tuple[Flow, dict[str, str], dict[str, Step]]] = {}
-
-
-def _load_flow(doc: dict[str, Any], flow_hash: str) -> tuple[Flow, dict[str, str], dict[str, Step]]:
-    """Parse a pinned flow once per worker; the hash pins the content, so caching is pure."""
-    cached = _FLOW_CACHE.get(flow_hash)
-    if cached is None:
-        flow = Flow.model_validate(doc)
-        pointers: dict[str, str] = {}
-        by_pointer: dict[str, Step] = {}
-        for pointer, step in iter_steps(flow.steps):
-            pointers[step.id] = pointer
-            by_pointer[pointer] = step
-        if len(_FLOW_CACHE) > 256:  # noqa: PLR2004 - a small bound; flows are re-parsed cheaply
-            _FLOW_CACHE.clear()
-        cached = _FLOW_CACHE[flow_hash] = (flow, pointers, by_pointer)
-    return cached
-
-
-def _to_temporal_retry(policy: RetryPolicy) -> TemporalRetry:
-    return TemporalRetry(
-        initial_interval=parse_duration(policy.backoff),
-        backoff_coefficient=2.0,
-        maximum_interval=parse_duration(policy.max_backoff) if policy.max_backoff else None,
-        maximum_attempts=policy.max_attempts,
-        non_retryable_error_types=[NON_RETRYABLE],
-    )
-
-
-def _failure_from(err: BaseException, step_id: str) -> StepFailedError:
-    """Turn an activity or child failure into the DSL's error object."""
-    cause: BaseException | None = err
-    while isinstance(cause, ActivityError | ChildWorkflowError) and cause.cause is not None:
-        cause = cause.cause
-    if isinstance(cause, ApplicationError):
-        details = cause.details[0] if cause.details else {}
-        type_ = details.get("type") if isinstance(details, dict) else None
-        return StepFailedError(cause.message, str(type_ or cause.type or "ActionError"), step_id)
-    if isinstance(cause, TemporalTimeoutError):
-        kind = cause.type.name.lower() if cause.type is not None else "unknown"
-        return StepFailedError(f"timed out ({kind})", "Timeout", step_id)
-    if isinstance(cause, FailureError):
-        return StepFailedError(cause.message, type(cause).__name__, step_id)
-    return StepFailedError(str(cause), type(cause).__name__, step_id)
-
-
-def _json_equal(left: Any, right: Any) -> bool:
-    """Equality as JSON sees it: 1 equals 1.0, but true does not equal 1."""
-    if isinstance(left, bool) or isinstance(right, bool):
-        return type(left) is type(right) and left == right
-    return bool(left == right)
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -169,7 +119,7 @@ class FlowWorkflow:
     async def run(self, inp: RunInput) -> dict[str, Any]:
         """Run the flow (or one loop segment of it) and return the DSL result object."""
         self._inp = inp
-        self._flow, self._pointers, self._by_pointer = _load_flow(inp.flow, inp.flow_hash)
+        self._flow, self._pointers, self._by_pointer = load_flow(inp.flow, inp.flow_hash)
         self._run_id = inp.run_id or workflow.info().workflow_id
         self._run_info = {
             "id": self._run_id,
@@ -311,7 +261,7 @@ class FlowWorkflow:
             step_id=step.id,
             iteration=key,
             idempotency_key=f"{self._run_id}/{step.id}/{key}",
-            secret_slots=[{"pointer": s.pointer, "parts": _slot_parts(s)} for s in slots],
+            secret_slots=[{"pointer": s.pointer, "parts": slot_parts(s)} for s in slots],
             check=step.check,
             check_scope=self._check_scope(step, frame),
             pointer=pointer,
@@ -319,7 +269,7 @@ class FlowWorkflow:
         defaults = self._flow.defaults
         timeout_text = step.timeout or defaults.timeout
         timeout = parse_duration(timeout_text) if timeout_text else DEFAULT_TIMEOUT
-        retry = _to_temporal_retry(step.retry or defaults.retry or DEFAULT_RETRY)
+        retry = to_temporal_retry(step.retry or defaults.retry or DEFAULT_RETRY)
         try:
             if step.runner is not None:
                 # Leased to a runner by the control plane; completes asynchronously.
@@ -351,7 +301,7 @@ class FlowWorkflow:
         except (ActivityError, FailureError) as err:
             if isinstance(err.cause, CancelledError):
                 raise asyncio.CancelledError from err
-            raise _failure_from(err, step.id) from None
+            raise failure_from(err, step.id) from None
         return result
 
     def _check_scope(self, step: ActionStep, frame: Frame) -> dict[str, Any]:
@@ -365,7 +315,7 @@ class FlowWorkflow:
     async def _switch(self, step: SwitchStep, frame: Frame, pointer: str) -> Any:
         value = self._render(step.value, frame, f"{pointer}/value")
         for index, case in enumerate(step.cases):
-            if _json_equal(value, self._render(case.equals, frame, f"{pointer}/cases/{index}")):
+            if json_equal(value, self._render(case.equals, frame, f"{pointer}/cases/{index}")):
                 return await self._run_steps(case.steps, frame)
         return await self._run_steps(step.default, frame)
 
@@ -458,7 +408,7 @@ class FlowWorkflow:
                 raise StepFailedError(
                     cause.message, str(details.get("type")), str(details.get("step"))
                 ) from None
-            raise _failure_from(err, self._by_pointer[pointer].id) from None
+            raise failure_from(err, self._by_pointer[pointer].id) from None
         self._vars = raw.vars
         frame.steps.update(raw.steps)
         return raw
@@ -519,13 +469,13 @@ class FlowWorkflow:
     async def _wait(self, step: WaitStep, frame: Frame, pointer: str) -> None:
         if step.duration is not None:
             text = self._render(step.duration, frame, f"{pointer}/duration")
-            delay = _duration_or_fail(str(text), step.id)
+            delay = duration_or_fail(str(text), step.id)
         else:
             until = self._render(step.until, frame, f"{pointer}/until")
             try:
                 moment = datetime.fromisoformat(str(until))
             except ValueError:
-                _fail(f"{pointer}/until: not an RFC 3339 time: {until!r}", step.id)
+                fail(f"{pointer}/until: not an RFC 3339 time: {until!r}", step.id)
             delay = moment - workflow.now()
         if delay > timedelta(0):
             await workflow.sleep(delay)
@@ -534,7 +484,7 @@ class FlowWorkflow:
         title = self._render(step.title, frame, f"{pointer}/title")
         assignees = self._render(step.assignees, frame, f"{pointer}/assignees")
         escalate_to = self._render(step.escalate_to, frame, f"{pointer}/escalate_to")
-        sla = _duration_or_fail(step.sla, step.id) if step.sla else None
+        sla = duration_or_fail(step.sla, step.id) if step.sla else None
         key = frame.iteration_key
         task_id = task_id_for(self._run_id, step.id, key)
         task = TaskOpen(
@@ -566,7 +516,7 @@ class FlowWorkflow:
     async def _call(self, step: CallStep, frame: Frame, pointer: str) -> Any:
         doc = self._inp.library.get(step.flow)
         if doc is None:
-            _fail(f"{pointer}/flow: flow {step.flow!r} is not available to this run", step.id)
+            fail(f"{pointer}/flow: flow {step.flow!r} is not available to this run", step.id)
         inputs = self._render(step.inputs, frame, f"{pointer}/inputs")
         child_id = f"{self._run_id}/{step.id}/{frame.iteration_key}"
         child_input = RunInput(
@@ -583,7 +533,7 @@ class FlowWorkflow:
                 WORKFLOW_NAME, child_input, id=child_id, result_type=dict
             )
         except ChildWorkflowError as err:
-            raise _failure_from(err, step.id) from None
+            raise failure_from(err, step.id) from None
         return result.get("output")
 
 
@@ -602,18 +552,3 @@ _HANDLERS: dict[type[Any], Callable[[FlowWorkflow, Any, Frame, str], Awaitable[A
     FailStep: FlowWorkflow._fail_step,  # noqa: SLF001
     SucceedStep: FlowWorkflow._succeed,  # noqa: SLF001
 }
-
-
-def _slot_parts(slot: expr.SecretSlot) -> list[Any]:
-    return [{"secret": p.name} if isinstance(p, expr.SecretRef) else p for p in slot.parts]
-
-
-def _duration_or_fail(text: str, step_id: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError:
-        _fail(f"not a duration: {text!r}", step_id)
-
-
-def _fail(message: str, step_id: str) -> NoReturn:
-    raise StepFailedError(message, "ValidationError", step_id)
