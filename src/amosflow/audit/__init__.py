@@ -43,9 +43,9 @@ from amosflow.audit._retention import (
     prune,
     release_hold,
 )
-from amosflow.audit._settings import AuditSettings
 from amosflow.audit._siem import SiemForwarder, export_cef, to_cef, to_syslog
 from amosflow.audit._verify import VerifyReport, verify
+from amosflow.config import AuditSettings
 
 if TYPE_CHECKING:
     from amosflow.store import Store

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from amosflow.audit._settings import AuditSettings
+    from amosflow.config import AuditSettings
 
 
 @dataclass(frozen=True, slots=True)

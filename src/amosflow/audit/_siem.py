@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from amosflow.audit._settings import AuditSettings
+    from amosflow.config import AuditSettings
     from amosflow.store import Store
 
 _log = logging.getLogger(__name__)

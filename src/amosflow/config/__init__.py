@@ -1,7 +1,10 @@
 """Typed settings, one class per area, and the secrets the host's environment binds."""
 
+from amosflow.config._audit import AuditSettings
+from amosflow.config._mcp import McpSettings
 from amosflow.config._runner import RunnerSettings
 from amosflow.config._secret_env import env_secret, env_secret_bound, env_secret_name
+from amosflow.config._vault import VaultSettings
 from amosflow.config.settings import (
     ApiSettings,
     BusSettings,
@@ -18,10 +21,12 @@ from amosflow.config.settings import (
 
 __all__ = [
     "ApiSettings",
+    "AuditSettings",
     "BusSettings",
     "CatalogSettings",
     "EngineSettings",
     "FileSettings",
+    "McpSettings",
     "NotifySettings",
     "RunnerSettings",
     "SmtpConnection",
@@ -29,6 +34,7 @@ __all__ = [
     "SqlSettings",
     "StoreSettings",
     "TaskSettings",
+    "VaultSettings",
     "env_secret",
     "env_secret_bound",
     "env_secret_name",

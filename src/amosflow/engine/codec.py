@@ -25,9 +25,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 
+from amosflow.config import VaultSettings
 from amosflow.errors import PayloadCodecError, VaultError, VaultSealedError
 from amosflow.vault._codec_keys import CodecKeyRing, codec_keys_path
-from amosflow.vault.settings import VaultSettings, make_provider
+from amosflow.vault.settings import make_provider
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -7,6 +7,7 @@ HSM or a transit-compatible KMS). Only ciphertext is stored; see decision 0018.
 
 from __future__ import annotations
 
+from amosflow.config import VaultSettings
 from amosflow.vault._envelope import Envelope, associated_data, open_envelope, seal
 from amosflow.vault._keyfile import KeyFileProvider
 from amosflow.vault._provider import KeyProvider
@@ -18,7 +19,7 @@ from amosflow.vault._service import (
     SecretMetadata,
     Vault,
 )
-from amosflow.vault.settings import VaultSettings, is_configured, key_file_path, open_vault
+from amosflow.vault.settings import is_configured, key_file_path, open_vault
 
 __all__ = [
     "FOLDER_PATTERN",

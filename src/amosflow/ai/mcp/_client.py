@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from amosflow import egress, sandbox
 from amosflow.ai.mcp._proxy import EgressProxy
-from amosflow.ai.mcp._settings import McpSettings
+from amosflow.config import McpSettings
 from amosflow.errors import AmosError, McpError
 
 if TYPE_CHECKING:
