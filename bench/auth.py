@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from amosflow import identity
 from amosflow.config import StoreSettings
-from amosflow.identity import accounts, tokens
-from amosflow.identity.settings import IdentitySettings
+from amosflow.identity import IdentitySettings
 from amosflow.store import open_store
 
 if TYPE_CHECKING:
@@ -19,9 +19,9 @@ def admin_token(home: Path) -> str:
     store = open_store(StoreSettings(home=home).url)
     try:
         with store.session() as session:
-            row = accounts.create_user(session, username="bench", password=None, settings=settings)
-            accounts.grant(session, subject_kind="principal", subject=row.id, role="administrator")
-            _, token = tokens.issue_api_token(
+            row = identity.create_user(session, username="bench", password=None, settings=settings)
+            identity.grant(session, subject_kind="principal", subject=row.id, role="administrator")
+            _, token = identity.issue_api_token(
                 session,
                 principal_id=row.id,
                 name="bench",

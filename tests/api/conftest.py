@@ -21,7 +21,7 @@ from amosflow.engine.client import connect
 from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import free_port
 from amosflow.engine.worker import build_worker
-from amosflow.identity.oidc import OidcSettings
+from amosflow.identity import OidcSettings
 from amosflow.store import open_store
 from tests.support.identity import admin_token, caller_token
 

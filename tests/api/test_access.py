@@ -10,8 +10,7 @@ import pytest
 
 from amosflow.api.app import openapi_document
 from amosflow.api.security import is_public
-from amosflow.identity.policy import ROLE_PERMISSIONS, allows
-from amosflow.identity.principal import Binding, Principal
+from amosflow.identity import ROLE_PERMISSIONS, Binding, Principal, allows
 from tests.api.conftest import Node
 from tests.api.flows_util import doc, save, wait_for_end
 

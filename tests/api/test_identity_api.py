@@ -11,7 +11,7 @@ import pytest
 
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.config import EngineSettings
-from amosflow.identity.oidc import OidcSettings
+from amosflow.identity import OidcSettings
 from tests.api.conftest import Node, running_node
 from tests.api.flows_util import doc, save
 from tests.support.identity import PASSWORD

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from amosflow import identity
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.config import EngineSettings
-from amosflow.identity import accounts
 from amosflow.store import open_store
 from amosflow.store.tables import CatalogFolderRow
 from tests.api.conftest import running_node
@@ -25,7 +25,7 @@ def test_a_node_adopts_an_old_catalog_into_the_recorded_folders(
     legacy(tmp_path / "catalog")
     store = open_store(f"sqlite:///{tmp_path / 'amos.db'}")
     with store.session() as session:
-        accounts.create_folder(session, "hr")
+        identity.create_folder(session, "hr")
         session.add(CatalogFolderRow(kind="flows", name="payroll", folder="hr"))
     store.dispose()
     with running_node(settings, tmp_path, nats_server) as node:

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from amosflow import identity
 from amosflow.cli.main import app
-from amosflow.identity import accounts, setup
-from amosflow.identity.principal import Binding
-from amosflow.identity.settings import IdentitySettings
+from amosflow.identity import Binding, IdentitySettings
 from amosflow.store import Store, open_store
 from tests.store.conftest import store_url  # noqa: F401
 
@@ -59,7 +58,7 @@ def create(username: str = "root", password: str = PASSWORD) -> Result:
 
 def test_fresh_install_has_no_account_and_no_default_password(home: Path, store: Store) -> None:
     with store.session(read_only=True) as session:
-        assert accounts.count_principals(session) == 0
+        assert identity.count_principals(session) == 0
     # There is no built-in "admin" to grant anything to, or to sign in as.
     result = amos("admin", "grant", "admin", "administrator")
     assert result.exit_code == 1
@@ -72,26 +71,26 @@ def test_first_create_succeeds_and_the_second_refuses(home: Path, store: Store) 
     assert "created administrator root" in first.stdout
     assert PASSWORD not in first.output
     with store.session() as session:
-        row = accounts.authenticate_password(session, "root", PASSWORD, settings=IdentitySettings())
-        assert accounts.bindings_for(session, row.id) == (Binding("administrator", "*"),)
+        row = identity.authenticate_password(session, "root", PASSWORD, settings=IdentitySettings())
+        assert identity.bindings_for(session, row.id) == (Binding("administrator", "*"),)
 
     second = create("another")
     assert second.exit_code != 0
     assert "the first administrator exists already" in second.stderr
     with store.session(read_only=True) as session:
-        assert [p.username for p in accounts.list_principals(session)] == ["root"]
+        assert [p.username for p in identity.list_principals(session)] == ["root"]
 
 
 def test_the_nodes_own_service_account_does_not_block_setup(home: Path, store: Store) -> None:
     """`amos up` creates `amos-node` on its first start; the first administrator still works."""
     with store.session() as session:
-        accounts.create_service_account(session, name="amos-node", settings=IdentitySettings())
+        identity.create_service_account(session, name="amos-node", settings=IdentitySettings())
     link = amos("admin", "setup-link")
     assert link.exit_code == 0, link.output
     result = create()
     assert result.exit_code == 0, result.output
     with store.session(read_only=True) as session:
-        assert accounts.count_principals(session, kind="user") == 1
+        assert identity.count_principals(session, kind="user") == 1
 
 
 def test_create_prompts_twice_without_echo(home: Path, store: Store) -> None:
@@ -99,7 +98,7 @@ def test_create_prompts_twice_without_echo(home: Path, store: Store) -> None:
     assert result.exit_code == 0, result.output
     assert PASSWORD not in result.output
     with store.session(read_only=True) as session:
-        assert accounts.count_principals(session) == 1
+        assert identity.count_principals(session) == 1
 
 
 def test_weak_password_is_invalid_and_creates_nothing(home: Path, store: Store) -> None:
@@ -107,7 +106,7 @@ def test_weak_password_is_invalid_and_creates_nothing(home: Path, store: Store) 
     assert result.exit_code == 2
     assert "/password:" in result.stderr
     with store.session(read_only=True) as session:
-        assert accounts.count_principals(session) == 0
+        assert identity.count_principals(session) == 0
 
 
 def test_setup_link_is_printed_once_and_refused_after_setup(home: Path, store: Store) -> None:
@@ -117,8 +116,8 @@ def test_setup_link_is_printed_once_and_refused_after_setup(home: Path, store: S
     assert match is not None, result.stdout
     settings = IdentitySettings()
     assert settings.setup_token_path.is_relative_to(home)
-    assert setup.consume_setup_token(settings, match.group(1))
-    assert not setup.consume_setup_token(settings, match.group(1))
+    assert identity.consume_setup_token(settings, match.group(1))
+    assert not identity.consume_setup_token(settings, match.group(1))
 
     assert create().exit_code == 0
     refused = amos("admin", "setup-link")
@@ -130,7 +129,7 @@ def test_setup_link_is_printed_once_and_refused_after_setup(home: Path, store: S
 def test_grant_and_folder_create(home: Path, store: Store) -> None:
     assert create().exit_code == 0
     with store.session() as session:
-        alice = accounts.create_user(
+        alice = identity.create_user(
             session, username="alice", password=PASSWORD, settings=IdentitySettings()
         )
     assert amos("admin", "folder-create", "finance", "--description", "Money").exit_code == 0
@@ -162,8 +161,8 @@ def test_grant_and_folder_create(home: Path, store: Store) -> None:
     assert missing_folder.exit_code == 1
 
     with store.session(read_only=True) as session:
-        assert [f.name for f in accounts.list_folders(session)] == ["default", "finance"]
-        assert accounts.bindings_for(session, alice.id, ["ops"]) == (
+        assert [f.name for f in identity.list_folders(session)] == ["default", "finance"]
+        assert identity.bindings_for(session, alice.id, ["ops"]) == (
             Binding("operator", "finance", "resource.owner == principal.username"),
             Binding("analyst"),
         )

@@ -18,11 +18,11 @@ from pydantic import SecretStr
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from amosflow import identity
 from amosflow.config import EngineSettings, NotifySettings
 from amosflow.engine.types import DECIDE_UPDATE, TaskDecision
 from amosflow.errors import FourEyesError, TaskClosedError, ValidationFailedError
-from amosflow.identity import accounts
-from amosflow.identity.settings import IdentitySettings
+from amosflow.identity import IdentitySettings
 from amosflow.services import tasks as task_service
 from amosflow.services.progress import diff
 from amosflow.store.tables import AuditRow
@@ -317,14 +317,14 @@ def test_new_and_escalated_tasks_are_mailed_and_posted(
     async def main() -> None:
         async with control_plane(settings, tmp_path, notify) as plane:
             with plane.store.session() as session:
-                user = accounts.create_user(
+                user = identity.create_user(
                     session,
                     username="alice",
                     password=None,
                     email="alice@example.org",
                     settings=IdentitySettings(home=settings.home),
                 )
-                accounts.grant(session, subject_kind="principal", subject=user.id, role="approver")
+                identity.grant(session, subject_kind="principal", subject=user.id, role="approver")
             flow = human_flow(sla="1s", escalate_to=["group:leads"], on_timeout="escalate")
             rid = await plane.start(flow, run_id=run_id())
             deadline = asyncio.get_running_loop().time() + 30

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from amosflow.identity.settings import IdentitySettings
+from amosflow.identity import IdentitySettings
 from tests.store.conftest import pg_store, store, store_url  # noqa: F401
 
 

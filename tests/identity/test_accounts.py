@@ -7,17 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from amosflow import identity
 from amosflow.errors import (
     AuthenticationError,
     ConflictError,
     NotFoundError,
     ValidationFailedError,
 )
-from amosflow.identity import accounts, tokens
-from amosflow.identity.accounts import LoginRefused
-from amosflow.identity.policy import allows
-from amosflow.identity.principal import Binding
-from amosflow.identity.settings import IdentitySettings
+from amosflow.identity import Binding, IdentitySettings, LoginRefused, allows
 from amosflow.store import Store
 from amosflow.store.tables import GroupMemberRow, GroupRow, PrincipalRow
 
@@ -30,7 +27,7 @@ def now() -> datetime:
 
 def make_user(store: Store, settings: IdentitySettings, username: str = "alice") -> str:
     with store.session() as session:
-        return accounts.create_user(
+        return identity.create_user(
             session, username=username, password=PASSWORD, settings=settings
         ).id
 
@@ -40,20 +37,20 @@ def fail_login(
 ) -> LoginRefused:
     """One refused sign-in through the raising API, in a transaction of its own."""
     with pytest.raises(LoginRefused) as caught, store.session() as session:
-        accounts.authenticate_password(session, username, password, settings=settings, now=at)
+        identity.authenticate_password(session, username, password, settings=settings, now=at)
     return caught.value
 
 
 def login(store: Store, settings: IdentitySettings, username: str, at: datetime) -> PrincipalRow:
     with store.session() as session:
-        return accounts.authenticate_password(
+        return identity.authenticate_password(
             session, username, PASSWORD, settings=settings, now=at
         )
 
 
 def principal(store: Store, principal_id: str) -> PrincipalRow:
     with store.session(read_only=True) as session:
-        return accounts.get_principal(session, principal_id)
+        return identity.get_principal(session, principal_id)
 
 
 def pointers(err: ValidationFailedError) -> list[str]:
@@ -65,13 +62,13 @@ def pointers(err: ValidationFailedError) -> list[str]:
 
 def test_fresh_store_has_no_principal_at_all(store: Store) -> None:
     with store.session(read_only=True) as session:
-        assert accounts.count_principals(session) == 0
-        assert accounts.list_principals(session) == []
+        assert identity.count_principals(session) == 0
+        assert identity.list_principals(session) == []
 
 
 def test_create_user_keeps_only_an_argon2id_hash(store: Store, settings) -> None:
     with store.session() as session:
-        row = accounts.create_user(
+        row = identity.create_user(
             session,
             username="alice",
             password=PASSWORD,
@@ -89,40 +86,40 @@ def test_create_user_keeps_only_an_argon2id_hash(store: Store, settings) -> None
     assert stored.active
     assert stored.failed_logins == 0
     with store.session(read_only=True) as session:
-        assert accounts.count_principals(session) == 1
-        found = accounts.find_by_username(session, "alice")
+        assert identity.count_principals(session) == 1
+        found = identity.find_by_username(session, "alice")
         assert found is not None
         assert found.id == row.id
-        assert accounts.find_by_username(session, "bob") is None
+        assert identity.find_by_username(session, "bob") is None
 
 
 def test_duplicate_username_conflicts_also_in_another_case(store: Store, settings) -> None:
     make_user(store, settings, "alice")
     for name in ("alice", "ALICE"):
         with pytest.raises(ConflictError), store.session() as session:
-            accounts.create_user(session, username=name, password=PASSWORD, settings=settings)
+            identity.create_user(session, username=name, password=PASSWORD, settings=settings)
     with store.session(read_only=True) as session:
-        assert accounts.count_principals(session) == 1
+        assert identity.count_principals(session) == 1
 
 
 @pytest.mark.parametrize("name", ["", ".alice", "al ice", "alice/x", "a" * 201, "ålice"])
 def test_bad_username_points_at_username(store: Store, settings, name: str) -> None:
     with pytest.raises(ValidationFailedError) as caught, store.session() as session:
-        accounts.create_user(session, username=name, password=PASSWORD, settings=settings)
+        identity.create_user(session, username=name, password=PASSWORD, settings=settings)
     assert pointers(caught.value) == ["/username"]
 
 
 def test_weak_password_points_at_password_and_creates_nothing(store: Store, settings) -> None:
     with pytest.raises(ValidationFailedError) as caught, store.session() as session:
-        accounts.create_user(session, username="alice", password="short", settings=settings)
+        identity.create_user(session, username="alice", password="short", settings=settings)
     assert pointers(caught.value) == ["/password"]
     with store.session(read_only=True) as session:
-        assert accounts.count_principals(session) == 0
+        assert identity.count_principals(session) == 0
 
 
 def test_idp_user_without_password_cannot_sign_in_with_one(store: Store, settings) -> None:
     with store.session() as session:
-        accounts.create_user(
+        identity.create_user(
             session,
             username="oidc.carol",
             password=None,
@@ -132,7 +129,7 @@ def test_idp_user_without_password_cannot_sign_in_with_one(store: Store, setting
         )
     refused = fail_login(store, settings, "oidc.carol", "", now())
     assert refused.reason == "no_secret"
-    assert str(refused) == accounts.LOGIN_REFUSED
+    assert str(refused) == identity.LOGIN_REFUSED
 
 
 # -- password sign-in and lockout ----------------------------------------------------------------
@@ -203,7 +200,7 @@ def test_failure_counter_survives_the_raising_transaction(store: Store, settings
 def test_attempt_returns_the_refusal_and_the_caller_commits(store: Store, settings) -> None:
     user_id = make_user(store, settings)
     with store.session() as session:
-        attempt = accounts.attempt_password(
+        attempt = identity.attempt_password(
             session, "alice", "wrong password!", settings=settings, now=now()
         )
         assert not attempt.ok
@@ -233,8 +230,8 @@ def test_unknown_locked_inactive_and_wrong_password_look_the_same(store: Store, 
     make_user(store, settings, "locked")
     inactive_id = make_user(store, settings, "inactive")
     with store.session() as session:
-        accounts.deactivate(session, inactive_id)
-        accounts.create_service_account(session, name="ci", settings=settings)
+        identity.deactivate(session, inactive_id)
+        identity.create_service_account(session, name="ci", settings=settings)
     for _ in range(settings.lockout_threshold):
         fail_login(store, settings, "locked", "wrong password!", at)
 
@@ -259,7 +256,7 @@ def test_unknown_locked_inactive_and_wrong_password_look_the_same(store: Store, 
 
 def test_service_account_secret_is_hashed_and_authenticates(store: Store, settings) -> None:
     with store.session() as session:
-        row, secret = accounts.create_service_account(session, name="ci", settings=settings)
+        row, secret = identity.create_service_account(session, name="ci", settings=settings)
     stored = principal(store, row.id)
     assert (stored.kind, stored.source, stored.username) == ("service", "local", "ci")
     assert stored.password_hash is not None
@@ -267,21 +264,21 @@ def test_service_account_secret_is_hashed_and_authenticates(store: Store, settin
     assert secret not in stored.password_hash
     assert len(secret) >= 43
     with store.session() as session:
-        assert accounts.authenticate_client(session, row.id, secret, settings=settings).id == row.id
+        assert identity.authenticate_client(session, row.id, secret, settings=settings).id == row.id
 
 
 def test_client_credentials_refusals_and_lockout(store: Store, settings) -> None:
     user_id = make_user(store, settings)
     with store.session() as session:
-        row, secret = accounts.create_service_account(session, name="ci", settings=settings)
+        row, secret = identity.create_service_account(session, name="ci", settings=settings)
     at = now()
 
     def refuse(client_id: str, client_secret: str) -> LoginRefused:
         with pytest.raises(LoginRefused) as caught, store.session() as session:
-            accounts.authenticate_client(
+            identity.authenticate_client(
                 session, client_id, client_secret, settings=settings, now=at
             )
-        assert str(caught.value) == accounts.CLIENT_REFUSED
+        assert str(caught.value) == identity.CLIENT_REFUSED
         return caught.value
 
     assert refuse("0" * 32, secret).reason == "unknown"
@@ -294,13 +291,13 @@ def test_client_credentials_refusals_and_lockout(store: Store, settings) -> None
 
 def test_rotating_the_client_secret_retires_the_old_one(store: Store, settings) -> None:
     with store.session() as session:
-        row, old = accounts.create_service_account(session, name="ci", settings=settings)
-        new = accounts.rotate_client_secret(session, row.id)
+        row, old = identity.create_service_account(session, name="ci", settings=settings)
+        new = identity.rotate_client_secret(session, row.id)
     assert new != old
     with store.session() as session:
-        assert accounts.authenticate_client(session, row.id, new, settings=settings).id == row.id
+        assert identity.authenticate_client(session, row.id, new, settings=settings).id == row.id
     with pytest.raises(LoginRefused), store.session() as session:
-        accounts.authenticate_client(session, row.id, old, settings=settings)
+        identity.authenticate_client(session, row.id, old, settings=settings)
 
 
 # -- managing accounts ---------------------------------------------------------------------------
@@ -313,27 +310,27 @@ def test_set_password_replaces_the_old_one_and_clears_a_lock(store: Store, setti
         fail_login(store, settings, "alice", "wrong password!", at)
     new_password = "a brand new passphrase"
     with store.session() as session:
-        accounts.set_password(session, user_id, new_password, settings=settings)
+        identity.set_password(session, user_id, new_password, settings=settings)
     assert fail_login(store, settings, "alice", PASSWORD, at).reason == "bad_secret"
     with store.session() as session:
-        row = accounts.authenticate_password(
+        row = identity.authenticate_password(
             session, "alice", new_password, settings=settings, now=at
         )
         assert row.id == user_id
     with pytest.raises(ValidationFailedError) as caught, store.session() as session:
-        accounts.set_password(session, user_id, "short", settings=settings)
+        identity.set_password(session, user_id, "short", settings=settings)
     assert pointers(caught.value) == ["/password"]
 
 
 def test_set_password_refuses_service_and_idp_accounts(store: Store, settings) -> None:
     with store.session() as session:
-        service, _ = accounts.create_service_account(session, name="ci", settings=settings)
-        idp = accounts.create_user(
+        service, _ = identity.create_service_account(session, name="ci", settings=settings)
+        idp = identity.create_user(
             session, username="oidc.dan", password=None, source="oidc", settings=settings
         )
     for target in (service.id, idp.id):
         with pytest.raises(ConflictError), store.session() as session:
-            accounts.set_password(session, target, "a brand new passphrase", settings=settings)
+            identity.set_password(session, target, "a brand new passphrase", settings=settings)
 
 
 def test_deactivation_revokes_every_token_at_once(store: Store, settings) -> None:
@@ -341,7 +338,7 @@ def test_deactivation_revokes_every_token_at_once(store: Store, settings) -> Non
     other_id = make_user(store, settings, "bob")
     with store.session() as session:
         issued = [
-            tokens.issue_api_token(
+            identity.issue_api_token(
                 session,
                 principal_id=user_id,
                 name=f"t{i}",
@@ -351,7 +348,7 @@ def test_deactivation_revokes_every_token_at_once(store: Store, settings) -> Non
             )
             for i in range(3)
         ]
-        _, others = tokens.issue_api_token(
+        _, others = identity.issue_api_token(
             session,
             principal_id=other_id,
             name="bob's",
@@ -361,27 +358,27 @@ def test_deactivation_revokes_every_token_at_once(store: Store, settings) -> Non
         )
     at = now()
     with store.session() as session:
-        accounts.deactivate(session, user_id, now=at)
+        identity.deactivate(session, user_id, now=at)
     with store.session(read_only=True) as session:
-        rows = tokens.list_api_tokens(session, user_id)
+        rows = identity.list_api_tokens(session, user_id)
         assert [r.revoked_at for r in rows] == [at, at, at]
-        row = accounts.get_principal(session, user_id)
+        row = identity.get_principal(session, user_id)
         assert not row.active
         assert row.tokens_valid_after == at
     for _, plaintext in issued:
         with pytest.raises(LoginRefused) as caught, store.session() as session:
-            tokens.authenticate_api_token(session, plaintext)
+            identity.authenticate_api_token(session, plaintext)
         assert caught.value.reason == "revoked"
     assert fail_login(store, settings, "alice", PASSWORD, at).reason == "inactive"
     # Nobody else's token is touched.
     with store.session() as session:
-        assert tokens.authenticate_api_token(session, others)[1].id == other_id
+        assert identity.authenticate_api_token(session, others)[1].id == other_id
 
 
 def test_reactivation_lets_the_user_in_but_keeps_old_tokens_dead(store: Store, settings) -> None:
     user_id = make_user(store, settings)
     with store.session() as session:
-        _, plaintext = tokens.issue_api_token(
+        _, plaintext = identity.issue_api_token(
             session,
             principal_id=user_id,
             name="t",
@@ -389,17 +386,17 @@ def test_reactivation_lets_the_user_in_but_keeps_old_tokens_dead(store: Store, s
             expires_in_days=30,
             settings=settings,
         )
-        accounts.deactivate(session, user_id)
+        identity.deactivate(session, user_id)
     with store.session() as session:
-        accounts.reactivate(session, user_id)
+        identity.reactivate(session, user_id)
     assert login(store, settings, "alice", now()).id == user_id
     with pytest.raises(LoginRefused), store.session() as session:
-        tokens.authenticate_api_token(session, plaintext)
+        identity.authenticate_api_token(session, plaintext)
 
 
 def test_get_principal_of_unknown_id_is_not_found(store: Store) -> None:
     with pytest.raises(NotFoundError), store.session(read_only=True) as session:
-        accounts.get_principal(session, "nope")
+        identity.get_principal(session, "nope")
 
 
 # -- role bindings -------------------------------------------------------------------------------
@@ -408,7 +405,7 @@ def test_get_principal_of_unknown_id_is_not_found(store: Store) -> None:
 def test_grant_validates_role_and_condition(store: Store, settings) -> None:
     user_id = make_user(store, settings)
     with pytest.raises(ValidationFailedError) as caught, store.session() as session:
-        accounts.grant(session, subject_kind="principal", subject=user_id, role="superuser")
+        identity.grant(session, subject_kind="principal", subject=user_id, role="superuser")
     assert pointers(caught.value) == ["/role"]
 
 
@@ -427,7 +424,7 @@ def test_condition_that_does_not_compile_points_at_condition(
 ) -> None:
     user_id = make_user(store, settings)
     with pytest.raises(ValidationFailedError) as caught, store.session() as session:
-        accounts.grant(
+        identity.grant(
             session,
             subject_kind="principal",
             subject=user_id,
@@ -436,19 +433,19 @@ def test_condition_that_does_not_compile_points_at_condition(
         )
     assert set(pointers(caught.value)) == {"/condition"}
     with store.session(read_only=True) as session:
-        assert accounts.list_bindings(session) == []
+        assert identity.list_bindings(session) == []
 
 
 def test_grant_needs_an_existing_folder_and_principal(store: Store, settings) -> None:
     user_id = make_user(store, settings)
     with pytest.raises(NotFoundError), store.session() as session:
-        accounts.grant(
+        identity.grant(
             session, subject_kind="principal", subject=user_id, role="operator", folder="nope"
         )
     with pytest.raises(NotFoundError), store.session() as session:
-        accounts.grant(session, subject_kind="principal", subject="ghost", role="operator")
+        identity.grant(session, subject_kind="principal", subject="ghost", role="operator")
     with store.session() as session:
-        binding = accounts.grant(
+        binding = identity.grant(
             session, subject_kind="principal", subject=user_id, role="operator", folder="default"
         )
         assert binding.folder == "default"
@@ -458,10 +455,10 @@ def test_identical_grant_returns_the_existing_binding(store: Store, settings) ->
     user_id = make_user(store, settings)
     condition = "resource.owner == principal.username"
     with store.session() as session:
-        first = accounts.grant(
+        first = identity.grant(
             session, subject_kind="principal", subject=user_id, role="operator"
         ).id
-        conditional = accounts.grant(
+        conditional = identity.grant(
             session,
             subject_kind="principal",
             subject=user_id,
@@ -470,11 +467,11 @@ def test_identical_grant_returns_the_existing_binding(store: Store, settings) ->
         ).id
     with store.session() as session:
         assert (
-            accounts.grant(session, subject_kind="principal", subject=user_id, role="operator").id
+            identity.grant(session, subject_kind="principal", subject=user_id, role="operator").id
             == first
         )
         assert (
-            accounts.grant(
+            identity.grant(
                 session,
                 subject_kind="principal",
                 subject=user_id,
@@ -483,23 +480,23 @@ def test_identical_grant_returns_the_existing_binding(store: Store, settings) ->
             ).id
             == conditional
         )
-        assert len(accounts.list_bindings(session, subject=user_id)) == 2
+        assert len(identity.list_bindings(session, subject=user_id)) == 2
 
 
 def test_revoke_and_list_bindings(store: Store, settings) -> None:
     user_id = make_user(store, settings)
     with store.session() as session:
-        mine = accounts.grant(session, subject_kind="principal", subject=user_id, role="analyst")
-        accounts.grant(session, subject_kind="group", subject="ops", role="operator")
+        mine = identity.grant(session, subject_kind="principal", subject=user_id, role="analyst")
+        identity.grant(session, subject_kind="group", subject="ops", role="operator")
     with store.session() as session:
-        assert [b.role for b in accounts.list_bindings(session, subject_kind="group")] == [
+        assert [b.role for b in identity.list_bindings(session, subject_kind="group")] == [
             "operator"
         ]
-        accounts.revoke_binding(session, mine.id)
+        identity.revoke_binding(session, mine.id)
     with store.session() as session:
-        assert accounts.list_bindings(session, subject_kind="principal") == []
+        assert identity.list_bindings(session, subject_kind="principal") == []
     with pytest.raises(NotFoundError), store.session() as session:
-        accounts.revoke_binding(session, mine.id)
+        identity.revoke_binding(session, mine.id)
 
 
 def add_to_group(store: Store, principal_id: str, group: str) -> None:
@@ -516,24 +513,24 @@ def test_bindings_for_includes_group_bindings(store: Store, settings) -> None:
     user_id = make_user(store, settings)
     other_id = make_user(store, settings, "bob")
     with store.session() as session:
-        accounts.create_folder(session, "finance")
-        accounts.grant(session, subject_kind="principal", subject=user_id, role="analyst")
-        accounts.grant(
+        identity.create_folder(session, "finance")
+        identity.grant(session, subject_kind="principal", subject=user_id, role="analyst")
+        identity.grant(
             session, subject_kind="group", subject="ops", role="operator", folder="finance"
         )
-        accounts.grant(session, subject_kind="group", subject="idp-auditors", role="auditor")
-        accounts.grant(session, subject_kind="group", subject="strangers", role="administrator")
-        accounts.grant(session, subject_kind="principal", subject=other_id, role="approver")
+        identity.grant(session, subject_kind="group", subject="idp-auditors", role="auditor")
+        identity.grant(session, subject_kind="group", subject="strangers", role="administrator")
+        identity.grant(session, subject_kind="principal", subject=other_id, role="approver")
     add_to_group(store, user_id, "ops")
     add_to_group(store, other_id, "strangers")
     with store.session(read_only=True) as session:
-        assert accounts.group_names(session, user_id) == ["ops"]
-        assert accounts.bindings_for(session, user_id) == (
+        assert identity.group_names(session, user_id) == ["ops"]
+        assert identity.bindings_for(session, user_id) == (
             Binding("analyst"),
             Binding("operator", "finance"),
         )
         # Groups named by an IdP token count as well.
-        assert accounts.bindings_for(session, user_id, ["idp-auditors", "ops"]) == (
+        assert identity.bindings_for(session, user_id, ["idp-auditors", "ops"]) == (
             Binding("analyst"),
             Binding("operator", "finance"),
             Binding("auditor"),
@@ -543,22 +540,22 @@ def test_bindings_for_includes_group_bindings(store: Store, settings) -> None:
 def test_a_role_held_twice_is_one_binding(store: Store, settings) -> None:
     user_id = make_user(store, settings)
     with store.session() as session:
-        accounts.grant(session, subject_kind="principal", subject=user_id, role="analyst")
-        accounts.grant(session, subject_kind="group", subject="ops", role="analyst")
+        identity.grant(session, subject_kind="principal", subject=user_id, role="analyst")
+        identity.grant(session, subject_kind="group", subject="ops", role="analyst")
     add_to_group(store, user_id, "ops")
     with store.session(read_only=True) as session:
-        assert accounts.bindings_for(session, user_id) == (Binding("analyst"),)
+        assert identity.bindings_for(session, user_id) == (Binding("analyst"),)
 
 
 def test_to_principal_carries_bindings_groups_and_scopes(store: Store, settings) -> None:
     user_id = make_user(store, settings)
     with store.session() as session:
-        accounts.grant(session, subject_kind="group", subject="ops", role="operator")
+        identity.grant(session, subject_kind="group", subject="ops", role="operator")
     add_to_group(store, user_id, "ops")
     with store.session(read_only=True) as session:
-        row = accounts.get_principal(session, user_id)
-        plain = accounts.to_principal(session, row, via="session")
-        scoped = accounts.to_principal(
+        row = identity.get_principal(session, user_id)
+        plain = identity.to_principal(session, row, via="session")
+        scoped = identity.to_principal(
             session,
             row,
             via="token",
@@ -590,17 +587,17 @@ def test_to_principal_carries_bindings_groups_and_scopes(store: Store, settings)
 
 def test_folders(store: Store) -> None:
     with store.session() as session:
-        assert [f.name for f in accounts.list_folders(session)] == ["default"]
-        accounts.create_folder(session, "finance", "Money")
-        assert accounts.folder_exists(session, "finance")
-        assert not accounts.folder_exists(session, "hr")
+        assert [f.name for f in identity.list_folders(session)] == ["default"]
+        identity.create_folder(session, "finance", "Money")
+        assert identity.folder_exists(session, "finance")
+        assert not identity.folder_exists(session, "hr")
     with pytest.raises(ConflictError), store.session() as session:
-        accounts.create_folder(session, "finance")
+        identity.create_folder(session, "finance")
     for bad in ("Finance", "-x", "a b", "", "x" * 101):
         with pytest.raises(ValidationFailedError) as caught, store.session() as session:
-            accounts.create_folder(session, bad)
+            identity.create_folder(session, bad)
         assert pointers(caught.value) == ["/name"]
     with store.session(read_only=True) as session:
-        folders = accounts.list_folders(session)
+        folders = identity.list_folders(session)
         assert [f.name for f in folders] == ["default", "finance"]
         assert folders[1].description == "Money"

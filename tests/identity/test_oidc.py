@@ -19,14 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import ValidationError
 
 from amosflow.errors import AuthenticationError
-from amosflow.identity.oidc import (
-    GENERIC,
-    JwksCache,
-    OidcIdentity,
-    OidcSettings,
-    OidcVerifier,
-    looks_like_jwt,
-)
+from amosflow.identity import OIDC_REFUSED as GENERIC
+from amosflow.identity import JwksCache, OidcIdentity, OidcSettings, OidcVerifier, looks_like_jwt
 from tests.support.oidc_issuer import (
     AUDIENCE,
     OidcIssuer,

@@ -6,14 +6,14 @@ import pytest
 from argon2 import PasswordHasher, Type, extract_parameters
 
 from amosflow.errors import ValidationFailedError
-from amosflow.identity import passwords
-from amosflow.identity.passwords import (
+from amosflow.identity import (
+    IdentitySettings,
     check_password_policy,
     hash_secret,
     needs_rehash,
     verify_secret,
 )
-from amosflow.identity.settings import IdentitySettings
+from amosflow.identity import _passwords as passwords
 
 
 class CountingHasher(PasswordHasher):

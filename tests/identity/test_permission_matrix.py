@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amosflow.identity.policy import GLOBAL_PERMISSIONS, PERMISSIONS, ROLE_PERMISSIONS, ROLES
+from amosflow.identity import GLOBAL_PERMISSIONS, PERMISSIONS, ROLE_PERMISSIONS, ROLES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 
 from amosflow.errors import NotFoundError, PermissionDeniedError
-from amosflow.identity.policy import (
+from amosflow.identity import (
     PERMISSIONS,
     ROLE_PERMISSIONS,
+    Binding,
+    Principal,
     allows,
     authorize,
     folder_scope,
     holds_unconditionally,
     sees,
 )
-from amosflow.identity.principal import Binding, Principal
 
 
 def _who(*bindings: Binding, scopes: frozenset[str] | None = None) -> Principal:

@@ -15,11 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from amosflow.errors import AuthenticationError
-from amosflow.identity.sessions import (
-    IdentityKeyError,
-    SessionSigner,
-    looks_like_session,
-)
+from amosflow.identity import IdentityKeyError, SessionSigner, looks_like_session
 
 
 @pytest.fixture

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
+from amosflow import identity
 from amosflow.errors import ConflictError, NotFoundError, ValidationFailedError
-from amosflow.identity import accounts, tokens
-from amosflow.identity.accounts import LoginRefused
+from amosflow.identity import LoginRefused
 from amosflow.store import Store
 
 PLAINTEXT = re.compile(r"amos_pat_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
@@ -24,7 +24,7 @@ def now() -> datetime:
 @pytest.fixture
 def user_id(store: Store, settings) -> str:
     with store.session() as session:
-        return accounts.create_user(
+        return identity.create_user(
             session, username="alice", password="correct horse battery", settings=settings
         ).id
 
@@ -39,7 +39,7 @@ def issue(
     at: datetime | None = None,
 ) -> tuple[str, str]:
     with store.session() as session:
-        row, plaintext = tokens.issue_api_token(
+        row, plaintext = identity.issue_api_token(
             session,
             principal_id=principal_id,
             name="laptop",
@@ -53,8 +53,8 @@ def issue(
 
 def refusal(store: Store, plaintext: str, at: datetime | None = None) -> LoginRefused:
     with pytest.raises(LoginRefused) as caught, store.session() as session:
-        tokens.authenticate_api_token(session, plaintext, now=at)
-    assert str(caught.value) == tokens.TOKEN_REFUSED
+        identity.authenticate_api_token(session, plaintext, now=at)
+    assert str(caught.value) == identity.TOKEN_REFUSED
     return caught.value
 
 
@@ -84,27 +84,27 @@ def test_round_trip_records_last_use(store: Store, settings, user_id: str) -> No
     token_id, plaintext = issue(store, settings, user_id)
     at = now()
     with store.session() as session:
-        row, owner = tokens.authenticate_api_token(session, plaintext, now=at)
+        row, owner = identity.authenticate_api_token(session, plaintext, now=at)
         assert (row.id, owner.id) == (token_id, user_id)
     with store.session(read_only=True) as session:
-        assert tokens.list_api_tokens(session, user_id)[0].last_used_at == at
+        assert identity.list_api_tokens(session, user_id)[0].last_used_at == at
     # Within a minute the timestamp is not rewritten; after it, it is.
     with store.session() as session:
-        tokens.authenticate_api_token(session, plaintext, now=at + timedelta(seconds=30))
+        identity.authenticate_api_token(session, plaintext, now=at + timedelta(seconds=30))
     with store.session(read_only=True) as session:
-        assert tokens.list_api_tokens(session, user_id)[0].last_used_at == at
+        assert identity.list_api_tokens(session, user_id)[0].last_used_at == at
     later = at + timedelta(minutes=2)
     with store.session() as session:
-        tokens.authenticate_api_token(session, plaintext, now=later)
+        identity.authenticate_api_token(session, plaintext, now=later)
     with store.session(read_only=True) as session:
-        assert tokens.list_api_tokens(session, user_id)[0].last_used_at == later
+        assert identity.list_api_tokens(session, user_id)[0].last_used_at == later
 
 
 def test_expired_token_is_refused(store: Store, settings, user_id: str) -> None:
     at = now()
     _, plaintext = issue(store, settings, user_id, days=1, at=at)
     with store.session() as session:
-        tokens.authenticate_api_token(session, plaintext, now=at + timedelta(hours=23))
+        identity.authenticate_api_token(session, plaintext, now=at + timedelta(hours=23))
     refused = refusal(store, plaintext, at + timedelta(days=1))
     assert refused.reason == "expired"
     assert refused.principal_id == user_id
@@ -113,7 +113,7 @@ def test_expired_token_is_refused(store: Store, settings, user_id: str) -> None:
 def test_revoked_token_is_refused(store: Store, settings, user_id: str) -> None:
     token_id, plaintext = issue(store, settings, user_id)
     with store.session() as session:
-        tokens.revoke_api_token(session, user_id, token_id)
+        identity.revoke_api_token(session, user_id, token_id)
     assert refusal(store, plaintext).reason == "revoked"
 
 
@@ -150,14 +150,14 @@ def test_well_formed_but_unknown_or_tampered_token_is_refused(
 def test_credentials_reset_after_issue_invalidates(store: Store, settings, user_id: str) -> None:
     _, plaintext = issue(store, settings, user_id)
     with store.session() as session:
-        row = accounts.get_principal(session, user_id)
+        row = identity.get_principal(session, user_id)
         row.tokens_valid_after = now() + timedelta(seconds=1)
     assert refusal(store, plaintext).reason == "invalidated"
 
 
 def test_scopes_are_validated_and_kept(store: Store, settings, user_id: str) -> None:
     with pytest.raises(ValidationFailedError) as caught, store.session() as session:
-        tokens.issue_api_token(
+        identity.issue_api_token(
             session,
             principal_id=user_id,
             name="ci",
@@ -167,17 +167,17 @@ def test_scopes_are_validated_and_kept(store: Store, settings, user_id: str) -> 
         )
     assert [d.pointer for d in caught.value.diagnostics] == ["/scopes/1", "/scopes/2"]
     with store.session(read_only=True) as session:
-        assert tokens.list_api_tokens(session, user_id) == []
+        assert identity.list_api_tokens(session, user_id) == []
     _, plaintext = issue(store, settings, user_id, scopes=["runs.read", "runs.start", "runs.read"])
     with store.session() as session:
-        row, _ = tokens.authenticate_api_token(session, plaintext)
+        row, _ = identity.authenticate_api_token(session, plaintext)
         assert row.scopes == ["runs.read", "runs.start"]
 
 
 def test_lifetime_is_capped(store: Store, settings, user_id: str) -> None:
     at = now()
     with store.session() as session:
-        capped, _ = tokens.issue_api_token(
+        capped, _ = identity.issue_api_token(
             session,
             principal_id=user_id,
             name="long",
@@ -186,7 +186,7 @@ def test_lifetime_is_capped(store: Store, settings, user_id: str) -> None:
             settings=settings,
             now=at,
         )
-        default, _ = tokens.issue_api_token(
+        default, _ = identity.issue_api_token(
             session,
             principal_id=user_id,
             name="default",
@@ -199,7 +199,7 @@ def test_lifetime_is_capped(store: Store, settings, user_id: str) -> None:
         assert default.expires_at == at + timedelta(days=settings.api_token_max_days)
     for bad in (0, -1):
         with pytest.raises(ValidationFailedError) as caught, store.session() as session:
-            tokens.issue_api_token(
+            identity.issue_api_token(
                 session,
                 principal_id=user_id,
                 name="x",
@@ -212,7 +212,7 @@ def test_lifetime_is_capped(store: Store, settings, user_id: str) -> None:
 
 def test_no_token_for_missing_or_inactive_principal(store: Store, settings, user_id: str) -> None:
     with pytest.raises(NotFoundError), store.session() as session:
-        tokens.issue_api_token(
+        identity.issue_api_token(
             session,
             principal_id="ghost",
             name="x",
@@ -221,9 +221,9 @@ def test_no_token_for_missing_or_inactive_principal(store: Store, settings, user
             settings=settings,
         )
     with store.session() as session:
-        accounts.deactivate(session, user_id)
+        identity.deactivate(session, user_id)
     with pytest.raises(ConflictError), store.session() as session:
-        tokens.issue_api_token(
+        identity.issue_api_token(
             session,
             principal_id=user_id,
             name="x",
@@ -236,20 +236,20 @@ def test_no_token_for_missing_or_inactive_principal(store: Store, settings, user
 def test_only_the_owner_can_revoke(store: Store, settings, user_id: str) -> None:
     token_id, plaintext = issue(store, settings, user_id)
     with store.session() as session:
-        bob = accounts.create_user(
+        bob = identity.create_user(
             session, username="bob", password="correct horse battery", settings=settings
         )
     with pytest.raises(NotFoundError), store.session() as session:
-        tokens.revoke_api_token(session, bob.id, token_id)
+        identity.revoke_api_token(session, bob.id, token_id)
     with pytest.raises(NotFoundError), store.session() as session:
-        tokens.revoke_api_token(session, user_id, "0" * 16)
+        identity.revoke_api_token(session, user_id, "0" * 16)
     with store.session() as session:
-        tokens.authenticate_api_token(session, plaintext)
+        identity.authenticate_api_token(session, plaintext)
     at = now()
     with store.session() as session:
-        assert tokens.revoke_api_token(session, user_id, token_id, now=at).revoked_at == at
+        assert identity.revoke_api_token(session, user_id, token_id, now=at).revoked_at == at
     with store.session() as session:
-        again = tokens.revoke_api_token(session, user_id, token_id, now=at + timedelta(hours=1))
+        again = identity.revoke_api_token(session, user_id, token_id, now=at + timedelta(hours=1))
         assert again.revoked_at == at
 
 
@@ -258,5 +258,5 @@ def test_list_tokens_of_one_principal(store: Store, settings, user_id: str) -> N
     first, _ = issue(store, settings, user_id, at=at)
     second, _ = issue(store, settings, user_id, at=at + timedelta(seconds=1))
     with store.session(read_only=True) as session:
-        assert [t.id for t in tokens.list_api_tokens(session, user_id)] == [first, second]
-        assert tokens.list_api_tokens(session, "someone else") == []
+        assert [t.id for t in identity.list_api_tokens(session, user_id)] == [first, second]
+        assert identity.list_api_tokens(session, "someone else") == []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amosflow.identity import accounts, tokens
-from amosflow.identity.settings import IdentitySettings
+from amosflow import identity
+from amosflow.identity import IdentitySettings
 from amosflow.store import Store, open_store
 
 PASSWORD = "correct horse battery staple"
@@ -24,15 +24,15 @@ def caller_token(
     """Create ``username`` (if new) with ``role`` in ``folder`` and return an API token of it."""
     settings = IdentitySettings(home=home)
     with store.session() as session:
-        row = accounts.find_by_username(session, username)
+        row = identity.find_by_username(session, username)
         if row is None:
-            row = accounts.create_user(
+            row = identity.create_user(
                 session, username=username, password=PASSWORD, settings=settings
             )
-        if folder != "*" and not accounts.folder_exists(session, folder):
-            accounts.create_folder(session, folder)
+        if folder != "*" and not identity.folder_exists(session, folder):
+            identity.create_folder(session, folder)
         if role is not None:
-            accounts.grant(
+            identity.grant(
                 session,
                 subject_kind="principal",
                 subject=row.id,
@@ -40,7 +40,7 @@ def caller_token(
                 folder=folder,
                 condition=condition,
             )
-        _, plaintext = tokens.issue_api_token(
+        _, plaintext = identity.issue_api_token(
             session,
             principal_id=row.id,
             name=f"test {role}@{folder}",

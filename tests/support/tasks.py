@@ -18,7 +18,7 @@ from amosflow.engine.activities.tasks import task_activities
 from amosflow.engine.client import RunRequest, connect, progress, result_of, start_run
 from amosflow.engine.codec import payload_codec
 from amosflow.engine.worker import build_worker
-from amosflow.identity.principal import Binding, Principal
+from amosflow.identity import Binding, Principal
 from amosflow.services.runs import ControlPlane
 from amosflow.store import Store, open_store
 from amosflow.store import runs as run_store

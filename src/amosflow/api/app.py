@@ -51,10 +51,14 @@ from amosflow.engine.client import connect
 from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import running_address
 from amosflow.errors import EngineError
-from amosflow.identity.authenticate import Authenticator
-from amosflow.identity.oidc import JwksCache, OidcSettings, OidcVerifier
-from amosflow.identity.sessions import SessionSigner
-from amosflow.identity.settings import IdentitySettings
+from amosflow.identity import (
+    Authenticator,
+    IdentitySettings,
+    JwksCache,
+    OidcSettings,
+    OidcVerifier,
+    SessionSigner,
+)
 from amosflow.runners.dispatch import dispatch_activity
 from amosflow.runners.server import fleet_server
 from amosflow.services import triggers as trigger_service

@@ -17,7 +17,7 @@ from amosflow.services import access, auditing
 
 if TYPE_CHECKING:
     from amosflow.catalog import Entry
-    from amosflow.identity.principal import Principal
+    from amosflow.identity import Principal
     from amosflow.services.runs import ControlPlane
 
 __all__ = [

@@ -18,13 +18,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import Headers
 
 from amosflow.errors import AuthenticationError, RateLimitedError
-from amosflow.identity.authenticate import GENERIC
+from amosflow.identity import CREDENTIALS_REFUSED as GENERIC
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from amosflow.identity.authenticate import Authenticator
-    from amosflow.identity.principal import Principal
+    from amosflow.identity import Authenticator, Principal
 
 PROBLEM_TYPE = "application/problem+json"
 #: Answer without credentials: liveness, readiness, the ways to get credentials.

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from amosflow import identity
 from amosflow.cli._local import fail, local_store
 from amosflow.config import ApiSettings
 from amosflow.errors import (
@@ -21,9 +22,7 @@ from amosflow.errors import (
     NotFoundError,
     ValidationFailedError,
 )
-from amosflow.identity import accounts, setup
-from amosflow.identity.principal import ALL_FOLDERS
-from amosflow.identity.settings import IdentitySettings
+from amosflow.identity import ALL_FOLDERS, IdentitySettings
 from amosflow.store import Store
 
 app = typer.Typer(help="Administer accounts, roles and folders on this node.", no_args_is_help=True)
@@ -42,7 +41,7 @@ def _read_password(from_stdin: bool) -> str:
 
 def _ensure_fresh(store: Store) -> None:
     with store.session(read_only=True) as session:
-        if setup.setup_complete(session):
+        if identity.setup_complete(session):
             raise ConflictError(
                 "setup is complete: the first administrator exists already; "
                 "sign in as an administrator to add accounts"
@@ -63,7 +62,7 @@ def create(
             _ensure_fresh(store)  # before asking for a password that could not be used
             password = _read_password(password_stdin)
             with store.session() as session:
-                row = setup.create_first_admin(
+                row = identity.create_first_admin(
                     session, username=username, password=password, settings=settings
                 )
     except AmosError as err:
@@ -85,7 +84,7 @@ def setup_link() -> None:
     try:
         with local_store() as store:
             _ensure_fresh(store)
-        token = setup.create_setup_token(settings)
+        token = identity.create_setup_token(settings)
     except AmosError as err:
         raise fail(err) from None
     typer.echo(f"http://{_host(api.host)}:{api.port}/setup?token={token}")
@@ -110,7 +109,7 @@ def grant(
     try:
         with local_store() as store, store.session() as session:
             if group:
-                binding = accounts.grant(
+                binding = identity.grant(
                     session,
                     subject_kind="group",
                     subject=subject,
@@ -119,10 +118,10 @@ def grant(
                     condition=condition,
                 )
             else:
-                row = accounts.find_by_username(session, subject)
+                row = identity.find_by_username(session, subject)
                 if row is None:
                     raise NotFoundError(f"no account is called {subject!r}")
-                binding = accounts.grant(
+                binding = identity.grant(
                     session,
                     subject_kind="principal",
                     subject=row.id,
@@ -146,7 +145,7 @@ def folder_create(
     """Create a folder, the isolation boundary of flows, runs, triggers and secrets."""
     try:
         with local_store() as store, store.session() as session:
-            accounts.create_folder(session, name, description)
+            identity.create_folder(session, name, description)
     except AmosError as err:
         raise fail(err) from None
     typer.echo(f"created folder {name}")

@@ -13,13 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import httpx
 import typer
 
-from amosflow import audit
+from amosflow import audit, identity
 from amosflow.config import ApiSettings, BusSettings, EngineSettings, RunnerSettings, StoreSettings
 from amosflow.config.settings import NodeSettings
 from amosflow.errors import AmosError
-from amosflow.identity import accounts, setup
-from amosflow.identity.node import node_token
-from amosflow.identity.settings import IdentitySettings
+from amosflow.identity import IdentitySettings, node_token
 from amosflow.node.home import private_umask, secure_home, share_home
 from amosflow.node.service_user import (
     Demotion,
@@ -50,10 +48,10 @@ def node_credentials(home: Path) -> tuple[str, str | None]:
     try:
         token = node_token(store, settings)
         with store.session(read_only=True) as session:
-            people = [p for p in accounts.list_principals(session) if p.kind == "user"]
+            people = [p for p in identity.list_principals(session) if p.kind == "user"]
     finally:
         store.dispose()
-    return token, None if people else setup.create_setup_token(settings)
+    return token, None if people else identity.create_setup_token(settings)
 
 
 def local_runner(home: Path) -> Path | None:

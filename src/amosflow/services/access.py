@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from amosflow.errors import ConflictError, NotFoundError
-from amosflow.identity.policy import authorize, folder_scope, sees
+from amosflow.identity import authorize, folder_scope, sees
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from amosflow.identity.principal import Principal
+    from amosflow.identity import Principal
     from amosflow.services.runs import ControlPlane
 
 #: The singular each kind is spoken of in messages.

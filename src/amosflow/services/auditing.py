@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from amosflow.catalog import Catalog, Version
-    from amosflow.identity.principal import Principal
+    from amosflow.identity import Principal
     from amosflow.store import Store
 
 API_ACTOR = "api"

@@ -15,7 +15,7 @@ from amosflow.dsl import parse_flow, validate_inputs
 from amosflow.dsl.models import CallStep, iter_steps
 from amosflow.engine.client import RunRequest, new_run_id, start_run
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
-from amosflow.identity.policy import authorize
+from amosflow.identity import authorize
 from amosflow.services import access
 from amosflow.store import outbox
 from amosflow.store import runs as run_store
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from amosflow.catalog import Catalog
     from amosflow.config import EngineSettings
-    from amosflow.identity.principal import Principal
+    from amosflow.identity import Principal
     from amosflow.store import Store
 
 EVENT_SOURCE = "urn:amosflow:control-plane"

@@ -32,15 +32,14 @@ from amosflow.errors import (
     TaskClosedError,
     ValidationFailedError,
 )
-from amosflow.identity.policy import allows, authorize, folder_scope
-from amosflow.identity.principal import ALL_FOLDERS
+from amosflow.identity import ALL_FOLDERS, allows, authorize, folder_scope
 from amosflow.store import outbox
 from amosflow.store import runs as run_store
 from amosflow.store import tasks as task_store
 from amosflow.store.paging import Page
 
 if TYPE_CHECKING:
-    from amosflow.identity.principal import Principal
+    from amosflow.identity import Principal
     from amosflow.services.runs import ControlPlane
     from amosflow.store import Store
 

@@ -15,8 +15,7 @@ from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
 from amosflow.errors import Diagnostic, ValidationFailedError
-from amosflow.identity.policy import authorize, folder_scope
-from amosflow.identity.principal import Principal
+from amosflow.identity import Principal, authorize, folder_scope
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=problems.RESPONSES)
 Text = Annotated[str | None, Query(max_length=500)]

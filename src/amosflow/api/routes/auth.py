@@ -16,14 +16,13 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from amosflow import audit
+from amosflow import audit, identity
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
 from amosflow.errors import AuthenticationError, Diagnostic, ValidationFailedError
-from amosflow.identity import accounts, setup, tokens
-from amosflow.identity.authenticate import GENERIC, Authenticator
-from amosflow.identity.principal import actor_of
+from amosflow.identity import CREDENTIALS_REFUSED as GENERIC
+from amosflow.identity import Authenticator, actor_of
 from amosflow.store.tables import INSTALL_FOLDER
 
 router = APIRouter(tags=["auth"], responses=problems.RESPONSES)
@@ -121,7 +120,7 @@ def _issue(authenticator: Authenticator, principal_id: str) -> AccessToken:
 
 
 def _record_attempt(
-    session: Session, action: str, attempt: accounts.LoginAttempt, details: dict[str, Any]
+    session: Session, action: str, attempt: identity.LoginAttempt, details: dict[str, Any]
 ) -> None:
     """Audit a sign-in in the transaction that records its failure counter."""
     if attempt.ok and attempt.principal is not None:
@@ -173,7 +172,7 @@ def login(
     authenticator.throttle(_address(request), purpose="login")
     details = {"username": body.username, "address": _address(request)}
     with cp.store.session() as session:
-        attempt = accounts.attempt_password(
+        attempt = identity.attempt_password(
             session, body.username, body.password, settings=authenticator.settings
         )
         _record_attempt(session, "auth.login", attempt, details)
@@ -229,7 +228,7 @@ async def client_token(
     client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
     details = {"client_id": client_id[:200], "address": _address(request)}
     with cp.store.session() as session:
-        attempt = accounts.attempt_client(
+        attempt = identity.attempt_client(
             session, client_id, secret, settings=authenticator.settings
         )
         _record_attempt(session, "auth.client_token", attempt, details)
@@ -261,7 +260,7 @@ def _token_public(row: object) -> TokenPublic:
 def list_tokens(cp: ControlPlaneDep, caller: CallerDep) -> list[TokenPublic]:
     """The caller's personal API tokens (metadata only)."""
     with cp.store.session(read_only=True) as session:
-        return [_token_public(row) for row in tokens.list_api_tokens(session, caller.id)]
+        return [_token_public(row) for row in identity.list_api_tokens(session, caller.id)]
 
 
 @router.post("/api/v1/me/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenIssued)
@@ -278,7 +277,7 @@ def create_token(
             [Diagnostic("/scopes", "cannot exceed the scopes of the token in use")]
         )
     with cp.store.session() as session:
-        row, plaintext = tokens.issue_api_token(
+        row, plaintext = identity.issue_api_token(
             session,
             principal_id=caller.id,
             name=body.name,
@@ -290,7 +289,7 @@ def create_token(
             session,
             folder=INSTALL_FOLDER,
             actor=caller.actor,
-            action="tokens.create",
+            action="identity.create",
             resource=f"tokens/{row.id}",
             details={"name": body.name, "scopes": body.scopes},
         )
@@ -302,12 +301,12 @@ def create_token(
 def revoke_token(token_id: str, cp: ControlPlaneDep, caller: CallerDep) -> TokenPublic:
     """Revoke one of the caller's tokens; it stops working at once."""
     with cp.store.session() as session:
-        row = tokens.revoke_api_token(session, caller.id, token_id)
+        row = identity.revoke_api_token(session, caller.id, token_id)
         audit.append(
             session,
             folder=INSTALL_FOLDER,
             actor=caller.actor,
-            action="tokens.revoke",
+            action="identity.revoke",
             resource=f"tokens/{token_id}",
             details={},
         )
@@ -327,13 +326,13 @@ def first_admin(
     authenticator.throttle(_address(request), purpose="login")
     settings = authenticator.settings
     with cp.store.session() as session:
-        if setup.setup_complete(session):
+        if identity.setup_complete(session):
             raise AuthenticationError(GENERIC)
-    if not setup.consume_setup_token(settings, body.token):
+    if not identity.consume_setup_token(settings, body.token):
         _record(cp, "auth.setup", "anonymous", "denied", {"address": _address(request)})
         raise AuthenticationError(GENERIC)
     with cp.store.session() as session:
-        row = setup.create_first_admin(
+        row = identity.create_first_admin(
             session, username=body.username, password=body.password, settings=settings
         )
         audit.append(
@@ -344,7 +343,7 @@ def first_admin(
             resource=f"principals/{row.id}",
             details={"address": _address(request)},
         )
-        principal = accounts.to_principal(session, row, via="session")
+        principal = identity.to_principal(session, row, via="session")
     return whoami(principal)
 
 

@@ -20,7 +20,7 @@ from amosflow.api.schemas import (
 )
 from amosflow.api.security import CallerDep
 from amosflow.catalog import effective_config
-from amosflow.identity.policy import authorize
+from amosflow.identity import authorize
 
 router = APIRouter(prefix="/api/v1", tags=["configs"], responses=problems.RESPONSES)
 KIND = "configs"

@@ -12,19 +12,19 @@ from typing import Literal
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from amosflow import identity
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
 from amosflow.errors import PermissionDeniedError
-from amosflow.identity import accounts
-from amosflow.identity.policy import (
+from amosflow.identity import (
+    ALL_FOLDERS,
     ROLE_PERMISSIONS,
+    IdentitySettings,
     authorize,
     folder_scope,
     holds_unconditionally,
 )
-from amosflow.identity.principal import ALL_FOLDERS
-from amosflow.identity.settings import IdentitySettings
 from amosflow.services import auditing
 
 router = APIRouter(prefix="/api/v1", tags=["identity"], responses=problems.RESPONSES)
@@ -123,7 +123,7 @@ def list_users(cp: ControlPlaneDep, caller: CallerDep) -> list[PrincipalPublic]:
     """Every user and service account."""
     authorize(caller, "identity.read")
     with cp.store.session(read_only=True) as session:
-        return [_public(row) for row in accounts.list_principals(session)]
+        return [_public(row) for row in identity.list_principals(session)]
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=PrincipalPublic)
@@ -133,7 +133,7 @@ def create_user(
     """Create a local user with a password; it has no roles until one is bound."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        row = accounts.create_user(
+        row = identity.create_user(
             session,
             username=body.username,
             password=body.password,
@@ -150,7 +150,7 @@ def get_user(principal_id: str, cp: ControlPlaneDep, caller: CallerDep) -> Princ
     """One user or service account."""
     authorize(caller, "identity.read")
     with cp.store.session(read_only=True) as session:
-        return _public(accounts.get_principal(session, principal_id))
+        return _public(identity.get_principal(session, principal_id))
 
 
 @router.post("/users/{principal_id}/deactivate", response_model=PrincipalPublic)
@@ -158,7 +158,7 @@ def deactivate_user(principal_id: str, cp: ControlPlaneDep, caller: CallerDep) -
     """Deactivate an account: every session and API token it holds stops working at once."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        row = accounts.deactivate(session, principal_id)
+        row = identity.deactivate(session, principal_id)
         auditing.by_caller(session, caller, "users.deactivate", f"principals/{row.id}")
         return _public(row)
 
@@ -168,7 +168,7 @@ def activate_user(principal_id: str, cp: ControlPlaneDep, caller: CallerDep) -> 
     """Reactivate an account (its old tokens stay dead)."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        row = accounts.reactivate(session, principal_id)
+        row = identity.reactivate(session, principal_id)
         auditing.by_caller(session, caller, "users.activate", f"principals/{row.id}")
         return _public(row)
 
@@ -182,7 +182,7 @@ def create_service_account(
     """Create a service account for the OAuth2 client-credentials grant at /api/v1/auth/token."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        row, secret = accounts.create_service_account(
+        row, secret = identity.create_service_account(
             session, name=body.name, settings=_settings(request)
         )
         auditing.by_caller(session, caller, "users.create", f"principals/{row.id}", kind="service")
@@ -197,7 +197,7 @@ def list_bindings(cp: ControlPlaneDep, caller: CallerDep) -> list[BindingPublic]
     with cp.store.session(read_only=True) as session:
         return [
             BindingPublic.model_validate(row, from_attributes=True)
-            for row in accounts.list_bindings(session)
+            for row in identity.list_bindings(session)
         ]
 
 
@@ -220,7 +220,7 @@ def create_binding(body: BindingCreate, cp: ControlPlaneDep, caller: CallerDep) 
             " that role's permissions there without a condition"
         )
     with cp.store.session() as session:
-        row = accounts.grant(
+        row = identity.grant(
             session,
             subject_kind=body.subject_kind,
             subject=body.subject,
@@ -246,7 +246,7 @@ def delete_binding(binding_id: int, cp: ControlPlaneDep, caller: CallerDep) -> N
     """Revoke a role binding."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        accounts.revoke_binding(session, binding_id)
+        identity.revoke_binding(session, binding_id)
         auditing.by_caller(session, caller, "bindings.delete", f"role-bindings/{binding_id}")
 
 
@@ -257,7 +257,7 @@ def list_folders(cp: ControlPlaneDep, caller: CallerDep) -> list[FolderPublic]:
     with cp.store.session(read_only=True) as session:
         return [
             FolderPublic.model_validate(row, from_attributes=True)
-            for row in accounts.list_folders(session)
+            for row in identity.list_folders(session)
             if row.name in scope
         ]
 
@@ -267,6 +267,6 @@ def create_folder(body: FolderCreate, cp: ControlPlaneDep, caller: CallerDep) ->
     """Create a folder."""
     authorize(caller, "folders.write")
     with cp.store.session() as session:
-        row = accounts.create_folder(session, body.name, body.description)
+        row = identity.create_folder(session, body.name, body.description)
         auditing.by_caller(session, caller, "folders.create", f"folders/{row.name}")
         return FolderPublic.model_validate(row, from_attributes=True)

@@ -19,7 +19,7 @@ from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
 from amosflow.config import RunnerSettings
 from amosflow.errors import AuthenticationError
-from amosflow.identity.policy import authorize
+from amosflow.identity import authorize
 from amosflow.runners import leases, pki
 from amosflow.runners.server import endpoint_url
 from amosflow.store.tables import INSTALL_FOLDER, RunnerJobRow

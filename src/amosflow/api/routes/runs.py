@@ -17,7 +17,7 @@ from amosflow.api.deps import ControlPlaneDep, WatcherDep
 from amosflow.api.schemas import RunCreate, RunDetail, RunPage, RunPublic, RunStatus
 from amosflow.api.security import CallerDep
 from amosflow.engine.client import progress
-from amosflow.identity.policy import allows, folder_scope
+from amosflow.identity import allows, folder_scope
 from amosflow.services import runs as run_service
 from amosflow.services.progress import follow
 from amosflow.store import runs as run_store

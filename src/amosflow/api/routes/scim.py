@@ -19,13 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from amosflow import identity
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
 from amosflow.errors import AmosError, Diagnostic, ValidationFailedError
-from amosflow.identity import accounts, groups
-from amosflow.identity.policy import authorize
-from amosflow.identity.settings import IdentitySettings
+from amosflow.identity import IdentitySettings, authorize
 from amosflow.services import auditing
 from amosflow.store.tables import GroupRow, PrincipalRow
 
@@ -168,7 +167,7 @@ def _user_doc(session: Session, row: PrincipalRow) -> dict[str, Any]:
         "displayName": row.display_name,
         "active": row.active,
         "groups": [
-            {"value": g.id, "display": g.display_name} for g in groups.groups_of(session, row.id)
+            {"value": g.id, "display": g.display_name} for g in identity.groups_of(session, row.id)
         ],
         "meta": {
             "resourceType": "User",
@@ -190,7 +189,7 @@ def _group_doc(session: Session, row: GroupRow) -> dict[str, Any]:
         "id": row.id,
         "displayName": row.display_name,
         "members": [
-            {"value": m.id, "display": m.username} for m in groups.members(session, row.id)
+            {"value": m.id, "display": m.username} for m in identity.group_members(session, row.id)
         ],
         "meta": {
             "resourceType": "Group",
@@ -249,7 +248,7 @@ def list_users(
     authorize(caller, "identity.read")
     wanted = _filter(scim_filter, {"userName", "externalId"})
     with cp.store.session(read_only=True) as session:
-        rows = [r for r in accounts.list_principals(session) if r.kind == "user"]
+        rows = [r for r in identity.list_principals(session) if r.kind == "user"]
         if wanted is not None:
             attribute = "username" if wanted[0] == "userName" else "external_id"
             rows = [r for r in rows if getattr(r, attribute) == wanted[1]]
@@ -263,7 +262,7 @@ def create_user(
     """Provision a user; it signs in through the IdP, so it has no password here."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        row = accounts.create_user(
+        row = identity.create_user(
             session,
             username=body.user_name,
             password=None,
@@ -274,7 +273,7 @@ def create_user(
             settings=_settings(request),
         )
         if not body.active:
-            accounts.deactivate(session, row.id)
+            identity.deactivate(session, row.id)
         auditing.by_caller(session, caller, "users.create", f"principals/{row.id}", via="scim")
         return _scim(_user_doc(session, row), status.HTTP_201_CREATED)
 
@@ -284,15 +283,15 @@ def get_user(user_id: str, cp: ControlPlaneDep, caller: CallerDep) -> JSONRespon
     """One user."""
     authorize(caller, "identity.read")
     with cp.store.session(read_only=True) as session:
-        return _scim(_user_doc(session, accounts.get_principal(session, user_id)))
+        return _scim(_user_doc(session, identity.get_principal(session, user_id)))
 
 
 def _set_active(session: Session, row: PrincipalRow, active: Any) -> None:
     wanted = active if isinstance(active, bool) else str(active).lower() == "true"
     if wanted and not row.active:
-        accounts.reactivate(session, row.id)
+        identity.reactivate(session, row.id)
     elif not wanted and row.active:
-        accounts.deactivate(session, row.id)
+        identity.deactivate(session, row.id)
 
 
 def _apply_user(session: Session, row: PrincipalRow, path: str, value: Any) -> None:
@@ -316,7 +315,7 @@ def patch_user(
     """Apply add/replace operations; `active: false` deactivates and revokes every token."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        row = accounts.get_principal(session, user_id)
+        row = identity.get_principal(session, user_id)
         for operation in body.operations:
             if operation.op.lower() == "remove":
                 continue  # nothing a SCIM client may remove from our users
@@ -340,7 +339,7 @@ def replace_user(
     """Replace a user's attributes (its userName stays)."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        row = accounts.get_principal(session, user_id)
+        row = identity.get_principal(session, user_id)
         row.display_name = body.display_name or ""
         row.email = _email(body)
         row.external_id = body.external_id
@@ -358,10 +357,10 @@ def delete_user(user_id: str, cp: ControlPlaneDep, caller: CallerDep) -> Respons
     """Deprovision a user: deactivated and out of every group; kept so the audit trail resolves."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        row = accounts.get_principal(session, user_id)
-        accounts.deactivate(session, row.id)
-        for group in groups.groups_of(session, row.id):
-            groups.remove_members(session, group.id, [row.id])
+        row = identity.get_principal(session, user_id)
+        identity.deactivate(session, row.id)
+        for group in identity.groups_of(session, row.id):
+            identity.remove_members(session, group.id, [row.id])
         auditing.by_caller(session, caller, "users.deactivate", f"principals/{row.id}", via="scim")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -378,7 +377,7 @@ def list_groups(
     authorize(caller, "identity.read")
     wanted = _filter(scim_filter, {"displayName"})
     with cp.store.session(read_only=True) as session:
-        rows = groups.list_groups(session, display_name=wanted[1] if wanted else None)
+        rows = identity.list_groups(session, display_name=wanted[1] if wanted else None)
         return _listing([_group_doc(session, r) for r in rows], start, count)
 
 
@@ -387,10 +386,10 @@ def create_group(body: ScimGroup, cp: ControlPlaneDep, caller: CallerDep) -> JSO
     """Provision a group with its members; role bindings name groups by displayName."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        row = groups.create_group(session, body.display_name, external_id=body.external_id)
-        groups.add_members(session, row.id, [m.value for m in body.members])
+        row = identity.create_group(session, body.display_name, external_id=body.external_id)
+        identity.add_members(session, row.id, [m.value for m in body.members])
         auditing.by_caller(
-            session, caller, "groups.create", f"groups/{row.id}", name=row.display_name
+            session, caller, "identity.create", f"groups/{row.id}", name=row.display_name
         )
         return _scim(_group_doc(session, row), status.HTTP_201_CREATED)
 
@@ -400,7 +399,7 @@ def get_group(group_id: str, cp: ControlPlaneDep, caller: CallerDep) -> JSONResp
     """One group with its members."""
     authorize(caller, "identity.read")
     with cp.store.session(read_only=True) as session:
-        return _scim(_group_doc(session, groups.get_group(session, group_id)))
+        return _scim(_group_doc(session, identity.get_group(session, group_id)))
 
 
 def _member_ids(value: Any) -> list[str]:
@@ -412,17 +411,17 @@ def _apply_group(session: Session, group_id: str, operation: PatchOperation) -> 
     op, path = operation.op.lower(), (operation.path or "")
     member = _MEMBER_PATH.match(path)
     if member is not None and op == "remove":
-        groups.remove_members(session, group_id, [member.group(1)])
+        identity.remove_members(session, group_id, [member.group(1)])
     elif path.lower() == "members":
         ids = _member_ids(operation.value)
         if op == "add":
-            groups.add_members(session, group_id, ids)
+            identity.add_members(session, group_id, ids)
         elif op == "remove":
-            groups.remove_members(session, group_id, ids)
+            identity.remove_members(session, group_id, ids)
         else:
-            groups.set_members(session, group_id, ids)
+            identity.set_members(session, group_id, ids)
     elif path.lower() == "displayname" and op != "remove":
-        groups.rename_group(session, group_id, str(operation.value))
+        identity.rename_group(session, group_id, str(operation.value))
     elif not path and isinstance(operation.value, dict):
         for key, value in operation.value.items():
             _apply_group(session, group_id, PatchOperation(op=op, path=str(key), value=value))
@@ -437,13 +436,13 @@ def patch_group(
     """Add or remove members, or rename the group."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        row = groups.get_group(session, group_id)
+        row = identity.get_group(session, group_id)
         for operation in body.operations:
             _apply_group(session, group_id, operation)
         session.flush()
         session.refresh(row)
         auditing.by_caller(
-            session, caller, "groups.update", f"groups/{row.id}", name=row.display_name
+            session, caller, "identity.update", f"groups/{row.id}", name=row.display_name
         )
         return _scim(_group_doc(session, row))
 
@@ -453,6 +452,6 @@ def delete_group(group_id: str, cp: ControlPlaneDep, caller: CallerDep) -> Respo
     """Delete a group; its role bindings stop granting anything to its former members."""
     authorize(caller, "identity.write")
     with cp.store.session() as session:
-        groups.delete_group(session, group_id)
-        auditing.by_caller(session, caller, "groups.delete", f"groups/{group_id}")
+        identity.delete_group(session, group_id)
+        auditing.by_caller(session, caller, "identity.delete", f"groups/{group_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -15,8 +15,7 @@ from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
 from amosflow.engine.codec import VaultPayloadCodec
 from amosflow.errors import ConflictError, NotFoundError, VaultSealedError
-from amosflow.identity.policy import authorize
-from amosflow.identity.principal import Principal
+from amosflow.identity import Principal, authorize
 from amosflow.services import access, auditing
 from amosflow.vault import FOLDER_PATTERN, NAME_PATTERN, Rotation, SecretMetadata, Vault
 from amosflow.vault._service import MAX_VALUE_CHARS, missing_secret

@@ -14,7 +14,7 @@ from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import FOLDER_PATTERN, VersionPublic
 from amosflow.api.security import CallerDep
 from amosflow.errors import Diagnostic, ValidationFailedError
-from amosflow.identity.policy import authorize
+from amosflow.identity import authorize
 from amosflow.services import access, auditing
 from amosflow.services import triggers as trigger_service
 from amosflow.triggers import schedules

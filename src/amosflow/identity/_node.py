@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from amosflow.identity import accounts
-from amosflow.identity.sessions import SessionSigner
+from amosflow.identity._bindings import grant
+from amosflow.identity._sessions import SessionSigner
+from amosflow.identity._users import create_service_account, find_by_username
 
 if TYPE_CHECKING:
-    from amosflow.identity.settings import IdentitySettings
+    from amosflow.identity._settings import IdentitySettings
     from amosflow.store import Store
 
 NODE_ACCOUNT = "amos-node"
@@ -24,11 +25,11 @@ NODE_TOKEN_SECONDS = 900
 def node_token(store: Store, settings: IdentitySettings) -> str:
     """A short session token for the node's own administrator account, created on first use."""
     with store.session() as session:
-        row = accounts.find_by_username(session, NODE_ACCOUNT)
+        row = find_by_username(session, NODE_ACCOUNT)
         if row is None:
-            row, _ = accounts.create_service_account(session, name=NODE_ACCOUNT, settings=settings)
+            row, _ = create_service_account(session, name=NODE_ACCOUNT, settings=settings)
             row.password_hash = None  # no client secret: it can only be minted here
-            accounts.grant(session, subject_kind="principal", subject=row.id, role="administrator")
+            grant(session, subject_kind="principal", subject=row.id, role="administrator")
         principal_id = row.id
     token, _ = SessionSigner.from_settings(settings).issue(
         principal_id, ttl_seconds=NODE_TOKEN_SECONDS

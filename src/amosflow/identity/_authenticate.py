@@ -20,24 +20,28 @@ from sqlalchemy import select
 from amosflow import audit
 from amosflow.errors import AuditError, AuthenticationError, NotFoundError, RateLimitedError
 from amosflow.host import RateLimits
-from amosflow.identity import accounts, tokens
-from amosflow.identity.oidc import looks_like_jwt
-from amosflow.identity.sessions import looks_like_session
+from amosflow.identity._bindings import to_principal
+from amosflow.identity._oidc import looks_like_jwt
+from amosflow.identity._sessions import looks_like_session
+from amosflow.identity._signin import LoginRefused
+from amosflow.identity._tokens import authenticate_api_token
+from amosflow.identity._users import USERNAME, create_user, find_by_username, get_principal
 from amosflow.store.tables import INSTALL_FOLDER, PrincipalRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from amosflow.identity.oidc import OidcIdentity, OidcVerifier
-    from amosflow.identity.principal import Principal
-    from amosflow.identity.sessions import SessionSigner
-    from amosflow.identity.settings import IdentitySettings
+    from amosflow.identity._oidc import OidcIdentity, OidcVerifier
+    from amosflow.identity._principal import Principal
+    from amosflow.identity._sessions import SessionSigner
+    from amosflow.identity._settings import IdentitySettings
     from amosflow.store import Store
 
 
-log = logging.getLogger(__name__)
+# The name it had before the module went private, so logging configurations keep working.
+log = logging.getLogger("amosflow.identity.authenticate")
 PAT_PREFIX = "amos_pat_"
-GENERIC = "missing or invalid credentials"
+CREDENTIALS_REFUSED = "missing or invalid credentials"
 MAX_TOKEN_CHARS = 8192
 
 
@@ -95,33 +99,31 @@ class Authenticator:
             if _reason(err) != "missing":
                 self.throttle(address)
                 self._audit_failure(err, token, address)
-            raise AuthenticationError(GENERIC) from None
+            raise AuthenticationError(CREDENTIALS_REFUSED) from None
 
     async def _verify(self, token: str) -> Principal:
         if token.startswith(PAT_PREFIX):
             with self.store.session() as session:
-                row, owner = tokens.authenticate_api_token(session, token)
+                row, owner = authenticate_api_token(session, token)
                 scopes = frozenset(row.scopes) if row.scopes is not None else None
-                return accounts.to_principal(
-                    session, owner, via="token", token_id=row.id, scopes=scopes
-                )
+                return to_principal(session, owner, via="token", token_id=row.id, scopes=scopes)
         if looks_like_session(token):
             claims = self.signer.verify(token)
             with self.store.session() as session:
                 try:
-                    owner = accounts.get_principal(session, claims.sub)
+                    owner = get_principal(session, claims.sub)
                 except NotFoundError:
                     raise _refused("unknown") from None
                 _check_alive(owner, claims.iat)
                 if owner.kind == "service":
-                    return accounts.to_principal(session, owner, via="client")
-                return accounts.to_principal(session, owner, via="session")
+                    return to_principal(session, owner, via="client")
+                return to_principal(session, owner, via="session")
         if self.oidc is not None and looks_like_jwt(token):
             identity = await self.oidc.verify(token)
             with self.store.session() as session:
                 owner = _oidc_principal(session, identity, self.settings)
                 _check_alive(owner, identity_issued(identity))
-                return accounts.to_principal(session, owner, via="oidc", groups=identity.groups)
+                return to_principal(session, owner, via="oidc", groups=identity.groups)
         raise _refused("malformed")
 
     def _audit_failure(self, err: AuthenticationError, token: str | None, address: str) -> None:
@@ -150,7 +152,7 @@ def identity_issued(identity: OidcIdentity) -> datetime | None:
 
 
 def _refused(reason: str) -> AuthenticationError:
-    return accounts.LoginRefused(GENERIC, reason=reason)
+    return LoginRefused(CREDENTIALS_REFUSED, reason=reason)
 
 
 def _check_alive(owner: PrincipalRow, issued: datetime | None) -> None:
@@ -172,12 +174,9 @@ def _oidc_principal(
     if row is not None:
         return row
     wanted = f"oidc.{identity.username or identity.subject}"
-    if (
-        not accounts.USERNAME.fullmatch(wanted)
-        or accounts.find_by_username(session, wanted) is not None
-    ):
+    if not USERNAME.fullmatch(wanted) or find_by_username(session, wanted) is not None:
         wanted = "oidc." + hashlib.sha256(identity.subject.encode()).hexdigest()[:32]
-    return accounts.create_user(
+    return create_user(
         session,
         username=wanted,
         password=None,

@@ -17,14 +17,16 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
-from amosflow.identity.accounts import LoginRefused, get_principal, utc_now
-from amosflow.identity.policy import PERMISSIONS
+from amosflow.identity._clock import utc_now
+from amosflow.identity._policy import PERMISSIONS
+from amosflow.identity._signin import LoginRefused
+from amosflow.identity._users import get_principal
 from amosflow.store.tables import ApiTokenRow, PrincipalRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from amosflow.identity.settings import IdentitySettings
+    from amosflow.identity._settings import IdentitySettings
 
 PREFIX = "amos_pat_"
 #: The one answer to every refused API token.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from amosflow.dsl.expr import evaluate_condition
 from amosflow.errors import ExpressionError, NotFoundError, PermissionDeniedError
-from amosflow.identity.principal import ALL_FOLDERS, Binding, Principal
+from amosflow.identity._principal import ALL_FOLDERS, Binding, Principal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

@@ -40,10 +40,11 @@ from amosflow.host import write_private
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-log = logging.getLogger(__name__)
+# The name it had before the module went private, so logging configurations keep working.
+log = logging.getLogger("amosflow.identity.oidc")
 
 #: The one message every refused token gets; the reason goes to the audit trail only.
-GENERIC = "invalid bearer token"
+OIDC_REFUSED = "invalid bearer token"
 #: Longer tokens are refused before any parsing.
 MAX_TOKEN_CHARS: Final = 16384
 #: A discovery document or JWKS larger than this is refused.
@@ -214,7 +215,7 @@ class OidcTokenError(AuthenticationError):
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
-        super().__init__(GENERIC)
+        super().__init__(OIDC_REFUSED)
 
 
 def _segment_json(segment: str) -> dict[str, Any] | None:

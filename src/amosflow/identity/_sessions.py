@@ -25,12 +25,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from amosflow.errors import AmosError
 from amosflow.host import exposure, write_private
-from amosflow.identity.accounts import LoginRefused, utc_now
+from amosflow.identity._clock import utc_now
+from amosflow.identity._signin import LoginRefused
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from amosflow.identity.settings import IdentitySettings
+    from amosflow.identity._settings import IdentitySettings
 
 ISSUER = "amosflow"
 AUDIENCE = "amosflow"

@@ -67,7 +67,7 @@ def rename_group(session: Session, group_id: str, display_name: str) -> GroupRow
     return row
 
 
-def members(session: Session, group_id: str) -> list[PrincipalRow]:
+def group_members(session: Session, group_id: str) -> list[PrincipalRow]:
     """The principals in a group, by username."""
     query = (
         select(PrincipalRow)
@@ -92,7 +92,7 @@ def groups_of(session: Session, principal_id: str) -> list[GroupRow]:
 def add_members(session: Session, group_id: str, principal_ids: Iterable[str]) -> None:
     """Add principals to a group; ones already in it stay once. Unknown ids are an error."""
     group = get_group(session, group_id)
-    present = {m.id for m in members(session, group_id)}
+    present = {m.id for m in group_members(session, group_id)}
     for index, principal_id in enumerate(principal_ids):
         if session.get(PrincipalRow, principal_id) is None:
             raise ValidationFailedError(

@@ -19,14 +19,15 @@ from sqlalchemy import text
 
 from amosflow.errors import ConflictError
 from amosflow.host import exposure, write_private
-from amosflow.identity.accounts import count_principals, create_user, grant
-from amosflow.identity.principal import ALL_FOLDERS
-from amosflow.identity.sessions import IdentityKeyError
+from amosflow.identity._bindings import grant
+from amosflow.identity._principal import ALL_FOLDERS
+from amosflow.identity._sessions import IdentityKeyError
+from amosflow.identity._users import count_principals, create_user
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from amosflow.identity.settings import IdentitySettings
+    from amosflow.identity._settings import IdentitySettings
     from amosflow.store.tables import PrincipalRow
 
 ADMINISTRATOR = "administrator"
