@@ -18,12 +18,12 @@ from pydantic import SecretStr
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from amosflow import humantasks as task_service
 from amosflow import identity
 from amosflow.config import EngineSettings, NotifySettings
 from amosflow.engine.types import DECIDE_UPDATE, TaskDecision
 from amosflow.errors import FourEyesError, TaskClosedError, ValidationFailedError
 from amosflow.identity import IdentitySettings
-from amosflow.services import tasks as task_service
 from amosflow.services.progress import diff
 from amosflow.store.tables import AuditRow
 from tests.support.httpserver import LoopbackServer

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowHistory
 
+from amosflow import humantasks as task_service
 from amosflow.config import EngineSettings
 from amosflow.dsl import ActionStep, iter_steps, load_flow_text
 from amosflow.dsl.models import Step
 from amosflow.engine.client import connect
-from amosflow.services import tasks as task_service
 from tests.scenarios.examples import (
     INPUTS,
     NEEDS_APPROVAL,

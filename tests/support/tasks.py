@@ -13,16 +13,15 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from amosflow.catalog import Catalog
-from amosflow.config import EngineSettings, NotifySettings
-from amosflow.engine.activities.tasks import task_activities
+from amosflow.config import EngineSettings, NotifySettings, SmtpSettings, TaskSettings
 from amosflow.engine.client import RunRequest, connect, progress, result_of, start_run
 from amosflow.engine.codec import payload_codec
 from amosflow.engine.worker import build_worker
+from amosflow.humantasks import TaskRecord, list_inbox, task_activities
 from amosflow.identity import Binding, Principal
 from amosflow.services.runs import ControlPlane
 from amosflow.store import Store, open_store
 from amosflow.store import runs as run_store
-from amosflow.store import tasks as task_store
 
 WAIT_S = 30.0
 
@@ -68,14 +67,12 @@ class Plane:
         await start_run(self.client, request, task_queue=self.task_queue)
         return run_id
 
-    async def task_of(
-        self, run_id: str, step: str, *, status: str = "open"
-    ) -> task_store.TaskRecord:
+    async def task_of(self, run_id: str, step: str, *, status: str = "open") -> TaskRecord:
         """Poll the inbox until the run's task for ``step`` has ``status``."""
         deadline = asyncio.get_running_loop().time() + WAIT_S
         while True:
             with self.store.session(read_only=True) as session:
-                page = task_store.list_tasks(session, status=status, limit=200)
+                page = list_inbox(session, status=status, limit=200)
             found = [t for t in page.items if t.run_id == run_id and t.step_id == step]
             if found:
                 return found[0]
@@ -108,7 +105,9 @@ async def control_plane(
     control = Worker(
         client,
         task_queue=f"{settings.task_queue}.control",
-        activities=task_activities(store, notify or NotifySettings()),
+        activities=task_activities(
+            store, tasks=TaskSettings(), notify=notify or NotifySettings(), smtp=SmtpSettings()
+        ),
     )
     try:
         async with build_worker(client, settings), control:

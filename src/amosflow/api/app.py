@@ -43,14 +43,17 @@ from amosflow.config import (
     BusSettings,
     CatalogSettings,
     EngineSettings,
+    NotifySettings,
     RunnerSettings,
+    SmtpSettings,
     StoreSettings,
+    TaskSettings,
 )
-from amosflow.engine.activities.tasks import task_activities
 from amosflow.engine.client import connect
 from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import running_address
 from amosflow.errors import EngineError
+from amosflow.humantasks import task_activities
 from amosflow.identity import (
     Authenticator,
     IdentitySettings,
@@ -83,6 +86,9 @@ class NodeConfig:
     nats_url: str | None = field(default_factory=lambda: BusSettings().nats_url)
     oidc: OidcSettings = field(default_factory=OidcSettings)
     runners: RunnerSettings = field(default_factory=RunnerSettings)
+    tasks: TaskSettings = field(default_factory=TaskSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
     def temporal_address(self) -> str:
         """The configured Temporal, or the embedded one a node runs in this home."""
@@ -148,7 +154,7 @@ async def _control_plane(node: NodeConfig, store: Store, client: Client) -> Cont
     return cp
 
 
-def create_app(config: NodeConfig | None = None) -> FastAPI:
+def create_app(config: NodeConfig | None = None) -> FastAPI:  # noqa: PLR0915 - the one wiring
     """The FastAPI application of one control-plane node."""
     node = config or NodeConfig()
 
@@ -165,6 +171,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
         app.state.authenticator, jwks = _authenticator(node, store)
         runner_settings = node.runners.model_copy(update={"home": node.engine.home})
         app.state.runner_settings = runner_settings
+        app.state.task_settings = node.tasks
         cp = await _control_plane(node, store, client)
         watcher = RunWatcher(cp)
         app.state.control_plane = cp
@@ -184,7 +191,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
             activities=[
                 schedules.fire_activity(fire),
                 dispatch_activity(store, runner_settings),
-                *task_activities(store),
+                *task_activities(store, tasks=node.tasks, notify=node.notify, smtp=node.smtp),
             ],
             workflow_runner=UnsandboxedWorkflowRunner(),
         )

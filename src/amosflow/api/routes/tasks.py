@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
 
+from amosflow import humantasks
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
-from amosflow.notify import console_link
-from amosflow.services import tasks as task_service
-from amosflow.store.tasks import TaskRecord
+from amosflow.config import TaskSettings
+from amosflow.humantasks import TaskRecord, console_link
+from amosflow.identity import authorize
+
+if TYPE_CHECKING:
+    from amosflow.identity import Principal
+    from amosflow.services.runs import ControlPlane
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=problems.RESPONSES)
 
@@ -21,6 +26,14 @@ Channel = Annotated[
     Literal["api", "console"],
     Header(alias="X-Amos-Channel", description="Where the caller acts from, for the audit."),
 ]
+
+
+def _task_settings(request: Request) -> TaskSettings:
+    settings: TaskSettings = request.app.state.task_settings
+    return settings
+
+
+TaskSettingsDep = Annotated[TaskSettings, Depends(_task_settings)]
 
 
 class TaskDecisionPublic(BaseModel):
@@ -77,6 +90,19 @@ def _public(record: TaskRecord) -> TaskPublic:
     return TaskPublic(**data, console_url=console_link("", record.id))
 
 
+def _authorize(cp: ControlPlane, caller: Principal, permission: str, task_id: str) -> TaskRecord:
+    """The task, once ``caller`` may do ``permission`` on it; one it can't see is not found."""
+    record = humantasks.get_task(cp.store, task_id)
+    authorize(
+        caller,
+        permission,
+        folder=record.folder,
+        resource=humantasks.task_resource(record),
+        missing=f"task {task_id!r} not found",
+    )
+    return record
+
+
 @router.get("", response_model=TaskPage)
 def list_tasks(  # noqa: PLR0917 - one parameter per documented filter
     cp: ControlPlaneDep,
@@ -89,7 +115,7 @@ def list_tasks(  # noqa: PLR0917 - one parameter per documented filter
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> TaskPage:
     """Tasks the caller may see, newest first: its own (`mine`) or every one (`all`)."""
-    query = task_service.TaskQuery(
+    query = humantasks.TaskQuery(
         mine=scope == "mine",
         status=None if task_status == "all" else task_status,
         folder=folder,
@@ -97,14 +123,14 @@ def list_tasks(  # noqa: PLR0917 - one parameter per documented filter
         cursor=cursor,
         limit=limit,
     )
-    page = task_service.list_tasks(cp.store, caller, query)
+    page = humantasks.list_tasks(cp.store, caller, query)
     return TaskPage(items=[_public(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{task_id}", response_model=TaskPublic)
 def get_task(task_id: str, cp: ControlPlaneDep, caller: CallerDep) -> TaskPublic:
     """One task."""
-    return _public(task_service.guard_task(cp.store, caller, "approvals.read", task_id))
+    return _public(_authorize(cp, caller, "approvals.read", task_id))
 
 
 @router.post("/{task_id}/claim", response_model=TaskPublic)
@@ -112,7 +138,8 @@ def claim_task(
     task_id: str, cp: ControlPlaneDep, caller: CallerDep, channel: Channel = "api"
 ) -> TaskPublic:
     """Claim an open task, so the other assignees see it is taken (409 if someone holds it)."""
-    return _public(task_service.claim(cp.store, caller, task_id, channel))
+    _authorize(cp, caller, "approvals.decide", task_id)
+    return _public(humantasks.claim(cp.store, caller, task_id, channel))
 
 
 @router.post("/{task_id}/unclaim", response_model=TaskPublic)
@@ -120,19 +147,23 @@ def unclaim_task(
     task_id: str, cp: ControlPlaneDep, caller: CallerDep, channel: Channel = "api"
 ) -> TaskPublic:
     """Give a claimed task back to its assignees."""
-    return _public(task_service.unclaim(cp.store, caller, task_id, channel))
+    _authorize(cp, caller, "approvals.decide", task_id)
+    return _public(humantasks.unclaim(cp.store, caller, task_id, channel))
 
 
 @router.post("/{task_id}/decide", response_model=TaskPublic)
-async def decide_task(
+async def decide_task(  # noqa: PLR0917 - FastAPI injects each dependency
     task_id: str,
     body: TaskDecide,
     cp: ControlPlaneDep,
     caller: CallerDep,
+    settings: TaskSettingsDep,
     channel: Channel = "api",
 ) -> TaskPublic:
     """Decide a task; 409 when it is decided or its run ended, 403 for four-eyes."""
-    decision = task_service.Decision(
+    _authorize(cp, caller, "approvals.decide", task_id)
+    decision = humantasks.Decision(
         outcome=body.outcome, comment=body.comment, data=body.data, channel=channel
     )
-    return _public(await task_service.decide(cp, caller, task_id, decision))
+    done = await humantasks.decide(cp, caller, task_id, decision, four_eyes=settings.four_eyes)
+    return _public(done)

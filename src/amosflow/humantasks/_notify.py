@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 import httpx
 
 from amosflow import egress
-from amosflow.config import NotifySettings, SmtpConnection, SmtpSettings
 from amosflow.errors import ActionError
-from amosflow.notify.message import TaskNotification, console_link
-from amosflow.notify.recipients import assignee_emails
-from amosflow.store import tasks as task_store
+from amosflow.humantasks import _inbox as inbox
+from amosflow.humantasks._message import TaskNotification, console_link
+from amosflow.humantasks._recipients import assignee_emails
 
 if TYPE_CHECKING:
+    from amosflow.config import NotifySettings, SmtpConnection, SmtpSettings
     from amosflow.store import Store
 
 WEBHOOK_TIMEOUT_S = 10.0
@@ -63,9 +63,13 @@ def _smtp_send(connection: SmtpConnection, message: EmailMessage, recipients: li
 
 
 async def _email(
-    note: TaskNotification, recipients: list[str], name: str, policy: egress.EgressPolicy
+    note: TaskNotification,
+    recipients: list[str],
+    name: str,
+    smtp: SmtpSettings,
+    policy: egress.EgressPolicy,
 ) -> None:
-    connection = SmtpSettings().smtp_connections.get(name)
+    connection = smtp.smtp_connections.get(name)
     if connection is None:
         raise NotifyError(f"AMOS_NOTIFY_SMTP_CONNECTION names unknown connection {name!r}")
     await egress.resolve(connection.host, connection.port, policy)
@@ -97,12 +101,11 @@ async def _post(
 
 
 async def notify_task(
-    store: Store, task_id: str, event: str, settings: NotifySettings | None = None
+    store: Store, task_id: str, event: str, settings: NotifySettings, smtp: SmtpSettings
 ) -> list[str]:
     """Send the notice of ``event`` on ``task_id``; return the channels that took it."""
-    settings = settings or NotifySettings()
     with store.session(read_only=True) as session:
-        task = task_store.get(session, task_id)
+        task = inbox.get(session, task_id)
         emails = assignee_emails(session, task) if settings.smtp_connection else []
     if task.status != "open":
         return []  # decided before the notice went out: nobody needs to act any more
@@ -112,7 +115,7 @@ async def notify_task(
     extra = [a.strip() for a in settings.email_to.split(",") if a.strip()]
     recipients = list(dict.fromkeys([*emails, *extra]))
     if settings.smtp_connection and recipients:
-        await _email(note, recipients, settings.smtp_connection, policy)
+        await _email(note, recipients, settings.smtp_connection, smtp, policy)
         sent.append("email")
     for channel, secret in (
         ("slack", settings.slack_webhook_url),

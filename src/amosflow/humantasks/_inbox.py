@@ -1,4 +1,4 @@
-"""The task inbox: one row per human step a run waits on, listed across runs by cursor.
+"""The task inbox's table: one row per human step a run waits on, listed across runs by cursor.
 
 Rows move ``open`` → ``decided`` | ``expired`` | ``cancelled`` exactly once; ``close``
 reports whether this call made the move, so whoever makes it writes the audit record and
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from amosflow.errors import NotFoundError
-from amosflow.store._types import utcnow
+from amosflow.store import runs as run_store
 from amosflow.store.paging import Page, check_limit, newest_first
 from amosflow.store.tables import TaskRow
 
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 TaskStatus = Literal["open", "decided", "expired", "cancelled"]
 TaskKind = Literal["approval", "form", "review"]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class TaskRecord(BaseModel):
@@ -48,7 +52,7 @@ class TaskRecord(BaseModel):
     started_by: str | None = None
     escalated: bool = False
     decision: dict[str, Any] | None = None
-    created_at: AwareDatetime = Field(default_factory=utcnow)
+    created_at: AwareDatetime = Field(default_factory=_now)
     due_at: AwareDatetime | None = None
     closed_at: AwareDatetime | None = None
 
@@ -92,12 +96,12 @@ def close(
         return TaskRecord.model_validate(found), False
     found.status = status
     found.decision = decision
-    found.closed_at = utcnow()
+    found.closed_at = _now()
     session.flush()
     return TaskRecord.model_validate(found), True
 
 
-def list_tasks(
+def list_inbox(
     session: Session,
     *,
     status: str | None = None,
@@ -107,7 +111,7 @@ def list_tasks(
     cursor: str | None = None,
     limit: int = 50,
 ) -> Page[TaskRecord]:
-    """Tasks newest first; ``overdue_at`` keeps open tasks whose due time is before it."""
+    """Every task newest first, whoever asks; ``overdue_at`` keeps open tasks due before it."""
     check_limit(limit)
     query = select(TaskRow)
     if folders is not None:
@@ -126,3 +130,13 @@ def list_tasks(
         limit=limit,
         record=TaskRecord.model_validate,
     )
+
+
+def root_run(session: Session, run_id: str) -> run_store.RunRecord | None:
+    """The recorded run a task belongs to; a child run's id starts with its parent's."""
+    for candidate in (run_id, run_id.split("/", 1)[0]):
+        try:
+            return run_store.get_run(session, candidate)
+        except NotFoundError:
+            continue
+    return None

@@ -11,7 +11,7 @@ from amosflow.store.tables import GroupMemberRow, GroupRow, PrincipalRow, RoleBi
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from amosflow.store.tasks import TaskRecord
+    from amosflow.humantasks._inbox import TaskRecord
 
 
 def _split(assignees: list[str]) -> dict[str, set[str]]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from amosflow.store.tasks import TaskRecord
+    from amosflow.humantasks._inbox import TaskRecord
 
 PRODUCT = "AMOS FLOW"
 _HEADLINES = {"created": "New task", "escalated": "Escalated task", "overdue": "Overdue task"}

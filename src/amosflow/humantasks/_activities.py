@@ -24,43 +24,47 @@ from amosflow.engine.types import (
     TaskOpened,
 )
 from amosflow.errors import ActionError
-from amosflow.notify import notify_task
-from amosflow.services import tasks as task_service
+from amosflow.humantasks import _lifecycle as lifecycle
+from amosflow.humantasks._notify import notify_task
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from amosflow.config import NotifySettings
+    from amosflow.config import NotifySettings, SmtpSettings, TaskSettings
     from amosflow.store import Store
 
 
 def task_activities(
-    store: Store, notify_settings: NotifySettings | None = None
+    store: Store, *, tasks: TaskSettings, notify: NotifySettings, smtp: SmtpSettings
 ) -> list[Callable[..., Any]]:
-    """The open, escalate, close and notify activities of human tasks, bound to ``store``."""
+    """The open, escalate, close and notify activities of human tasks, bound to ``store``.
+
+    The settings come from the composition root: ``tasks`` says whether four-eyes is on,
+    ``notify`` which channels announce a task, ``smtp`` the connections mail may use.
+    """
 
     @activity.defn(name=TASK_OPEN_ACTIVITY)
     async def open_task(task: TaskOpen) -> TaskOpened:
-        record, _ = task_service.open_task(store, task)
+        record, _ = lifecycle.open_task(store, task)
         return TaskOpened(
-            task_id=record.id, started_by=record.started_by, four_eyes=task_service.four_eyes()
+            task_id=record.id, started_by=record.started_by, four_eyes=tasks.four_eyes
         )
 
     @activity.defn(name=TASK_ESCALATE_ACTIVITY)
     async def escalate_task(escalation: TaskEscalation) -> None:
-        task_service.escalate_task(store, escalation)
+        lifecycle.escalate_task(store, escalation)
 
     @activity.defn(name=TASK_CLOSE_ACTIVITY)
     async def close_task(close: TaskClose) -> None:
-        task_service.close_task(store, close)
+        lifecycle.close_task(store, close)
 
     @activity.defn(name=TASK_NOTIFY_ACTIVITY)
-    async def notify(notice: TaskNotice) -> list[str]:
+    async def announce(notice: TaskNotice) -> list[str]:
         try:
-            return await notify_task(store, notice.task_id, notice.event, notify_settings)
+            return await notify_task(store, notice.task_id, notice.event, notify, smtp)
         except ActionError as err:
             raise ApplicationError(
                 str(err), {"type": err.type}, type=err.type, non_retryable=not err.retryable
             ) from None
 
-    return [open_task, escalate_task, close_task, notify]
+    return [open_task, escalate_task, close_task, announce]

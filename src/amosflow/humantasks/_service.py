@@ -1,17 +1,17 @@
-"""Human tasks: the inbox the workflow writes, and listing, claiming and deciding its tasks.
+"""Human tasks as people see them: list the inbox, claim, unclaim and decide.
 
 A decision goes to the run first, as the workflow's ``decide`` update: the run is the
 judge of who wins, so two people deciding at once cannot both succeed. The inbox row is then
-closed from the update's result. The workflow's own closing activity closes it too, so a
-crash between the two heals; whichever call closes the row writes the audit record and the
-``task.decided`` event, exactly once (decision 0033).
+closed from the update's result; the workflow's own closing activity closes it too, so a
+crash between the two heals (decision 0033). The caller is authorized before any of these
+is called (the route does it with ``task_resource``); the list filters by what it may read.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jsonschema import Draft202012Validator
 from temporalio.client import WorkflowUpdateFailedError
@@ -19,31 +19,42 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from amosflow import audit
-from amosflow.bus.events import TASK_CREATED, TASK_DECIDED, TASK_ESCALATED, cloud_event, subject_for
-from amosflow.config import TaskSettings
-from amosflow.engine.types import DECIDE_UPDATE, TaskClose, TaskDecision, TaskEscalation, TaskOpen
+from amosflow.engine.types import DECIDE_UPDATE, TaskClose, TaskDecision
 from amosflow.errors import (
     ConflictError,
     Diagnostic,
     EngineError,
     FourEyesError,
-    NotFoundError,
     PermissionDeniedError,
     TaskClosedError,
     ValidationFailedError,
 )
-from amosflow.identity import ALL_FOLDERS, allows, authorize, folder_scope
-from amosflow.store import outbox
-from amosflow.store import runs as run_store
-from amosflow.store import tasks as task_store
+from amosflow.humantasks import _inbox as inbox
+from amosflow.humantasks._lifecycle import close_task
+from amosflow.identity import ALL_FOLDERS, allows, folder_scope
 from amosflow.store.paging import Page
 
 if TYPE_CHECKING:
+    from temporalio.client import Client
+
     from amosflow.identity import Principal
-    from amosflow.services.runs import ControlPlane
     from amosflow.store import Store
 
-EVENT_SOURCE = "urn:amosflow:control-plane"
+
+class TaskPlane(Protocol):
+    """What deciding a task needs of the control plane: its store and its Temporal client."""
+
+    @property
+    def store(self) -> Store:
+        """The store the inbox lives in."""
+        ...
+
+    @property
+    def client(self) -> Client:
+        """The client the ``decide`` update goes through."""
+        ...
+
+
 OUTCOMES: dict[str, tuple[str, ...]] = {
     "approval": ("approved", "rejected"),
     "review": ("approved", "rejected"),
@@ -58,118 +69,7 @@ _REFUSALS: dict[str, type[Exception]] = {
 }
 
 
-# -- written by the run's activities ---------------------------------------------------------
-
-
-def _root_run(session: Any, run_id: str) -> run_store.RunRecord | None:
-    """The recorded run a task belongs to; a child run's id starts with its parent's."""
-    for candidate in (run_id, run_id.split("/", 1)[0]):
-        try:
-            return run_store.get_run(session, candidate)
-        except NotFoundError:
-            continue
-    return None
-
-
-def _event(session: Any, type_: str, record: task_store.TaskRecord, **extra: Any) -> None:
-    data = {
-        "task_id": record.id,
-        "run_id": record.run_id,
-        "step": record.step_id,
-        "flow": record.flow,
-        "folder": record.folder,
-        "kind": record.kind,
-        "status": record.status,
-        **extra,
-    }
-    event = cloud_event(type_, source=EVENT_SOURCE, subject=record.id, data=data)
-    outbox.enqueue(session, subject_for(type_, record.id), event)
-
-
-def open_task(store: Store, task: TaskOpen) -> tuple[task_store.TaskRecord, bool]:
-    """Write the row of a new task once, with its `task.created` event; repeat calls read it."""
-    with store.session() as session:
-        run = _root_run(session, task.run_id)
-        record = task_store.TaskRecord(
-            id=task.task_id,
-            run_id=task.run_id,
-            workflow_id=task.workflow_id or task.run_id,
-            step_id=task.step_id,
-            iteration=task.iteration,
-            flow=task.flow or (run.flow_name if run else ""),
-            folder=run.folder if run else "default",
-            kind=task.kind,
-            title=task.title[:500],
-            assignees=list(dict.fromkeys(task.assignees)),
-            form=task.form,
-            started_by=run.started_by if run else None,
-            due_at=datetime.fromisoformat(task.due_at) if task.due_at else None,
-        )
-        created = task_store.insert(session, record)
-        stored = task_store.get(session, task.task_id)
-        if created:
-            _event(session, TASK_CREATED, stored, title=stored.title, assignees=stored.assignees)
-    return stored, created
-
-
-def four_eyes() -> bool:
-    """Whether four-eyes is on (``AMOS_TASKS_FOUR_EYES``, default true)."""
-    return TaskSettings().four_eyes
-
-
-def escalate_task(store: Store, escalation: TaskEscalation) -> task_store.TaskRecord:
-    """Mark an open task escalated and widen its assignees, once, with `task.escalated`."""
-    with store.session() as session:
-        row = task_store.row(session, escalation.task_id, lock=True)
-        if row.status == "open" and not row.escalated:
-            row.assignees = list(dict.fromkeys([*row.assignees, *escalation.add_assignees]))
-            row.escalated = True
-            session.flush()
-            record = task_store.TaskRecord.model_validate(row)
-            _event(session, TASK_ESCALATED, record, assignees=record.assignees)
-            audit.append(
-                session,
-                actor="service:system",
-                action="tasks.escalate",
-                resource=f"tasks/{record.id}",
-                folder=record.folder,
-                details={"run_id": record.run_id, "added": escalation.add_assignees},
-            )
-        return task_store.TaskRecord.model_validate(row)
-
-
-def close_task(store: Store, close: TaskClose) -> task_store.TaskRecord:
-    """Close an open task (decided, expired or cancelled); the closing call audits and announces.
-
-    Called by the API from the update's result and by the workflow once the step is over;
-    the second call finds the row closed and changes nothing.
-    """
-    with store.session() as session:
-        record, moved = task_store.close(session, close.task_id, close.status, close.decision)
-        if moved:
-            decision = close.decision or {}
-            actor = str(decision.get("by") or "service:system")
-            audit.append(
-                session,
-                actor=actor,
-                action="tasks.decide" if close.status == "decided" else f"tasks.{close.status}",
-                resource=f"tasks/{record.id}",
-                folder=record.folder,
-                details={
-                    "run_id": record.run_id,
-                    "step": record.step_id,
-                    "outcome": decision.get("outcome"),
-                    "channel": close.channel,
-                },
-            )
-            _event(session, TASK_DECIDED, record, outcome=decision.get("outcome"), by=actor)
-    return record
-
-
-# -- what people do through the API ----------------------------------------------------------
-
-
-def task_resource(record: task_store.TaskRecord) -> dict[str, Any]:
+def task_resource(record: inbox.TaskRecord) -> dict[str, Any]:
     """What ABAC conditions see of a task as ``resource``."""
     return {
         "kind": "task",
@@ -181,20 +81,10 @@ def task_resource(record: task_store.TaskRecord) -> dict[str, Any]:
     }
 
 
-def guard_task(
-    store: Store, principal: Principal, permission: str, task_id: str
-) -> task_store.TaskRecord:
-    """Load a task and authorize ``permission`` on it; one the caller can't see is not found."""
+def get_task(store: Store, task_id: str) -> inbox.TaskRecord:
+    """The task ``task_id``, for a caller yet to be authorized on it; NotFoundError if none."""
     with store.session(read_only=True) as session:
-        record = task_store.get(session, task_id)
-    authorize(
-        principal,
-        permission,
-        folder=record.folder,
-        resource=task_resource(record),
-        missing=f"task {task_id!r} not found",
-    )
-    return record
+        return inbox.get(session, task_id)
 
 
 def _assignee_parts(assignee: str) -> tuple[str, str]:
@@ -202,7 +92,7 @@ def _assignee_parts(assignee: str) -> tuple[str, str]:
     return (kind, name) if sep and kind in {"user", "role", "group"} else ("user", assignee)
 
 
-def is_assignee(principal: Principal, record: task_store.TaskRecord) -> bool:
+def is_assignee(principal: Principal, record: inbox.TaskRecord) -> bool:
     """Whether the task is the principal's: named, by role (in its folder), group or claim.
 
     A task with no assignees is everyone's who may decide tasks in its folder.
@@ -233,7 +123,7 @@ class TaskQuery:
     limit: int = 50
 
 
-def list_tasks(store: Store, principal: Principal, query: TaskQuery) -> Page[task_store.TaskRecord]:
+def list_tasks(store: Store, principal: Principal, query: TaskQuery) -> Page[inbox.TaskRecord]:
     """The tasks the caller may see, newest first; ``mine`` keeps the caller's own.
 
     A page can hold fewer than ``limit`` tasks when filters in Python hide some (ABAC
@@ -241,7 +131,7 @@ def list_tasks(store: Store, principal: Principal, query: TaskQuery) -> Page[tas
     """
     scope = folder_scope(principal, "approvals.read")
     with store.session(read_only=True) as session:
-        page = task_store.list_tasks(
+        page = inbox.list_inbox(
             session,
             status=query.status,
             folders=None if scope.every else scope.folders,
@@ -261,13 +151,13 @@ def list_tasks(store: Store, principal: Principal, query: TaskQuery) -> Page[tas
 
 def claim(
     store: Store, principal: Principal, task_id: str, channel: str = "api"
-) -> task_store.TaskRecord:
+) -> inbox.TaskRecord:
     """Take an open task so others see it is being handled; 409 if someone else holds it."""
-    record = guard_task(store, principal, "approvals.decide", task_id)
+    record = get_task(store, task_id)
     if not is_assignee(principal, record):
         raise PermissionDeniedError(f"{principal.actor} is not an assignee of task {task_id}")
     with store.session() as session:
-        row = task_store.row(session, task_id, lock=True)
+        row = inbox.row(session, task_id, lock=True)
         if row.status != "open":
             raise TaskClosedError(f"task {task_id} is already {row.status}")
         if row.claimed_by not in {None, principal.actor}:
@@ -282,16 +172,15 @@ def claim(
             folder=row.folder,
             details={"run_id": row.run_id, "channel": channel},
         )
-        return task_store.TaskRecord.model_validate(row)
+        return inbox.TaskRecord.model_validate(row)
 
 
 def unclaim(
     store: Store, principal: Principal, task_id: str, channel: str = "api"
-) -> task_store.TaskRecord:
+) -> inbox.TaskRecord:
     """Give a claimed task back to its assignees; only its claimer may."""
-    guard_task(store, principal, "approvals.decide", task_id)
     with store.session() as session:
-        row = task_store.row(session, task_id, lock=True)
+        row = inbox.row(session, task_id, lock=True)
         if row.status != "open":
             raise TaskClosedError(f"task {task_id} is already {row.status}")
         if row.claimed_by not in {None, principal.actor}:
@@ -306,7 +195,7 @@ def unclaim(
             folder=row.folder,
             details={"run_id": row.run_id, "channel": channel},
         )
-        return task_store.TaskRecord.model_validate(row)
+        return inbox.TaskRecord.model_validate(row)
 
 
 @dataclass(frozen=True)
@@ -319,7 +208,7 @@ class Decision:
     channel: str = "api"
 
 
-def _check_decision(record: task_store.TaskRecord, decision: Decision) -> None:
+def _check_decision(record: inbox.TaskRecord, decision: Decision) -> None:
     allowed = OUTCOMES[record.kind]
     if decision.outcome not in allowed:
         raise ValidationFailedError(
@@ -335,14 +224,16 @@ def _check_decision(record: task_store.TaskRecord, decision: Decision) -> None:
             raise ValidationFailedError(problems)
 
 
-def _check_open(cp: ControlPlane, record: task_store.TaskRecord, principal: Principal) -> None:
+def _check_open(
+    store: Store, record: inbox.TaskRecord, principal: Principal, *, four_eyes: bool
+) -> None:
     if record.status != "open":
         raise TaskClosedError(f"task {record.id} is already {record.status}")
-    with cp.store.session(read_only=True) as session:
-        run = _root_run(session, record.run_id)
+    with store.session(read_only=True) as session:
+        run = inbox.root_run(session, record.run_id)
     if run is not None and run.status in _TERMINAL:
         raise TaskClosedError(f"run {run.run_id} has already ended {run.status}")
-    if four_eyes() and record.started_by and record.started_by == principal.actor:
+    if four_eyes and record.started_by and record.started_by == principal.actor:
         raise FourEyesError("the starter of a run may not decide its tasks (four-eyes)")
     if not is_assignee(principal, record):
         raise PermissionDeniedError(f"{principal.actor} is not an assignee of task {record.id}")
@@ -351,11 +242,20 @@ def _check_open(cp: ControlPlane, record: task_store.TaskRecord, principal: Prin
 
 
 async def decide(
-    cp: ControlPlane, principal: Principal, task_id: str, decision: Decision
-) -> task_store.TaskRecord:
-    """Decide a task: checked here, judged by the run (the ``decide`` update), then recorded."""
-    record = guard_task(cp.store, principal, "approvals.decide", task_id)
-    _check_open(cp, record, principal)
+    cp: TaskPlane,
+    principal: Principal,
+    task_id: str,
+    decision: Decision,
+    *,
+    four_eyes: bool = True,
+) -> inbox.TaskRecord:
+    """Decide a task: checked here, judged by the run (the ``decide`` update), then recorded.
+
+    ``four_eyes`` is the operator's ``TaskSettings.four_eyes``: the run enforces the same rule
+    with the value its task was opened with, this check only gives the clear 403 first.
+    """
+    record = get_task(cp.store, task_id)
+    _check_open(cp.store, record, principal, four_eyes=four_eyes)
     _check_decision(record, decision)
     handle = cp.client.get_workflow_handle(record.workflow_id)
     update = TaskDecision(
