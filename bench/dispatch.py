@@ -33,7 +33,7 @@ from amosflow.engine.client import connect, result_of
 from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import EmbeddedTemporal, free_port
 from amosflow.engine.worker import build_worker
-from amosflow.runners.agent import enroll_local
+from amosflow.runner.dispatch import enroll_local
 from amosflow.store import open_store
 from amosflow.store.tables import RunnerJobRow
 from auth import admin_token

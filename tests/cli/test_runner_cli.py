@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from amosflow.cli.main import app
-from amosflow.runners import PlatformCA, drain, enroll, generate_runner_key, heartbeat, make_csr
-from amosflow.runners.pki import token_hash
+from amosflow.runner.agent import generate_runner_key, make_csr
+from amosflow.runner.dispatch import PlatformCA, drain, enroll, heartbeat, token_hash
 from amosflow.store import Store, open_store
 from amosflow.store.tables import AuditRow, EnrollmentTokenRow
 from tests.store.conftest import store_url  # noqa: F401

@@ -25,8 +25,8 @@ from amosflow.bus.embedded import EmbeddedNats
 from amosflow.config import EngineSettings, RunnerSettings
 from amosflow.engine.client import connect
 from amosflow.engine.embedded import free_port
-from amosflow.runners import create_enrollment_token
-from amosflow.runners.agent import RunnerIdentity
+from amosflow.runner.agent import RunnerIdentity
+from amosflow.runner.dispatch import create_enrollment_token
 from amosflow.store import open_store
 from tests.api.conftest import Node, running_node
 from tests.api.flows_util import wait_for_end

@@ -62,8 +62,7 @@ from amosflow.identity import (
     OidcVerifier,
     SessionSigner,
 )
-from amosflow.runners.dispatch import dispatch_activity
-from amosflow.runners.server import fleet_server
+from amosflow.runner.dispatch import dispatch_activity, fleet_server
 from amosflow.services import triggers as trigger_service
 from amosflow.services import upgrade
 from amosflow.services.runs import ControlPlane

@@ -8,50 +8,28 @@ before any API account exists. The CLI user is the audit actor (``cli:<os user>`
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import logging
-import os
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from amosflow.cli import exits
-from amosflow.config import EngineSettings, StoreSettings
+from amosflow.cli._local import fail, local_store, os_actor
+from amosflow.config import EngineSettings
 from amosflow.errors import AmosError
-from amosflow.runners import CAPABILITIES, RunnerRow, agent, create_enrollment_token, list_runners
-from amosflow.store import Store, open_store
+from amosflow.runner import agent
+from amosflow.runner.dispatch import (
+    CAPABILITIES,
+    FleetEntry,
+    fleet,
+    issue_enrollment_token,
+)
 
 app = typer.Typer(help="Enroll runners and look at the fleet.", no_args_is_help=True)
 token_app = typer.Typer(help="One-time runner enrollment tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
-
-
-@contextmanager
-def _store() -> Iterator[Store]:
-    store = open_store(StoreSettings().url)
-    try:
-        yield store
-    finally:
-        store.dispose()
-
-
-def _fail(err: AmosError) -> typer.Exit:
-    typer.echo(f"error: {err}", err=True)
-    return typer.Exit(exits.for_error(err))
-
-
-def _default_actor() -> str:
-    """Who runs the CLI: the OS account, since the CLI talks to the store directly."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):
-        return f"cli:uid-{os.getuid()}"
 
 
 @token_app.command("create")
@@ -71,17 +49,17 @@ def token_create(
     """Create a one-time enrollment token; it is printed once and stored only as a hash."""
     now = datetime.now(UTC)
     try:
-        with _store() as store, store.session() as session:
-            token = create_enrollment_token(
-                session,
+        with local_store() as store:
+            token = issue_enrollment_token(
+                store,
                 zone=zone,
                 capabilities=capability,
-                created_by=_default_actor(),
+                created_by=os_actor(),
                 ttl=timedelta(hours=ttl_hours),
                 now=now,
             )
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     # The token alone on stdout, so `TOKEN=$(amos runner token create …)` works.
     typer.echo(token)
     expires = (now + timedelta(hours=ttl_hours)).isoformat(timespec="seconds")
@@ -92,7 +70,7 @@ def token_create(
     )
 
 
-def _listing(row: RunnerRow) -> dict[str, Any]:
+def _listing(row: FleetEntry) -> dict[str, Any]:
     beat = row.last_heartbeat_at
     return {
         "id": row.id,
@@ -113,10 +91,10 @@ def ls(
 ) -> None:
     """List the runners: name, zone, capabilities, status, last heartbeat and load."""
     try:
-        with _store() as store, store.session(read_only=True) as session:
-            found = [_listing(row) for row in list_runners(session, zone=zone)]
+        with local_store() as store:
+            found = [_listing(row) for row in fleet(store, now=datetime.now(UTC), zone=zone)]
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     if as_json:
         typer.echo(json.dumps(found, indent=2))
         return
@@ -162,7 +140,7 @@ def enroll_command(
     try:
         identity = agent.enroll(url, token, name, target)
     except AmosError as err:
-        raise _fail(err) from None
+        raise fail(err) from None
     typer.echo(f"enrolled {identity.runner_id} (zone {identity.zone}) -> {identity.endpoint}")
 
 
@@ -172,16 +150,8 @@ def start_command(directory: DirOption = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         identity = agent.RunnerIdentity.load(_runner_dir(directory))
+        worker = agent.Agent(identity, EngineSettings().artifacts_dir)
     except AmosError as err:
-        raise _fail(err) from None
-    worker = agent.Agent(identity, EngineSettings().artifacts_dir)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        typer.echo(f"runner {identity.runner_id} working for {identity.endpoint}", err=True)
-        await worker.run(stop)
-
-    asyncio.run(main())
+        raise fail(err) from None
+    typer.echo(f"runner {identity.runner_id} working for {identity.endpoint}", err=True)
+    asyncio.run(agent.serve(worker))

@@ -28,8 +28,7 @@ from amosflow.node.service_user import (
     needed_paths,
 )
 from amosflow.node.supervisor import Child, NodePlan, Supervisor
-from amosflow.runners.agent import enroll_local
-from amosflow.runners.server import endpoint_url
+from amosflow.runner.dispatch import endpoint_url, enroll_local
 from amosflow.store import open_store
 
 if TYPE_CHECKING:

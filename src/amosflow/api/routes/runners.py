@@ -7,22 +7,16 @@ one-time token authenticates it. Everything else a runner does goes to the mTLS 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
-from amosflow import audit
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
 from amosflow.config import RunnerSettings
-from amosflow.errors import AuthenticationError
 from amosflow.identity import authorize
-from amosflow.runners import leases, pki
-from amosflow.runners.server import endpoint_url
-from amosflow.store.tables import INSTALL_FOLDER, RunnerJobRow
+from amosflow.runner import dispatch
 
 router = APIRouter(prefix="/api/v1/runners", tags=["runners"], responses=problems.RESPONSES)
 
@@ -84,30 +78,20 @@ def _now() -> datetime:
 def enroll(body: EnrollRequest, request: Request, cp: ControlPlaneDep) -> EnrollResponse:
     """Swap a one-time enrollment token and a CSR for a client certificate."""
     settings = _settings(request)
-    ca = pki.PlatformCA.load_or_create(settings.directory / "ca")
-    address = request.client.host if request.client else "unknown"
-    try:
-        with cp.store.session() as session:
-            done = pki.enroll(
-                session, ca, token=body.token, csr_pem=body.csr, name=body.name, now=_now()
-            )
-    except AuthenticationError as err:
-        with cp.store.session() as session:
-            audit.append(
-                session,
-                folder=INSTALL_FOLDER,
-                actor="anonymous",
-                action="runners.enroll",
-                resource="runners",
-                outcome="denied",
-                details={"reason": str(getattr(err, "reason", "invalid")), "address": address},
-            )
-        raise
+    done = dispatch.enroll_with_token(
+        cp.store,
+        settings,
+        token=body.token,
+        csr_pem=body.csr,
+        name=body.name,
+        address=request.client.host if request.client else "unknown",
+        now=_now(),
+    )
     return EnrollResponse(
         runner_id=done.runner_id,
         certificate=done.cert_pem.decode(),
         ca=done.ca_pem.decode(),
-        endpoint=endpoint_url(settings),
+        endpoint=dispatch.endpoint_url(settings),
         zone=done.zone,
         capabilities=list(done.capabilities),
         not_after=done.not_after,
@@ -118,36 +102,22 @@ def enroll(body: EnrollRequest, request: Request, cp: ControlPlaneDep) -> Enroll
 def list_runners(cp: ControlPlaneDep, caller: CallerDep) -> list[RunnerPublic]:
     """Every runner with its zone, capabilities, status, load and last heartbeat."""
     authorize(caller, "runners.read")
-    now = _now()
-    with cp.store.session(read_only=True) as session:
-        held: dict[str, list[str]] = {}
-        for job in session.scalars(select(RunnerJobRow).where(RunnerJobRow.state == "leased")):
-            if job.runner_id and job.lease_expires_at and job.lease_expires_at > now:
-                held.setdefault(job.runner_id, []).append(job.job_id)
-        return [
-            RunnerPublic.model_validate(row).model_copy(update={"jobs": held.get(row.id, [])})
-            for row in leases.list_runners(session)
-        ]
-
-
-def _change(cp: ControlPlaneDep, caller: CallerDep, runner_id: str, verb: str) -> Any:
-    authorize(caller, "runners.write")
-    change = leases.drain if verb == "drain" else leases.revoke
-    with cp.store.session() as session:
-        return RunnerPublic.model_validate(
-            change(session, runner_id, actor=caller.actor, now=_now())
-        )
+    return [RunnerPublic.model_validate(entry) for entry in dispatch.fleet(cp.store, now=_now())]
 
 
 @router.post("/{runner_id}/drain", response_model=RunnerPublic)
 def drain_runner(runner_id: str, cp: ControlPlaneDep, caller: CallerDep) -> RunnerPublic:
     """Stop giving the runner new jobs; the ones it holds finish."""
-    result: RunnerPublic = _change(cp, caller, runner_id, "drain")
-    return result
+    authorize(caller, "runners.write")
+    return RunnerPublic.model_validate(
+        dispatch.drain_runner(cp.store, runner_id, actor=caller.actor, now=_now())
+    )
 
 
 @router.post("/{runner_id}/revoke", response_model=RunnerPublic)
 def revoke_runner(runner_id: str, cp: ControlPlaneDep, caller: CallerDep) -> RunnerPublic:
     """Revoke the runner's certificate at once; its leases go back to the queue."""
-    result: RunnerPublic = _change(cp, caller, runner_id, "revoke")
-    return result
+    authorize(caller, "runners.write")
+    return RunnerPublic.model_validate(
+        dispatch.revoke_runner(cp.store, runner_id, actor=caller.actor, now=_now())
+    )

@@ -20,17 +20,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.service import RPCError
 
 from amosflow import audit
-from amosflow.api import problems
 from amosflow.engine.types import ActionCall, ActionResult
 from amosflow.errors import AuthenticationError, PermissionDeniedError, VaultSealedError
-from amosflow.runners import leases, pki
-from amosflow.runners.dispatch import job_failure
-from amosflow.runners.tls import PEER_CERT
+from amosflow.runner.dispatch import _leases as leases
+from amosflow.runner.dispatch import _problems as problems
+from amosflow.runner.dispatch import _registry as registry
+from amosflow.runner.dispatch._activity import job_failure
+from amosflow.runner.dispatch._enrollment import verify_client_cert
+from amosflow.runner.dispatch._tls import PEER_CERT
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
     from amosflow.config import RunnerSettings
+    from amosflow.runner.dispatch._ca import PlatformCA
     from amosflow.store import Store
     from amosflow.store.tables import RunnerRow
     from amosflow.vault import Vault
@@ -44,7 +47,7 @@ class Fleet:
     """What the endpoint needs: the store, the CA, the Temporal client, the settings, the vault."""
 
     store: Store
-    ca: pki.PlatformCA
+    ca: PlatformCA
     client: Client
     settings: RunnerSettings
     vault: Vault | None = None
@@ -103,7 +106,7 @@ def _runner(request: Request, fleet: FleetDep) -> RunnerRow:
     if not der:
         raise AuthenticationError("a runner client certificate is required")
     with fleet.store.session() as session:
-        return pki.verify_client_cert(session, fleet.ca, der, now=_now())
+        return verify_client_cert(session, fleet.ca, der, now=_now())
 
 
 RunnerDep = Annotated["RunnerRow", Depends(_runner)]
@@ -119,7 +122,7 @@ def create_endpoint(fleet: Fleet) -> FastAPI:
     def heartbeat(body: Beat, runner: RunnerDep) -> dict[str, str]:
         """Say the runner is alive and how busy; the answer says whether to drain."""
         with fleet.store.session() as session:
-            row = leases.heartbeat(
+            row = registry.heartbeat(
                 session,
                 runner.id,
                 load=body.load,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from amosflow.runners import NewJob, heartbeat, register_runner
+from amosflow.runner.dispatch import NewJob, heartbeat, register_runner
 from amosflow.store.tables import AuditRow, RunnerRow
 from tests.store.conftest import pg_store, store, store_url  # noqa: F401
 

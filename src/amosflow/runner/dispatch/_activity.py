@@ -17,7 +17,8 @@ from temporalio import activity
 from amosflow.engine.activities.base import Failure, current_run_config
 from amosflow.engine.types import ActionResult, DispatchCall
 from amosflow.errors import NotFoundError
-from amosflow.runners import leases
+from amosflow.runner.dispatch import _jobs as jobs
+from amosflow.runner.dispatch import _registry as registry
 from amosflow.store import runs as run_store
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ def dispatch_activity(store: Store, settings: RunnerSettings) -> Callable[..., A
         info = activity.info()
         call = request.call
         config = await current_run_config()
-        job = leases.NewJob(
+        job = jobs.NewJob(
             job_id=call.idempotency_key,
             run_id=call.run_id,
             step=call.step_id,
@@ -67,16 +68,16 @@ def dispatch_activity(store: Store, settings: RunnerSettings) -> Callable[..., A
         )
         now = datetime.now(UTC)
         with store.session() as session:
-            row = leases.enqueue(session, job, now=now)
+            row = jobs.enqueue(session, job, now=now)
             state, result, error = row.state, row.result, row.error
-            if state == "queued" and not leases.eligible_runners(
+            if state == "queued" and not registry.eligible_runners(
                 session,
                 capability=request.capability,
                 zone=request.zone,
                 now=now,
                 heartbeat_ttl=settings.heartbeat_ttl,
             ):
-                message = leases.no_eligible_runner_message(request.capability, request.zone)
+                message = registry.no_eligible_runner_message(request.capability, request.zone)
                 row.state = "failed"
                 row.error = {"message": message, "type": "NoEligibleRunner", "retryable": False}
                 state, error = row.state, row.error

@@ -14,7 +14,7 @@ from amosflow.errors import (
     StaleLeaseError,
     ValidationFailedError,
 )
-from amosflow.runners import (
+from amosflow.runner.dispatch import (
     RunnerRefused,
     acquire,
     complete,
@@ -33,7 +33,15 @@ from amosflow.runners import (
     revoke,
 )
 from amosflow.store import Store
-from tests.runners.conftest import HEARTBEAT_TTL, T0, TTL, add_runner, at, audit_rows, new_job
+from tests.runner.dispatch.conftest import (
+    HEARTBEAT_TTL,
+    T0,
+    TTL,
+    add_runner,
+    at,
+    audit_rows,
+    new_job,
+)
 
 
 def _ids(rows) -> list[str]:

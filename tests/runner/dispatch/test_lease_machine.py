@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 from sqlalchemy import delete, func, select
 
 from amosflow.errors import StaleLeaseError
-from amosflow.runners import (
+from amosflow.runner.dispatch import (
     Lease,
     RunnerRefused,
     acquire,
@@ -46,7 +46,7 @@ from amosflow.runners import (
 )
 from amosflow.store import Store, open_store
 from amosflow.store.tables import AuditRow, RunnerJobRow, RunnerRow
-from tests.runners.conftest import T0, add_runner, new_job
+from tests.runner.dispatch.conftest import T0, add_runner, new_job
 
 TTL = timedelta(seconds=30)
 MAX_SKEW_MS = 5_000

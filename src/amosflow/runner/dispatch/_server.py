@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from amosflow.host import write_private
-from amosflow.runners import pki
-from amosflow.runners.endpoint import Fleet, create_endpoint
-from amosflow.runners.tls import PeerCertProtocol
+from amosflow.runner.dispatch._ca import PlatformCA
+from amosflow.runner.dispatch._endpoint import Fleet, create_endpoint
+from amosflow.runner.dispatch._tls import PeerCertProtocol
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -37,7 +37,7 @@ def fleet_server(
     runners trust it through the CA they received at enrollment.
     """
     directory = settings.directory
-    ca = pki.PlatformCA.load_or_create(directory / "ca")
+    ca = PlatformCA.load_or_create(directory / "ca")
     cert_pem, key_pem = ca.issue_server_cert(settings.server_names)
     cert_path, key_path = directory / SERVER_CERT, directory / SERVER_KEY
     cert_path.write_bytes(cert_pem)

@@ -14,25 +14,24 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from amosflow.errors import AuthenticationError, ValidationFailedError, VaultError
-from amosflow.runners import (
+from amosflow.runner.agent import generate_runner_key, make_csr
+from amosflow.runner.dispatch import (
     PlatformCA,
     RunnerRefused,
     acquire,
     create_enrollment_token,
     enqueue,
     enroll,
-    generate_runner_key,
     get_runner,
     heartbeat,
     list_runners,
-    make_csr,
     revoke,
+    token_hash,
     verify_client_cert,
 )
-from amosflow.runners.pki import token_hash
 from amosflow.store import Store
 from amosflow.store.tables import EnrollmentTokenRow
-from tests.runners.conftest import T0, TTL, at, audit_rows, new_job
+from tests.runner.dispatch.conftest import T0, TTL, at, audit_rows, new_job
 
 DAY = timedelta(days=1)
 
@@ -388,7 +387,7 @@ def test_a_token_used_between_read_and_update_registers_one_runner(
     The second enrollment is paused after it read the token as unused; the first one runs
     to its commit in that gap, and the second's update then finds the token used.
     """
-    from amosflow.runners import pki
+    from amosflow.runner.dispatch import _enrollment as pki
 
     token = _token(pg_store)
     register = pki.register_runner
