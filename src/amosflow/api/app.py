@@ -173,6 +173,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:  # noqa: PLR0915 - 
         app.state.task_settings = node.tasks
         cp = await _control_plane(node, store, client)
         watcher = RunWatcher(cp)
+        cp.watcher = watcher  # every run the control plane starts is followed
         app.state.control_plane = cp
         app.state.watcher = watcher
         app.state.bus = None
@@ -180,7 +181,6 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:  # noqa: PLR0915 - 
 
         async def fire(fire: schedules.Fire) -> str:
             record = await trigger_service.fire_schedule(cp, fire)
-            watcher.watch(record.run_id)
             return record.run_id
 
         control_worker = Worker(

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from amosflow.identity import Authenticator, IdentitySettings
 from amosflow.services.runs import ControlPlane
-from amosflow.services.watcher import RunWatcher
 
 
 def _control_plane(request: Request) -> ControlPlane:
@@ -15,10 +15,16 @@ def _control_plane(request: Request) -> ControlPlane:
     return cp
 
 
-def _watcher(request: Request) -> RunWatcher:
-    watcher: RunWatcher = request.app.state.watcher
-    return watcher
+def _authenticator(request: Request) -> Authenticator:
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator
+
+
+def _identity_settings(request: Request) -> IdentitySettings:
+    settings: IdentitySettings = request.app.state.authenticator.settings
+    return settings
 
 
 ControlPlaneDep = Annotated[ControlPlane, Depends(_control_plane)]
-WatcherDep = Annotated[RunWatcher, Depends(_watcher)]
+AuthenticatorDep = Annotated[Authenticator, Depends(_authenticator)]
+IdentitySettingsDep = Annotated[IdentitySettings, Depends(_identity_settings)]

@@ -1,8 +1,12 @@
-"""Starting, re-running and cancelling runs: the one door every trigger goes through."""
+"""Starting, re-running, cancelling and listing runs: the one door every trigger goes through.
+
+``record_status`` is the only writer of a run's status: the start moves a run to `running`,
+the watcher records its end, both through it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -11,22 +15,39 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from amosflow import audit, vault
 from amosflow.bus.events import cloud_event, subject_for
 from amosflow.catalog.config import effective_config, missing_requirements
-from amosflow.dsl import parse_flow, validate_inputs
-from amosflow.dsl.models import CallStep, iter_steps
+from amosflow.dsl import CallStep, iter_steps, parse_flow, validate_inputs
 from amosflow.engine.client import RunRequest, new_run_id, start_run
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
-from amosflow.identity import authorize
+from amosflow.identity import allows, authorize, folder_scope
 from amosflow.services import access
 from amosflow.store import outbox
 from amosflow.store import runs as run_store
+from amosflow.store.runs import RunRecord
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
     from temporalio.client import Client
 
     from amosflow.catalog import Catalog
     from amosflow.config import EngineSettings
     from amosflow.identity import Principal
-    from amosflow.store import Store
+    from amosflow.services.watcher import RunWatcher
+    from amosflow.store import Page, Store
+
+__all__ = [
+    "EVENT_SOURCE",
+    "TERMINAL",
+    "ControlPlane",
+    "RunRecord",
+    "StartRequest",
+    "cancel",
+    "guard_run",
+    "list_runs",
+    "record_status",
+    "rerun",
+    "run_resource",
+    "start",
+]
 
 EVENT_SOURCE = "urn:amosflow:control-plane"
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
@@ -34,12 +55,17 @@ TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
 @dataclass
 class ControlPlane:
-    """The parts a use case needs: settings, store, catalog and the Temporal client."""
+    """The parts a use case needs: settings, store, catalog, the Temporal client and watcher.
+
+    ``watcher`` follows every run ``start`` starts; None where nothing records run ends (a
+    test or a command that reads the end from Temporal itself).
+    """
 
     settings: EngineSettings
     store: Store
     catalog: Catalog
     client: Client
+    watcher: RunWatcher | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +89,7 @@ class StartRequest:
     folder: str | None = None
 
 
-def run_resource(record: run_store.RunRecord) -> dict[str, Any]:
+def run_resource(record: RunRecord) -> dict[str, Any]:
     """What ABAC conditions see of a run as ``resource``."""
     return {
         "kind": "run",
@@ -79,7 +105,7 @@ def run_resource(record: run_store.RunRecord) -> dict[str, Any]:
 
 def guard_run(
     cp: ControlPlane, principal: Principal | None, permission: str, run_id: str
-) -> run_store.RunRecord:
+) -> RunRecord:
     """Load a run and authorize ``permission`` on it; a run the caller can't see is not found."""
     with cp.store.session(read_only=True) as session:
         record = run_store.get_run(session, run_id)
@@ -153,14 +179,22 @@ def _check_run_id(req: StartRequest, folder: str) -> None:
         )
 
 
-async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
-    """Validate everything, record the run with its `run.started` event, then start it.
+async def start(cp: ControlPlane, req: StartRequest) -> RunRecord:
+    """Validate everything, record the run with its `run.started` event, start it, follow it.
 
     Nothing is recorded or started when the flow, the inputs or a requirement is wrong. The
     record comes first so a crash before Temporal accepts the start is repaired by `reconcile`.
     Every reference of the run (child flows, config bundles, secrets) is resolved in the
-    flow's folder only.
+    flow's folder only. The control plane's watcher follows the run (also a repeated start's),
+    so no caller has to remember to.
     """
+    record = await _start(cp, req)
+    if cp.watcher is not None:
+        cp.watcher.watch(record.run_id)
+    return record
+
+
+async def _start(cp: ControlPlane, req: StartRequest) -> RunRecord:
     folder = _flow_folder(cp, req)
     if req.principal is not None:
         resource = {"kind": "flow", "flow": req.flow, "folder": folder, "inputs": req.inputs}
@@ -187,7 +221,7 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
     library = _library(cp, entry.document, folder)
     run_id = req.run_id or new_run_id(flow.name)
     now = datetime.now(UTC)
-    record = run_store.RunRecord(
+    record = RunRecord(
         run_id=run_id,
         flow_name=flow.name,
         flow_version=entry.version.commit,
@@ -256,7 +290,7 @@ async def start(cp: ControlPlane, req: StartRequest) -> run_store.RunRecord:
 
 async def _start_workflow(  # noqa: PLR0917 - private, called once
     cp: ControlPlane,
-    record: run_store.RunRecord,
+    record: RunRecord,
     document: dict[str, Any],
     config: dict[str, Any],
     library: dict[str, dict[str, Any]],
@@ -275,12 +309,41 @@ async def _start_workflow(  # noqa: PLR0917 - private, called once
     except WorkflowAlreadyStartedError:
         return  # this run id already ran (or runs): the start was a repeat
     with cp.store.session() as session:
-        run_store.set_status(session, record.run_id, "running")
+        record_status(session, record.run_id, "running")
 
 
-async def rerun(
-    cp: ControlPlane, run_id: str, principal: Principal | None = None
-) -> run_store.RunRecord:
+def record_status(
+    session: Session,
+    run_id: str,
+    status: str,
+    *,
+    output: Any = None,
+    error: dict[str, Any] | None = None,
+    ended_at: datetime | None = None,
+) -> RunRecord:
+    """Move a run forward to ``status`` in the caller's transaction; the one writer of it.
+
+    Statuses only move forward (a late or repeated report changes nothing). The run's end is
+    audited as `runs.end` in the same transaction, once, in the run's own folder.
+    """
+    before = run_store.get_run(session, run_id).status
+    after = run_store.set_status(
+        session, run_id, status, output=output, error=error, ended_at=ended_at
+    )
+    if after.status != before and after.status in TERMINAL:
+        audit.append(
+            session,
+            actor="engine",
+            action="runs.end",
+            resource=f"runs/{run_id}",
+            folder=after.folder,  # the run's own auditors read it, nobody else
+            outcome="ok" if after.status == "completed" else "error",
+            details={"status": after.status, "error": after.error},
+        )
+    return after
+
+
+async def rerun(cp: ControlPlane, run_id: str, principal: Principal | None = None) -> RunRecord:
     """Start a new run of the same flow version with the same inputs."""
     old = guard_run(cp, principal, "runs.read", run_id)
     return await start(
@@ -298,8 +361,8 @@ async def rerun(
     )
 
 
-async def cancel(cp: ControlPlane, run_id: str, principal: Principal | None = None) -> None:
-    """Ask a running run to cancel; a finished run cannot be cancelled."""
+async def cancel(cp: ControlPlane, run_id: str, principal: Principal | None = None) -> RunRecord:
+    """Ask a running run to cancel; a finished run cannot be cancelled. Returns the run."""
     record = guard_run(cp, principal, "runs.cancel", run_id)
     if record.status in TERMINAL:
         raise ConflictError(f"run {run_id} already ended {record.status}")
@@ -313,3 +376,37 @@ async def cancel(cp: ControlPlane, run_id: str, principal: Principal | None = No
             details={"status": record.status},
         )
     await cp.client.get_workflow_handle(run_id).cancel()
+    with cp.store.session() as session:
+        return run_store.get_run(session, run_id)
+
+
+def list_runs(
+    cp: ControlPlane,
+    principal: Principal,
+    *,
+    flow: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[RunRecord]:
+    """Runs ``principal`` may read, newest first, filtered and paged by cursor.
+
+    The folders are filtered in the query; ABAC conditions are applied to the page, so a page
+    can hold fewer than ``limit`` runs while ``next_cursor`` still leads on.
+    """
+    scope = folder_scope(principal, "runs.read")
+    with cp.store.session(read_only=True) as session:
+        page = run_store.list_runs(
+            session,
+            flow=flow,
+            status=status,
+            since=since,
+            until=until,
+            cursor=cursor,
+            limit=limit,
+            folders=None if scope.every else scope.folders,
+        )
+    shown = [r for r in page.items if allows(principal, "runs.read", r.folder, run_resource(r))]
+    return replace(page, items=shown)

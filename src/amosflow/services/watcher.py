@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING
 
 from temporalio.service import RPCError, RPCStatusCode
 
-from amosflow import audit
 from amosflow.bus.events import cloud_event, subject_for
 from amosflow.services.progress import RunEvent, follow
-from amosflow.services.runs import EVENT_SOURCE, TERMINAL
+from amosflow.services.runs import EVENT_SOURCE, TERMINAL, record_status
 from amosflow.store import outbox
 from amosflow.store import runs as run_store
 
@@ -108,8 +107,7 @@ class RunWatcher:
         )
         with self._cp.store.session() as session:
             if event.kind.startswith("run."):
-                before = run_store.get_run(session, event.run_id).status
-                after = run_store.set_status(
+                record_status(
                     session,
                     event.run_id,
                     event.kind.removeprefix("run."),
@@ -117,14 +115,4 @@ class RunWatcher:
                     error=event.data.get("error"),
                     ended_at=datetime.now(UTC),
                 )
-                if after.status != before:
-                    audit.append(
-                        session,
-                        actor="engine",
-                        action="runs.end",
-                        resource=f"runs/{event.run_id}",
-                        folder=after.folder,  # the run's own auditors read it, nobody else
-                        outcome="ok" if after.status == "completed" else "error",
-                        details={"status": after.status, "error": after.error},
-                    )
             outbox.enqueue(session, subject_for(type_, event.run_id), ce)

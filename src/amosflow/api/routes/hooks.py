@@ -20,7 +20,7 @@ from fastapi import APIRouter, Header, Path, Request, status
 from fastapi.responses import JSONResponse
 
 from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep, WatcherDep
+from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.problems import problem
 from amosflow.api.schemas import FOLDER_PATTERN, RunPublic
 from amosflow.errors import AmosError
@@ -124,7 +124,6 @@ async def deliver(
     name: str,
     request: Request,
     cp: ControlPlaneDep,
-    watcher: WatcherDep,
     *,
     delivery: DeliveryHeader = None,
     timestamp: TimestampHeader = None,
@@ -164,7 +163,6 @@ async def deliver(
     if not isinstance(inputs, dict):
         return problem(422, "Invalid body", "the body must be a JSON object", slug="invalid-body")
     record = await trigger_service.accept_delivery(cp, trigger, folder, delivery, inputs)
-    watcher.watch(record.run_id)
     data = record.model_dump()
     data["flow"] = data.pop("flow_name")
     return RunPublic.model_validate(data)
@@ -193,7 +191,6 @@ async def deliver_default(
     name: str,
     request: Request,
     cp: ControlPlaneDep,
-    watcher: WatcherDep,
     *,
     delivery: DeliveryHeader = None,
     timestamp: TimestampHeader = None,
@@ -205,7 +202,6 @@ async def deliver_default(
         name,
         request,
         cp,
-        watcher,
         delivery=delivery,
         timestamp=timestamp,
         signature=signature,

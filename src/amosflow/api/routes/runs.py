@@ -13,19 +13,18 @@ from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep, WatcherDep
+from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import RunCreate, RunDetail, RunPage, RunPublic, RunStatus
 from amosflow.api.security import CallerDep
 from amosflow.engine.client import progress
-from amosflow.identity import allows, folder_scope
 from amosflow.services import runs as run_service
 from amosflow.services.progress import follow
-from amosflow.store import runs as run_store
+from amosflow.services.runs import RunRecord
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], responses=problems.RESPONSES)
 
 
-def _public(record: run_store.RunRecord) -> RunPublic:
+def _public(record: RunRecord) -> RunPublic:
     data = record.model_dump()
     data["flow"] = data.pop("flow_name")
     return RunPublic.model_validate(data)
@@ -33,7 +32,7 @@ def _public(record: run_store.RunRecord) -> RunPublic:
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
 async def start_run(
-    body: RunCreate, cp: ControlPlaneDep, caller: CallerDep, watcher: WatcherDep, response: Response
+    body: RunCreate, cp: ControlPlaneDep, caller: CallerDep, response: Response
 ) -> RunPublic:
     """Start a run of a catalog flow; inputs and requirements are checked before it starts."""
     record = await run_service.start(
@@ -51,7 +50,6 @@ async def start_run(
             folder=body.folder,
         ),
     )
-    watcher.watch(record.run_id)
     response.headers["Location"] = f"/api/v1/runs/{record.run_id}"
     return _public(record)
 
@@ -73,22 +71,17 @@ def list_runs(
     A page can hold fewer than ``limit`` runs when ABAC conditions hide some of them; follow
     ``next_cursor`` until it is null.
     """
-    scope = folder_scope(caller, "runs.read")
-    with cp.store.session(read_only=True) as session:
-        page = run_store.list_runs(
-            session,
-            flow=flow,
-            status=run_status,
-            since=since,
-            until=until,
-            cursor=cursor,
-            limit=limit,
-            folders=None if scope.every else scope.folders,
-        )
-    shown = [
-        r for r in page.items if allows(caller, "runs.read", r.folder, run_service.run_resource(r))
-    ]
-    return RunPage(items=[_public(r) for r in shown], next_cursor=page.next_cursor)
+    page = run_service.list_runs(
+        cp,
+        caller,
+        flow=flow,
+        status=run_status,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
+    )
+    return RunPage(items=[_public(r) for r in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/{run_id}", response_model=RunDetail)
@@ -106,19 +99,13 @@ async def get_run(run_id: str, cp: ControlPlaneDep, caller: CallerDep) -> RunDet
 @router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=RunPublic)
 async def cancel_run(run_id: str, cp: ControlPlaneDep, caller: CallerDep) -> RunPublic:
     """Ask a run to cancel; it ends `cancelled` once its current step lets go."""
-    await run_service.cancel(cp, run_id, caller)
-    with cp.store.session() as session:
-        return _public(run_store.get_run(session, run_id))
+    return _public(await run_service.cancel(cp, run_id, caller))
 
 
 @router.post("/{run_id}/rerun", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
-async def rerun(
-    run_id: str, cp: ControlPlaneDep, caller: CallerDep, watcher: WatcherDep
-) -> RunPublic:
+async def rerun(run_id: str, cp: ControlPlaneDep, caller: CallerDep) -> RunPublic:
     """Start a new run of the same flow version with the same inputs."""
-    record = await run_service.rerun(cp, run_id, caller)
-    watcher.watch(record.run_id)
-    return _public(record)
+    return _public(await run_service.rerun(cp, run_id, caller))
 
 
 @router.get("/{run_id}/events", response_class=EventSourceResponse)
