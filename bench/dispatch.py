@@ -133,7 +133,7 @@ def start_runners(home: Path, env: dict[str, str], count: int) -> list[subproces
             enroll_local(store, settings, directory, name=f"bench-{i}", zone=ZONE)
     finally:
         store.dispose()
-    cmd = [sys.executable, "-m", "amosflow.cli.main", "runner", "start", "--dir"]
+    cmd = [sys.executable, "-m", "amosflow.runner.agent.main", "start", "--dir"]
     return [subprocess.Popen([*cmd, str(d)], env=env, stderr=subprocess.DEVNULL) for d in dirs]
 
 

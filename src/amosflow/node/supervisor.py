@@ -282,7 +282,7 @@ class Supervisor:
                 self._python_child("audit-checkpointer", signer_args, lambda: True, switch=False)
             )
         if self.plan.runner_dir is not None:
-            runner_args = ["-m", "amosflow.cli.main", "runner", "start", "--dir"]
+            runner_args = ["-m", "amosflow.runner.agent.main", "start", "--dir"]
             children.append(
                 self._python_child(
                     "runner", [*runner_args, str(self.plan.runner_dir)], lambda: True
