@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import Headers
 
 from amosflow.errors import AuthenticationError, RateLimitedError
-from amosflow.identity import CREDENTIALS_REFUSED as GENERIC
+from amosflow.identity import CREDENTIALS_REFUSED
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -74,7 +74,7 @@ class AuthMiddleware:
         client = scope.get("client")
         address = str(client[0]) if client else "unknown"
         if authenticator is None:  # the node is still starting
-            await _refuse(scope, send, 401, "unauthenticated", GENERIC)
+            await _refuse(scope, send, 401, "unauthenticated", CREDENTIALS_REFUSED)
             return
         try:
             authorization = Headers(scope=scope).get("authorization")
@@ -83,7 +83,7 @@ class AuthMiddleware:
             await _refuse(scope, send, 429, "rate-limited", str(err), retry_after=err.retry_after)
             return
         except AuthenticationError:
-            await _refuse(scope, send, 401, "unauthenticated", GENERIC)
+            await _refuse(scope, send, 401, "unauthenticated", CREDENTIALS_REFUSED)
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
@@ -118,7 +118,7 @@ def _caller(
 ) -> Principal:
     principal: Principal | None = request.scope.get("state", {}).get("principal")
     if principal is None:
-        raise AuthenticationError(GENERIC)
+        raise AuthenticationError(CREDENTIALS_REFUSED)
     return principal
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -14,8 +13,8 @@ from amosflow import audit
 from amosflow.api import problems
 from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.security import CallerDep
-from amosflow.errors import Diagnostic, ValidationFailedError
-from amosflow.identity import Principal, authorize, folder_scope
+from amosflow.identity import authorize
+from amosflow.services import audit_trail
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=problems.RESPONSES)
 Text = Annotated[str | None, Query(max_length=500)]
@@ -38,21 +37,6 @@ class VerifyPublic(BaseModel):
     last_checkpoint_seq: int | None = None
 
 
-def _folder(caller: Principal, permission: str, folder: str | None) -> str | None:
-    """The folder filter a caller's scope allows: any for a global auditor, else one of its own."""
-    scope = folder_scope(caller, permission)
-    if scope.every:
-        return folder
-    if folder is not None:
-        authorize(caller, permission, folder=folder, missing=f"folder {folder!r} not found")
-        return folder
-    if len(scope.folders) == 1:
-        return next(iter(scope.folders))
-    if not scope.folders:
-        authorize(caller, permission)  # raises: nowhere to look
-    raise ValidationFailedError([Diagnostic("/folder", "name one of your folders")])
-
-
 @router.get("", response_model=AuditPage)
 def list_records(
     cp: ControlPlaneDep,
@@ -68,19 +52,18 @@ def list_records(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
     """Audit records the caller may see, newest first, filtered and paged by cursor."""
-    scoped = _folder(caller, "audit.read", folder)
-    with cp.store.session(read_only=True) as session:
-        page = audit.query(
-            session,
-            actor=actor,
-            action=action,
-            resource=resource,
-            folder=scoped,
-            since=since,
-            until=until,
-            cursor=cursor,
-            limit=limit,
-        )
+    page = audit_trail.query(
+        cp.store,
+        caller,
+        actor=actor,
+        action=action,
+        resource=resource,
+        folder=folder,
+        since=since,
+        until=until,
+        cursor=cursor,
+        limit=limit,
+    )
     return AuditPage(items=list(page.items), next_cursor=page.next_cursor)
 
 
@@ -107,24 +90,16 @@ def export_records(
     until: datetime | None = None,
 ) -> PlainTextResponse:
     """Every matching record oldest first, as JSON Lines (re-hashable) or CEF lines."""
-    scoped = _folder(caller, "audit.export", folder)
-    render = audit.json_line if export_format == "jsonl" else audit.to_cef
-    out = io.StringIO()
-    with cp.store.session(read_only=True) as session:
-        audit.export_lines(session, out, render, folder=scoped, since=since, until=until)
+    lines = audit_trail.export(
+        cp.store, caller, export_format, folder=folder, since=since, until=until
+    )
     media = "application/jsonl" if export_format == "jsonl" else "text/plain"
-    return PlainTextResponse(out.getvalue(), media_type=media)
+    return PlainTextResponse(lines, media_type=media)
 
 
 @router.get("/verify", response_model=VerifyPublic)
 def verify_chain(cp: ControlPlaneDep, caller: CallerDep) -> VerifyPublic:
     """Verify the whole chain and the checkpoints (what `amos audit verify` does)."""
     authorize(caller, "audit.read")
-    settings = audit.AuditSettings(home=cp.settings.home)
-    public_key = (
-        audit.load_public_key(settings.public_key_path)
-        if settings.public_key_path.exists()
-        else None
-    )
-    report = audit.verify(cp.store, sink=audit.JsonlSink(settings.sink_path), public_key=public_key)
+    report = audit_trail.verify(cp.store, cp.settings.home)
     return VerifyPublic.model_validate(report, from_attributes=True)

@@ -8,36 +8,25 @@ else happens, every attempt is audited, and a refusal never says which part was 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Request, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 
-from amosflow import audit, identity
 from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
+from amosflow.api.deps import AuthenticatorDep, ControlPlaneDep
 from amosflow.api.security import CallerDep
-from amosflow.errors import AuthenticationError, Diagnostic, ValidationFailedError
-from amosflow.identity import CREDENTIALS_REFUSED as GENERIC
-from amosflow.identity import Authenticator, actor_of
-from amosflow.store.tables import INSTALL_FOLDER
+from amosflow.errors import Diagnostic, ValidationFailedError
+from amosflow.identity import Principal
+from amosflow.services import auth as auth_service
 
 router = APIRouter(tags=["auth"], responses=problems.RESPONSES)
 _RATE_LIMITED: dict[int | str, dict[str, Any]] = {
     401: problems.documented("Credentials refused"),
     429: problems.documented("Too many attempts; see Retry-After"),
 }
-
-
-def _authenticator(request: Request) -> Authenticator:
-    authenticator: Authenticator = request.app.state.authenticator
-    return authenticator
-
-
-AuthenticatorDep = Annotated[Authenticator, Depends(_authenticator)]
 
 
 class Login(BaseModel):
@@ -110,58 +99,10 @@ def _address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _issue(authenticator: Authenticator, principal_id: str) -> AccessToken:
-    token, expires_at = authenticator.signer.issue(principal_id)
+def _token(issued: auth_service.SessionToken) -> AccessToken:
     return AccessToken(
-        access_token=token,
-        expires_in=authenticator.settings.session_ttl_seconds,
-        expires_at=expires_at,
+        access_token=issued.token, expires_in=issued.expires_in, expires_at=issued.expires_at
     )
-
-
-def _record_attempt(
-    session: Session, action: str, attempt: identity.LoginAttempt, details: dict[str, Any]
-) -> None:
-    """Audit a sign-in in the transaction that records its failure counter."""
-    if attempt.ok and attempt.principal is not None:
-        actor = actor_of(attempt.principal.kind, attempt.principal.username)
-        audit.append(
-            session,
-            folder=INSTALL_FOLDER,
-            actor=actor,
-            action=action,
-            resource="auth",
-            details=details,
-        )
-        return
-    refusal = attempt.refusal
-    details = details | {"reason": refusal.reason if refusal else "unknown"}
-    if refusal is not None and refusal.locked_now:
-        details["locked"] = True
-    audit.append(
-        session,
-        folder=INSTALL_FOLDER,
-        actor="anonymous",
-        action=action,
-        resource="auth",
-        outcome="denied",
-        details=details,
-    )
-
-
-def _record(
-    cp: ControlPlaneDep, action: str, actor: str, outcome: str, details: dict[str, Any]
-) -> None:
-    with cp.store.session() as session:
-        audit.append(
-            session,
-            folder=INSTALL_FOLDER,
-            actor=actor,
-            action=action,
-            resource="auth",
-            outcome=outcome,
-            details=details,
-        )
 
 
 @router.post("/api/v1/auth/login", response_model=AccessToken, responses=_RATE_LIMITED)
@@ -170,15 +111,10 @@ def login(
 ) -> AccessToken:
     """Sign in with a local account; answers a session token."""
     authenticator.throttle(_address(request), purpose="login")
-    details = {"username": body.username, "address": _address(request)}
-    with cp.store.session() as session:
-        attempt = identity.attempt_password(
-            session, body.username, body.password, settings=authenticator.settings
-        )
-        _record_attempt(session, "auth.login", attempt, details)
-    if attempt.principal is None or not attempt.ok:
-        raise AuthenticationError("invalid username or password")
-    return _issue(authenticator, attempt.principal.id)
+    issued = auth_service.sign_in(
+        cp.store, authenticator, body.username, body.password, address=_address(request)
+    )
+    return _token(issued)
 
 
 def _form(raw: bytes) -> dict[str, str]:
@@ -226,20 +162,13 @@ async def client_token(
             [Diagnostic("/grant_type", "only client_credentials is supported")]
         )
     client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
-    details = {"client_id": client_id[:200], "address": _address(request)}
-    with cp.store.session() as session:
-        attempt = identity.attempt_client(
-            session, client_id, secret, settings=authenticator.settings
-        )
-        _record_attempt(session, "auth.client_token", attempt, details)
-    if attempt.principal is None or not attempt.ok:
-        raise AuthenticationError(GENERIC)
-    return _issue(authenticator, attempt.principal.id)
+    issued = auth_service.client_credentials(
+        cp.store, authenticator, client_id, secret, address=_address(request)
+    )
+    return _token(issued)
 
 
-@router.get("/api/v1/me", response_model=Me)
-def whoami(caller: CallerDep) -> Me:
-    """The caller, its groups and its role bindings."""
+def _me(caller: Principal) -> Me:
     return Me(
         id=caller.id,
         username=caller.username,
@@ -252,6 +181,12 @@ def whoami(caller: CallerDep) -> Me:
     )
 
 
+@router.get("/api/v1/me", response_model=Me)
+def whoami(caller: CallerDep) -> Me:
+    """The caller, its groups and its role bindings."""
+    return _me(caller)
+
+
 def _token_public(row: object) -> TokenPublic:
     return TokenPublic.model_validate(row, from_attributes=True)
 
@@ -259,8 +194,7 @@ def _token_public(row: object) -> TokenPublic:
 @router.get("/api/v1/me/tokens", response_model=list[TokenPublic])
 def list_tokens(cp: ControlPlaneDep, caller: CallerDep) -> list[TokenPublic]:
     """The caller's personal API tokens (metadata only)."""
-    with cp.store.session(read_only=True) as session:
-        return [_token_public(row) for row in identity.list_api_tokens(session, caller.id)]
+    return [_token_public(row) for row in auth_service.list_tokens(cp.store, caller)]
 
 
 @router.post("/api/v1/me/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenIssued)
@@ -271,46 +205,21 @@ def create_token(
 
     A token can only narrow what its owner may do, and a scoped token cannot mint a wider one.
     """
-    wanted = set(body.scopes) if body.scopes is not None else None
-    if caller.scopes is not None and (wanted is None or not wanted <= caller.scopes):
-        raise ValidationFailedError(
-            [Diagnostic("/scopes", "cannot exceed the scopes of the token in use")]
-        )
-    with cp.store.session() as session:
-        row, plaintext = identity.issue_api_token(
-            session,
-            principal_id=caller.id,
-            name=body.name,
-            scopes=body.scopes,
-            expires_in_days=body.expires_in_days,
-            settings=authenticator.settings,
-        )
-        audit.append(
-            session,
-            folder=INSTALL_FOLDER,
-            actor=caller.actor,
-            action="identity.create",
-            resource=f"tokens/{row.id}",
-            details={"name": body.name, "scopes": body.scopes},
-        )
-        issued = _token_public(row)
-    return TokenIssued(**issued.model_dump(), token=plaintext)
+    row, plaintext = auth_service.create_token(
+        cp.store,
+        caller,
+        name=body.name,
+        scopes=body.scopes,
+        expires_in_days=body.expires_in_days,
+        settings=authenticator.settings,
+    )
+    return TokenIssued(**_token_public(row).model_dump(), token=plaintext)
 
 
 @router.delete("/api/v1/me/tokens/{token_id}", response_model=TokenPublic)
 def revoke_token(token_id: str, cp: ControlPlaneDep, caller: CallerDep) -> TokenPublic:
     """Revoke one of the caller's tokens; it stops working at once."""
-    with cp.store.session() as session:
-        row = identity.revoke_api_token(session, caller.id, token_id)
-        audit.append(
-            session,
-            folder=INSTALL_FOLDER,
-            actor=caller.actor,
-            action="identity.revoke",
-            resource=f"tokens/{token_id}",
-            details={},
-        )
-        return _token_public(row)
+    return _token_public(auth_service.revoke_token(cp.store, caller, token_id))
 
 
 @router.post(
@@ -324,27 +233,15 @@ def first_admin(
 ) -> Me:
     """Create the first administrator with the one-time setup token `amos up` printed."""
     authenticator.throttle(_address(request), purpose="login")
-    settings = authenticator.settings
-    with cp.store.session() as session:
-        if identity.setup_complete(session):
-            raise AuthenticationError(GENERIC)
-    if not identity.consume_setup_token(settings, body.token):
-        _record(cp, "auth.setup", "anonymous", "denied", {"address": _address(request)})
-        raise AuthenticationError(GENERIC)
-    with cp.store.session() as session:
-        row = identity.create_first_admin(
-            session, username=body.username, password=body.password, settings=settings
-        )
-        audit.append(
-            session,
-            folder=INSTALL_FOLDER,
-            actor=actor_of("user", row.username),
-            action="auth.setup",
-            resource=f"principals/{row.id}",
-            details={"address": _address(request)},
-        )
-        principal = identity.to_principal(session, row, via="session")
-    return whoami(principal)
+    principal = auth_service.first_admin(
+        cp.store,
+        authenticator.settings,
+        token=body.token,
+        username=body.username,
+        password=body.password,
+        address=_address(request),
+    )
+    return _me(principal)
 
 
 _SETUP_PAGE = """<!doctype html>

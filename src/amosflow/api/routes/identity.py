@@ -9,23 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from amosflow import identity
 from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
+from amosflow.api.deps import ControlPlaneDep, IdentitySettingsDep
 from amosflow.api.security import CallerDep
-from amosflow.errors import PermissionDeniedError
-from amosflow.identity import (
-    ALL_FOLDERS,
-    ROLE_PERMISSIONS,
-    IdentitySettings,
-    authorize,
-    folder_scope,
-    holds_unconditionally,
-)
-from amosflow.services import auditing
+from amosflow.identity import ALL_FOLDERS, authorize
+from amosflow.services import identity as identity_service
 
 router = APIRouter(prefix="/api/v1", tags=["identity"], responses=problems.RESPONSES)
 
@@ -109,11 +100,6 @@ class ServiceAccountIssued(PrincipalPublic):
     client_secret: str
 
 
-def _settings(request: Request) -> IdentitySettings:
-    settings: IdentitySettings = request.app.state.authenticator.settings
-    return settings
-
-
 def _public(row: object) -> PrincipalPublic:
     return PrincipalPublic.model_validate(row, from_attributes=True)
 
@@ -122,71 +108,63 @@ def _public(row: object) -> PrincipalPublic:
 def list_users(cp: ControlPlaneDep, caller: CallerDep) -> list[PrincipalPublic]:
     """Every user and service account."""
     authorize(caller, "identity.read")
-    with cp.store.session(read_only=True) as session:
-        return [_public(row) for row in identity.list_principals(session)]
+    return [_public(row) for row in identity_service.list_principals(cp.store)]
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED, response_model=PrincipalPublic)
 def create_user(
-    body: UserCreate, request: Request, cp: ControlPlaneDep, caller: CallerDep
+    body: UserCreate, settings: IdentitySettingsDep, cp: ControlPlaneDep, caller: CallerDep
 ) -> PrincipalPublic:
     """Create a local user with a password; it has no roles until one is bound."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        row = identity.create_user(
-            session,
-            username=body.username,
-            password=body.password,
-            display_name=body.display_name,
-            email=body.email,
-            settings=_settings(request),
-        )
-        auditing.by_caller(session, caller, "users.create", f"principals/{row.id}", via="api")
-        return _public(row)
+    row = identity_service.create_user(
+        cp.store,
+        caller,
+        username=body.username,
+        password=body.password,
+        display_name=body.display_name,
+        email=body.email,
+        settings=settings,
+    )
+    return _public(row)
 
 
 @router.get("/users/{principal_id}", response_model=PrincipalPublic)
 def get_user(principal_id: str, cp: ControlPlaneDep, caller: CallerDep) -> PrincipalPublic:
     """One user or service account."""
     authorize(caller, "identity.read")
-    with cp.store.session(read_only=True) as session:
-        return _public(identity.get_principal(session, principal_id))
+    return _public(identity_service.get_principal(cp.store, principal_id))
 
 
 @router.post("/users/{principal_id}/deactivate", response_model=PrincipalPublic)
 def deactivate_user(principal_id: str, cp: ControlPlaneDep, caller: CallerDep) -> PrincipalPublic:
     """Deactivate an account: every session and API token it holds stops working at once."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        row = identity.deactivate(session, principal_id)
-        auditing.by_caller(session, caller, "users.deactivate", f"principals/{row.id}")
-        return _public(row)
+    return _public(identity_service.deactivate(cp.store, caller, principal_id))
 
 
 @router.post("/users/{principal_id}/activate", response_model=PrincipalPublic)
 def activate_user(principal_id: str, cp: ControlPlaneDep, caller: CallerDep) -> PrincipalPublic:
     """Reactivate an account (its old tokens stay dead)."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        row = identity.reactivate(session, principal_id)
-        auditing.by_caller(session, caller, "users.activate", f"principals/{row.id}")
-        return _public(row)
+    return _public(identity_service.activate(cp.store, caller, principal_id))
 
 
 @router.post(
     "/service-accounts", status_code=status.HTTP_201_CREATED, response_model=ServiceAccountIssued
 )
 def create_service_account(
-    body: ServiceAccountCreate, request: Request, cp: ControlPlaneDep, caller: CallerDep
+    body: ServiceAccountCreate,
+    settings: IdentitySettingsDep,
+    cp: ControlPlaneDep,
+    caller: CallerDep,
 ) -> ServiceAccountIssued:
     """Create a service account for the OAuth2 client-credentials grant at /api/v1/auth/token."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        row, secret = identity.create_service_account(
-            session, name=body.name, settings=_settings(request)
-        )
-        auditing.by_caller(session, caller, "users.create", f"principals/{row.id}", kind="service")
-        public = _public(row)
+    row, secret = identity_service.create_service_account(
+        cp.store, caller, name=body.name, settings=settings
+    )
+    public = _public(row)
     return ServiceAccountIssued(**public.model_dump(), client_id=row.id, client_secret=secret)
 
 
@@ -194,11 +172,10 @@ def create_service_account(
 def list_bindings(cp: ControlPlaneDep, caller: CallerDep) -> list[BindingPublic]:
     """Every role binding."""
     authorize(caller, "identity.read")
-    with cp.store.session(read_only=True) as session:
-        return [
-            BindingPublic.model_validate(row, from_attributes=True)
-            for row in identity.list_bindings(session)
-        ]
+    return [
+        BindingPublic.model_validate(row, from_attributes=True)
+        for row in identity_service.list_bindings(cp.store)
+    ]
 
 
 @router.post("/role-bindings", status_code=status.HTTP_201_CREATED, response_model=BindingPublic)
@@ -210,63 +187,39 @@ def create_binding(body: BindingCreate, cp: ControlPlaneDep, caller: CallerDep) 
     condition, so a conditional administrator cannot make itself an unconditional one.
     """
     authorize(caller, "identity.write")
-    role_permissions = ROLE_PERMISSIONS.get(body.role)
-    if role_permissions is not None and not holds_unconditionally(
-        caller, role_permissions, body.folder
-    ):
-        where = "every folder" if body.folder == ALL_FOLDERS else f"folder {body.folder!r}"
-        raise PermissionDeniedError(
-            f"{caller.actor} may not grant {body.role!r} in {where}: it does not hold all of"
-            " that role's permissions there without a condition"
-        )
-    with cp.store.session() as session:
-        row = identity.grant(
-            session,
-            subject_kind=body.subject_kind,
-            subject=body.subject,
-            role=body.role,
-            folder=body.folder,
-            condition=body.condition,
-        )
-        auditing.by_caller(
-            session,
-            caller,
-            "bindings.create",
-            f"role-bindings/{row.id}",
-            subject=f"{row.subject_kind}:{row.subject}",
-            role=row.role,
-            folder=row.folder,
-            condition=row.condition,
-        )
-        return BindingPublic.model_validate(row, from_attributes=True)
+    row = identity_service.create_binding(
+        cp.store,
+        caller,
+        subject_kind=body.subject_kind,
+        subject=body.subject,
+        role=body.role,
+        folder=body.folder,
+        condition=body.condition,
+    )
+    return BindingPublic.model_validate(row, from_attributes=True)
 
 
 @router.delete("/role-bindings/{binding_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_binding(binding_id: int, cp: ControlPlaneDep, caller: CallerDep) -> None:
     """Revoke a role binding."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        identity.revoke_binding(session, binding_id)
-        auditing.by_caller(session, caller, "bindings.delete", f"role-bindings/{binding_id}")
+    identity_service.delete_binding(cp.store, caller, binding_id)
 
 
 @router.get("/folders", response_model=list[FolderPublic])
 def list_folders(cp: ControlPlaneDep, caller: CallerDep) -> list[FolderPublic]:
     """The folders the caller can see."""
-    scope = folder_scope(caller, "folders.read")
-    with cp.store.session(read_only=True) as session:
-        return [
-            FolderPublic.model_validate(row, from_attributes=True)
-            for row in identity.list_folders(session)
-            if row.name in scope
-        ]
+    return [
+        FolderPublic.model_validate(row, from_attributes=True)
+        for row in identity_service.visible_folders(cp.store, caller)
+    ]
 
 
 @router.post("/folders", status_code=status.HTTP_201_CREATED, response_model=FolderPublic)
 def create_folder(body: FolderCreate, cp: ControlPlaneDep, caller: CallerDep) -> FolderPublic:
     """Create a folder."""
     authorize(caller, "folders.write")
-    with cp.store.session() as session:
-        row = identity.create_folder(session, body.name, body.description)
-        auditing.by_caller(session, caller, "folders.create", f"folders/{row.name}")
-        return FolderPublic.model_validate(row, from_attributes=True)
+    row = identity_service.create_folder(
+        cp.store, caller, name=body.name, description=body.description
+    )
+    return FolderPublic.model_validate(row, from_attributes=True)

@@ -1,8 +1,8 @@
 """/scim/v2: SCIM 2.0 provisioning of users and groups from the enterprise IdP (RFC 7643/7644).
 
 Deactivating a user (``active: false``, or DELETE) revokes every session and API token it
-holds in the same transaction, so an IdP offboarding takes effect on the next request.
-Errors use SCIM's own error schema, which is what IdP connectors parse.
+holds in the same transaction (``services.scim``), so an IdP offboarding takes effect on the
+next request. Errors use SCIM's own error schema, which is what IdP connectors parse.
 """
 
 from __future__ import annotations
@@ -16,17 +16,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from amosflow import identity
 from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
+from amosflow.api.deps import ControlPlaneDep, IdentitySettingsDep
 from amosflow.api.security import CallerDep
 from amosflow.errors import AmosError, Diagnostic, ValidationFailedError
-from amosflow.identity import IdentitySettings, authorize
-from amosflow.services import auditing
-from amosflow.store.tables import GroupRow, PrincipalRow
+from amosflow.identity import authorize
+from amosflow.services import scim as scim_service
 
 SCIM_TYPE = "application/scim+json"
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -34,7 +31,6 @@ GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
 _FILTER = re.compile(r'^\s*(\w+)\s+eq\s+"((?:[^"\\]|\\.)*)"\s*$', re.IGNORECASE)
-_MEMBER_PATH = re.compile(r'^members\[value\s+eq\s+"([^"]+)"\]$', re.IGNORECASE)
 
 
 class ScimResponse(JSONResponse):
@@ -142,33 +138,23 @@ class PatchRequest(BaseModel):
     operations: list[PatchOperation] = Field(alias="Operations", min_length=1, max_length=100)
 
 
-def _settings(request: Request) -> IdentitySettings:
-    settings: IdentitySettings = request.app.state.authenticator.settings
-    return settings
-
-
 def _stamp(value: Any) -> str:
     return str(value.isoformat())
 
 
 def _email(user: ScimUser) -> str | None:
-    for entry in user.emails:
-        if entry.get("primary") and isinstance(entry.get("value"), str):
-            return str(entry["value"])
-    first = user.emails[0].get("value") if user.emails else None
-    return first if isinstance(first, str) else None
+    return scim_service.primary_email(user.emails)
 
 
-def _user_doc(session: Session, row: PrincipalRow) -> dict[str, Any]:
+def _user_doc(state: scim_service.UserState) -> dict[str, Any]:
+    row = state.user
     doc: dict[str, Any] = {
         "schemas": [USER_SCHEMA],
         "id": row.id,
         "userName": row.username,
         "displayName": row.display_name,
         "active": row.active,
-        "groups": [
-            {"value": g.id, "display": g.display_name} for g in identity.groups_of(session, row.id)
-        ],
+        "groups": [{"value": g.id, "display": g.display_name} for g in state.groups],
         "meta": {
             "resourceType": "User",
             "created": _stamp(row.created_at),
@@ -183,14 +169,13 @@ def _user_doc(session: Session, row: PrincipalRow) -> dict[str, Any]:
     return doc
 
 
-def _group_doc(session: Session, row: GroupRow) -> dict[str, Any]:
+def _group_doc(state: scim_service.GroupState) -> dict[str, Any]:
+    row = state.group
     doc: dict[str, Any] = {
         "schemas": [GROUP_SCHEMA],
         "id": row.id,
         "displayName": row.display_name,
-        "members": [
-            {"value": m.id, "display": m.username} for m in identity.group_members(session, row.id)
-        ],
+        "members": [{"value": m.id, "display": m.username} for m in state.members],
         "meta": {
             "resourceType": "Group",
             "created": _stamp(row.created_at),
@@ -201,6 +186,10 @@ def _group_doc(session: Session, row: GroupRow) -> dict[str, Any]:
     if row.external_id:
         doc["externalId"] = row.external_id
     return doc
+
+
+def _operations(body: PatchRequest) -> list[scim_service.Operation]:
+    return [scim_service.Operation(o.op, o.path, o.value) for o in body.operations]
 
 
 def _scim(body: dict[str, Any], code: int = 200) -> JSONResponse:
@@ -247,65 +236,38 @@ def list_users(
     """Users, optionally filtered by `userName eq "…"` or `externalId eq "…"`."""
     authorize(caller, "identity.read")
     wanted = _filter(scim_filter, {"userName", "externalId"})
-    with cp.store.session(read_only=True) as session:
-        rows = [r for r in identity.list_principals(session) if r.kind == "user"]
-        if wanted is not None:
-            attribute = "username" if wanted[0] == "userName" else "external_id"
-            rows = [r for r in rows if getattr(r, attribute) == wanted[1]]
-        return _listing([_user_doc(session, r) for r in rows], start, count)
+    if wanted is None:
+        users = scim_service.list_users(cp.store)
+    else:
+        attribute = "username" if wanted[0] == "userName" else "external_id"
+        users = scim_service.list_users(cp.store, attribute=attribute, value=wanted[1])
+    return _listing([_user_doc(u) for u in users], start, count)
 
 
 @router.post("/Users", status_code=status.HTTP_201_CREATED)
 def create_user(
-    body: ScimUser, request: Request, cp: ControlPlaneDep, caller: CallerDep
+    body: ScimUser, settings: IdentitySettingsDep, cp: ControlPlaneDep, caller: CallerDep
 ) -> JSONResponse:
     """Provision a user; it signs in through the IdP, so it has no password here."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        row = identity.create_user(
-            session,
-            username=body.user_name,
-            password=None,
-            display_name=body.display_name or "",
-            email=_email(body),
-            source="scim",
-            external_id=body.external_id,
-            settings=_settings(request),
-        )
-        if not body.active:
-            identity.deactivate(session, row.id)
-        auditing.by_caller(session, caller, "users.create", f"principals/{row.id}", via="scim")
-        return _scim(_user_doc(session, row), status.HTTP_201_CREATED)
+    state = scim_service.create_user(
+        cp.store,
+        caller,
+        user_name=body.user_name,
+        display_name=body.display_name or "",
+        email=_email(body),
+        external_id=body.external_id,
+        active=body.active,
+        settings=settings,
+    )
+    return _scim(_user_doc(state), status.HTTP_201_CREATED)
 
 
 @router.get("/Users/{user_id}")
 def get_user(user_id: str, cp: ControlPlaneDep, caller: CallerDep) -> JSONResponse:
     """One user."""
     authorize(caller, "identity.read")
-    with cp.store.session(read_only=True) as session:
-        return _scim(_user_doc(session, identity.get_principal(session, user_id)))
-
-
-def _set_active(session: Session, row: PrincipalRow, active: Any) -> None:
-    wanted = active if isinstance(active, bool) else str(active).lower() == "true"
-    if wanted and not row.active:
-        identity.reactivate(session, row.id)
-    elif not wanted and row.active:
-        identity.deactivate(session, row.id)
-
-
-def _apply_user(session: Session, row: PrincipalRow, path: str, value: Any) -> None:
-    key = path.lower()
-    if key == "active":
-        _set_active(session, row, value)
-    elif key == "displayname":
-        row.display_name = str(value)[:200]
-    elif key == "externalid":
-        row.external_id = str(value)[:200]
-    elif key == "emails" and isinstance(value, list):
-        row.email = _email(ScimUser.model_validate({"userName": row.username, "emails": value}))
-    elif key == "username":
-        raise ValidationFailedError([Diagnostic("/userName", "cannot be changed")])
+    return _scim(_user_doc(scim_service.get_user(cp.store, user_id)))
 
 
 @router.patch("/Users/{user_id}")
@@ -314,22 +276,8 @@ def patch_user(
 ) -> JSONResponse:
     """Apply add/replace operations; `active: false` deactivates and revokes every token."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        row = identity.get_principal(session, user_id)
-        for operation in body.operations:
-            if operation.op.lower() == "remove":
-                continue  # nothing a SCIM client may remove from our users
-            if operation.path is None and isinstance(operation.value, dict):
-                for path, value in operation.value.items():
-                    _apply_user(session, row, str(path), value)
-            elif operation.path is not None:
-                _apply_user(session, row, operation.path, operation.value)
-        session.flush()
-        session.refresh(row)
-        auditing.by_caller(
-            session, caller, "users.update", f"principals/{row.id}", active=row.active
-        )
-        return _scim(_user_doc(session, row))
+    state = scim_service.patch_user(cp.store, caller, user_id, _operations(body))
+    return _scim(_user_doc(state))
 
 
 @router.put("/Users/{user_id}")
@@ -338,30 +286,23 @@ def replace_user(
 ) -> JSONResponse:
     """Replace a user's attributes (its userName stays)."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        row = identity.get_principal(session, user_id)
-        row.display_name = body.display_name or ""
-        row.email = _email(body)
-        row.external_id = body.external_id
-        _set_active(session, row, body.active)
-        session.flush()
-        session.refresh(row)
-        auditing.by_caller(
-            session, caller, "users.update", f"principals/{row.id}", active=row.active
-        )
-        return _scim(_user_doc(session, row))
+    state = scim_service.replace_user(
+        cp.store,
+        caller,
+        user_id,
+        display_name=body.display_name or "",
+        email=_email(body),
+        external_id=body.external_id,
+        active=body.active,
+    )
+    return _scim(_user_doc(state))
 
 
 @router.delete("/Users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_user(user_id: str, cp: ControlPlaneDep, caller: CallerDep) -> Response:
     """Deprovision a user: deactivated and out of every group; kept so the audit trail resolves."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        row = identity.get_principal(session, user_id)
-        identity.deactivate(session, row.id)
-        for group in identity.groups_of(session, row.id):
-            identity.remove_members(session, group.id, [row.id])
-        auditing.by_caller(session, caller, "users.deactivate", f"principals/{row.id}", via="scim")
+    scim_service.delete_user(cp.store, caller, user_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -376,57 +317,29 @@ def list_groups(
     """Groups, optionally filtered by `displayName eq "…"`."""
     authorize(caller, "identity.read")
     wanted = _filter(scim_filter, {"displayName"})
-    with cp.store.session(read_only=True) as session:
-        rows = identity.list_groups(session, display_name=wanted[1] if wanted else None)
-        return _listing([_group_doc(session, r) for r in rows], start, count)
+    groups = scim_service.list_groups(cp.store, display_name=wanted[1] if wanted else None)
+    return _listing([_group_doc(g) for g in groups], start, count)
 
 
 @router.post("/Groups", status_code=status.HTTP_201_CREATED)
 def create_group(body: ScimGroup, cp: ControlPlaneDep, caller: CallerDep) -> JSONResponse:
     """Provision a group with its members; role bindings name groups by displayName."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        row = identity.create_group(session, body.display_name, external_id=body.external_id)
-        identity.add_members(session, row.id, [m.value for m in body.members])
-        auditing.by_caller(
-            session, caller, "identity.create", f"groups/{row.id}", name=row.display_name
-        )
-        return _scim(_group_doc(session, row), status.HTTP_201_CREATED)
+    state = scim_service.create_group(
+        cp.store,
+        caller,
+        display_name=body.display_name,
+        external_id=body.external_id,
+        member_ids=[m.value for m in body.members],
+    )
+    return _scim(_group_doc(state), status.HTTP_201_CREATED)
 
 
 @router.get("/Groups/{group_id}")
 def get_group(group_id: str, cp: ControlPlaneDep, caller: CallerDep) -> JSONResponse:
     """One group with its members."""
     authorize(caller, "identity.read")
-    with cp.store.session(read_only=True) as session:
-        return _scim(_group_doc(session, identity.get_group(session, group_id)))
-
-
-def _member_ids(value: Any) -> list[str]:
-    items = value if isinstance(value, list) else [value]
-    return [str(item["value"]) for item in items if isinstance(item, dict) and "value" in item]
-
-
-def _apply_group(session: Session, group_id: str, operation: PatchOperation) -> None:
-    op, path = operation.op.lower(), (operation.path or "")
-    member = _MEMBER_PATH.match(path)
-    if member is not None and op == "remove":
-        identity.remove_members(session, group_id, [member.group(1)])
-    elif path.lower() == "members":
-        ids = _member_ids(operation.value)
-        if op == "add":
-            identity.add_members(session, group_id, ids)
-        elif op == "remove":
-            identity.remove_members(session, group_id, ids)
-        else:
-            identity.set_members(session, group_id, ids)
-    elif path.lower() == "displayname" and op != "remove":
-        identity.rename_group(session, group_id, str(operation.value))
-    elif not path and isinstance(operation.value, dict):
-        for key, value in operation.value.items():
-            _apply_group(session, group_id, PatchOperation(op=op, path=str(key), value=value))
-    else:
-        raise ValidationFailedError([Diagnostic("/Operations", f"unsupported path {path!r}")])
+    return _scim(_group_doc(scim_service.get_group(cp.store, group_id)))
 
 
 @router.patch("/Groups/{group_id}")
@@ -435,23 +348,13 @@ def patch_group(
 ) -> JSONResponse:
     """Add or remove members, or rename the group."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        row = identity.get_group(session, group_id)
-        for operation in body.operations:
-            _apply_group(session, group_id, operation)
-        session.flush()
-        session.refresh(row)
-        auditing.by_caller(
-            session, caller, "identity.update", f"groups/{row.id}", name=row.display_name
-        )
-        return _scim(_group_doc(session, row))
+    state = scim_service.patch_group(cp.store, caller, group_id, _operations(body))
+    return _scim(_group_doc(state))
 
 
 @router.delete("/Groups/{group_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_group(group_id: str, cp: ControlPlaneDep, caller: CallerDep) -> Response:
     """Delete a group; its role bindings stop granting anything to its former members."""
     authorize(caller, "identity.write")
-    with cp.store.session() as session:
-        identity.delete_group(session, group_id)
-        auditing.by_caller(session, caller, "identity.delete", f"groups/{group_id}")
+    scim_service.delete_group(cp.store, caller, group_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
