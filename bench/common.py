@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from temporalio.converter import DataConverter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, Worker
 
-from amosflow.dsl.actions import ActionSpec, register
-from amosflow.dsl.actions.core import EchoWith
+from amosflow.dsl.actions import ActionSpec, EchoWith, register
 from amosflow.engine.activities import ArtifactStore, build_activities, implementation
 from amosflow.engine.activities.core import echo
 from amosflow.engine.client import RunRequest, result_of, start_run

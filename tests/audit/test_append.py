@@ -10,7 +10,7 @@ from sqlalchemy import func, select, text
 
 from amosflow import audit
 from amosflow.audit._canonical import stamp
-from amosflow.dsl.canonical import canonical_json
+from amosflow.dsl import canonical_json
 from amosflow.errors import AuditError
 from amosflow.store import Store
 from amosflow.store.runs import count_runs, record_run

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from amosflow import audit
-from amosflow.dsl.canonical import canonical_json
+from amosflow.dsl import canonical_json
 from amosflow.errors import ValidationFailedError
 from amosflow.store import Store
 from tests.audit.chain import build

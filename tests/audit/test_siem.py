@@ -16,7 +16,7 @@ import pytest
 
 import amosflow
 from amosflow import audit
-from amosflow.dsl.canonical import canonical_json
+from amosflow.dsl import canonical_json
 from amosflow.errors import AuditError
 from amosflow.store import Store
 from tests.audit.chain import build

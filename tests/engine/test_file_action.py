@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from amosflow.config import EngineSettings
+from amosflow.dsl import actions as file_spec
 from amosflow.dsl import validate_flow
-from amosflow.dsl.actions import file as file_spec
 from amosflow.dsl.actions import validate_with
 from amosflow.engine.activities import ArtifactStore
 from amosflow.engine.activities import file as file_actions

@@ -15,8 +15,7 @@ from temporalio.client import WorkflowHistory
 
 from amosflow import humantasks as task_service
 from amosflow.config import EngineSettings
-from amosflow.dsl import ActionStep, iter_steps, load_flow_text
-from amosflow.dsl.models import Step
+from amosflow.dsl import ActionStep, Step, iter_steps, load_flow_text
 from amosflow.engine.client import connect
 from tests.scenarios.examples import (
     INPUTS,

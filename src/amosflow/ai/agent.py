@@ -22,8 +22,7 @@ from amosflow.ai import runtime
 from amosflow.ai.models import resolve_model
 from amosflow.ai.receipts import Receipt, ReceiptSigner, receipt_key_path
 from amosflow.config import EngineSettings
-from amosflow.dsl import canonical_json
-from amosflow.dsl.models import parse_duration
+from amosflow.dsl import canonical_json, parse_duration
 from amosflow.engine.activities.base import ActionContext, implementation
 from amosflow.errors import ActionError, AmosError, ReceiptError, ToolBlockedError
 
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
 
     from amosflow.ai.mcp import GatewayTool, McpGateway
     from amosflow.ai.models import ModelDefinition
-    from amosflow.dsl.actions.agent import AgentRunWith
+    from amosflow.dsl.actions import AgentRunWith
 
 __all__ = [
     "AgentLimits",

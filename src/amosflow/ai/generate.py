@@ -20,7 +20,7 @@ from amosflow.engine.activities.base import ActionContext, implementation
 from amosflow.errors import ActionError
 
 if TYPE_CHECKING:
-    from amosflow.dsl.actions.llm import LlmGenerateWith
+    from amosflow.dsl.actions import LlmGenerateWith
 
 #: Extra attempts after an answer that does not validate; each costs one more model call.
 MAX_REPAIRS = 2

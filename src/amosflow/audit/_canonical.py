@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from amosflow.dsl.canonical import canonical_json
+from amosflow.dsl import canonical_json
 
 #: ``prev_hash`` of the first record.
 GENESIS = "0" * 64

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from amosflow.dsl import Flow, load_flow_text
-from amosflow.dsl.models import CallStep, iter_steps
+from amosflow.dsl import CallStep, Flow, iter_steps, load_flow_text
 from amosflow.errors import Diagnostic, ValidationFailedError
 
 if TYPE_CHECKING:

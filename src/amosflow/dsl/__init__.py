@@ -1,8 +1,7 @@
 """The amos.flow/v1 DSL: models, JSON Schema, CEL expressions and diagnostics."""
 
-from amosflow.dsl.actions import ActionSpec, all_actions, get_action, validate_with
-from amosflow.dsl.canonical import canonical_json, content_hash
-from amosflow.dsl.models import (
+from amosflow.dsl._canonical import canonical_json, content_hash
+from amosflow.dsl._models import (
     DSL_VERSION,
     ActionStep,
     CallStep,
@@ -30,8 +29,9 @@ from amosflow.dsl.models import (
     parse_duration,
     step_index,
 )
-from amosflow.dsl.schema import flow_json_schema
-from amosflow.dsl.validate import load_flow_text, parse_flow, validate_flow, validate_inputs
+from amosflow.dsl._schema import flow_json_schema
+from amosflow.dsl._validate import load_flow_text, parse_flow, validate_flow, validate_inputs
+from amosflow.dsl.actions import ActionSpec, all_actions, get_action, validate_with
 
 __all__ = [
     "DSL_VERSION",

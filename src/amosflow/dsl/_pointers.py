@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from amosflow.dsl.models import STEP_CLASSES, StepBase
+from amosflow.dsl._models import STEP_CLASSES, StepBase
 from amosflow.errors import Diagnostic
 
 if TYPE_CHECKING:

@@ -9,9 +9,7 @@ from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from amosflow.dsl import expr
-from amosflow.dsl._pointers import diagnostics_from_error, join
-from amosflow.dsl.actions import all_actions, get_action
-from amosflow.dsl.models import (
+from amosflow.dsl._models import (
     ActionStep,
     Flow,
     ForeachStep,
@@ -22,6 +20,8 @@ from amosflow.dsl.models import (
     child_blocks,
     iter_steps,
 )
+from amosflow.dsl._pointers import diagnostics_from_error, join
+from amosflow.dsl.actions import all_actions, get_action
 from amosflow.errors import Diagnostic, ExpressionError, UnknownActionError
 
 if TYPE_CHECKING:

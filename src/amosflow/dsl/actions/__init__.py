@@ -1,94 +1,67 @@
-"""The closed vocabulary of actions: one module per family registers its ActionSpecs."""
+"""The closed vocabulary of actions: one private module per family registers its ActionSpecs."""
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo
-
-from amosflow.dsl.models import EXPRESSION_MARK, RENDERED, Duration, Expr, parse_duration
-from amosflow.errors import UnknownActionError
+from amosflow.dsl.actions._agent import AgentRunWith
+from amosflow.dsl.actions._browser import (
+    BrowserClick,
+    BrowserCommand,
+    BrowserExtract,
+    BrowserFill,
+    BrowserGoto,
+    BrowserRunWith,
+    BrowserScreenshot,
+    BrowserSelect,
+    BrowserWaitFor,
+)
+from amosflow.dsl.actions._code import OUTPUT_CAP_BYTES
+from amosflow.dsl.actions._core import EchoWith
+from amosflow.dsl.actions._file import INLINE_READ_BYTES, MAX_READ_BYTES, file_mode, path_problem
+from amosflow.dsl.actions._llm import LlmGenerateWith
+from amosflow.dsl.actions._registry import (
+    BUILTIN_MODULES,
+    ActionSpec,
+    Duration,
+    Expr,
+    WithModel,
+    all_actions,
+    bounded_timeout,
+    get_action,
+    register,
+    validate_with,
+)
 
 __all__ = [
     "BUILTIN_MODULES",
+    "INLINE_READ_BYTES",
+    "MAX_READ_BYTES",
+    "OUTPUT_CAP_BYTES",
     "ActionSpec",
+    "AgentRunWith",
+    "BrowserClick",
+    "BrowserCommand",
+    "BrowserExtract",
+    "BrowserFill",
+    "BrowserGoto",
+    "BrowserRunWith",
+    "BrowserScreenshot",
+    "BrowserSelect",
+    "BrowserWaitFor",
     "Duration",
+    "EchoWith",
     "Expr",
+    "LlmGenerateWith",
     "WithModel",
     "all_actions",
     "bounded_timeout",
+    "file_mode",
     "get_action",
+    "path_problem",
     "register",
     "validate_with",
 ]
 
-# Adding an action family is one module here plus its name in this tuple.
-BUILTIN_MODULES = ("core", "http", "browser", "code", "file", "sql", "email", "llm", "agent")
-
-
-class WithModel(BaseModel):
-    """Base of every action's ``with``: closed, immutable, JSON types only."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
-
-
-@dataclass(frozen=True)
-class ActionSpec:
-    """What the DSL knows about one action: its name, capability and typed ``with``."""
-
-    name: str
-    capability: str
-    with_model: type[BaseModel]
-    description: str
-    local: bool = False
-
-
-_REGISTRY: dict[str, ActionSpec] = {}
-
-
-def bounded_timeout(value: str, info: ValidationInfo, limit: str) -> str:
-    """Check an action's own ``timeout`` against its ceiling ``limit`` (a duration).
-
-    An expression is checked once rendered, at run time; at validation it passes as it is.
-    """
-    rendered = isinstance(info.context, dict) and bool(info.context.get(RENDERED))
-    if EXPRESSION_MARK in value and not rendered:
-        return value
-    seconds = parse_duration(value).total_seconds()
-    if seconds <= 0 or seconds > parse_duration(limit).total_seconds():
-        raise ValueError(f"timeout must be more than 0 and at most {limit}, got {value!r}")
-    return value
-
-
-def register(spec: ActionSpec) -> ActionSpec:
-    """Add an action to the registry; a second, different spec under one name is an error."""
-    known = _REGISTRY.get(spec.name)
-    if known is not None and known != spec:
-        raise ValueError(f"action {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def get_action(name: str) -> ActionSpec:
-    """Return the spec of a registered action or raise UnknownActionError."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownActionError(name) from None
-
-
-def all_actions() -> list[ActionSpec]:
-    """Return every registered action, sorted by name."""
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
-
-
-def validate_with(action: str, rendered: dict[str, Any]) -> BaseModel:
-    """Validate a rendered ``with`` against the action's model; no expression may remain."""
-    spec = get_action(action)
-    return spec.with_model.model_validate(rendered, context={RENDERED: True})
-
-
-for _module in BUILTIN_MODULES:
-    importlib.import_module(f"{__name__}.{_module}")
+for _family in BUILTIN_MODULES:
+    importlib.import_module(f"{__name__}._{_family}")

@@ -34,7 +34,8 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from playwright.async_api import async_playwright
 
 from amosflow import egress
-from amosflow.dsl.actions.browser import (
+from amosflow.dsl import parse_duration
+from amosflow.dsl.actions import (
     BrowserClick,
     BrowserCommand,
     BrowserExtract,
@@ -45,7 +46,6 @@ from amosflow.dsl.actions.browser import (
     BrowserSelect,
     BrowserWaitFor,
 )
-from amosflow.dsl.models import parse_duration
 from amosflow.engine.activities.base import ActionContext, implementation
 from amosflow.errors import ActionError
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from amosflow.dsl.actions.code import OUTPUT_CAP_BYTES
-from amosflow.dsl.models import parse_duration
+from amosflow.dsl import parse_duration
+from amosflow.dsl.actions import OUTPUT_CAP_BYTES
 from amosflow.engine.activities.base import ActionContext, implementation
 from amosflow.errors import ActionError
 from amosflow.sandbox import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from amosflow.dsl.models import parse_duration
+from amosflow.dsl import parse_duration
 from amosflow.engine.activities.base import ActionContext, implementation
 
 

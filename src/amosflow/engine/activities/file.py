@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amosflow.config import FileSettings
-from amosflow.dsl.actions import file as spec
+from amosflow.dsl import actions as spec
 from amosflow.engine.activities.base import ActionContext, implementation
 from amosflow.errors import ActionError
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from amosflow import egress
-from amosflow.dsl.models import parse_duration
+from amosflow.dsl import parse_duration
 from amosflow.engine.activities.base import ActionContext, implementation
 from amosflow.errors import ActionError
 

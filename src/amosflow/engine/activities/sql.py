@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from amosflow.config import SqlSettings
-from amosflow.dsl.models import parse_duration
+from amosflow.dsl import parse_duration
 from amosflow.engine.activities.base import REDACTED, ActionContext, implementation
 from amosflow.errors import ActionError
 

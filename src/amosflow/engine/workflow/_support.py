@@ -19,8 +19,7 @@ from temporalio.exceptions import (
     TimeoutError as TemporalTimeoutError,
 )
 
-from amosflow.dsl import expr
-from amosflow.dsl.models import Flow, RetryPolicy, Step, iter_steps, parse_duration
+from amosflow.dsl import Flow, RetryPolicy, Step, expr, iter_steps, parse_duration
 from amosflow.engine.types import NON_RETRYABLE
 from amosflow.engine.workflow.state import StepFailedError
 

@@ -20,9 +20,7 @@ from temporalio.exceptions import (
     FailureError,
 )
 
-from amosflow.dsl import actions as action_registry
-from amosflow.dsl import content_hash, expr
-from amosflow.dsl.models import (
+from amosflow.dsl import (
     ActionStep,
     CallStep,
     FailStep,
@@ -38,8 +36,11 @@ from amosflow.dsl.models import (
     TryStep,
     WaitStep,
     WhileStep,
+    content_hash,
+    expr,
     parse_duration,
 )
+from amosflow.dsl import actions as action_registry
 from amosflow.engine.types import (
     DECIDE_UPDATE,
     PROGRESS_QUERY,

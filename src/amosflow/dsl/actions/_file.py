@@ -20,8 +20,8 @@ from pydantic import (
     field_validator,
 )
 
-from amosflow.dsl.actions import ActionSpec, Expr, WithModel, register
-from amosflow.dsl.models import EXPRESSION_MARK, RENDERED
+from amosflow.dsl._models import EXPRESSION_MARK, RENDERED
+from amosflow.dsl.actions._registry import ActionSpec, Expr, WithModel, register
 
 ROOT_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 MAX_PATH_CHARS = 4096

@@ -12,8 +12,15 @@ from typing import Annotated, Any
 from pydantic import Field, StringConstraints, ValidationInfo, field_validator
 
 from amosflow.dsl import expr
-from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, bounded_timeout, register
-from amosflow.dsl.models import RENDERED
+from amosflow.dsl._models import RENDERED
+from amosflow.dsl.actions._registry import (
+    ActionSpec,
+    Duration,
+    Expr,
+    WithModel,
+    bounded_timeout,
+    register,
+)
 
 CONNECTION_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$"
 PARAM_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import jsonschema
 from pydantic import Field, field_validator
 
-from amosflow.dsl.actions import ActionSpec, Expr, WithModel, register
+from amosflow.dsl.actions._registry import ActionSpec, Expr, WithModel, register
 
 MAX_PROMPT_CHARS = 256 * 1024
 MAX_TOKENS = 32_768

@@ -8,9 +8,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
+from amosflow.dsl._models import Flow
 from amosflow.dsl._pointers import diagnostics_from_error, join
 from amosflow.dsl._semantics import check_flow
-from amosflow.dsl.models import Flow
 from amosflow.errors import Diagnostic, ValidationFailedError
 
 __all__ = ["load_flow_text", "parse_flow", "validate_flow", "validate_inputs"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from amosflow.dsl._cel_syntax import (
+from amosflow.dsl.expr._syntax import (
     MACROS,
     Call,
     Cond,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from amosflow.dsl._models import STEP_CLASSES, Flow
 from amosflow.dsl.actions import ActionSpec, all_actions
-from amosflow.dsl.models import STEP_CLASSES, Flow
 
 __all__ = ["SCHEMA_ID", "flow_json_schema"]
 

@@ -14,9 +14,9 @@ from pydantic import (
     field_validator,
 )
 
-from amosflow.dsl.actions import ActionSpec, Expr, WithModel, register
-from amosflow.dsl.actions.sql import CONNECTION_NAME_PATTERN
-from amosflow.dsl.models import RENDERED
+from amosflow.dsl._models import RENDERED
+from amosflow.dsl.actions._registry import ActionSpec, Expr, WithModel, register
+from amosflow.dsl.actions._sql import CONNECTION_NAME_PATTERN
 
 MAX_RECIPIENTS = 100
 MAX_ADDRESS_CHARS = 254

@@ -8,8 +8,15 @@ from typing import Annotated, Any, Literal
 import jsonschema
 from pydantic import Field, ValidationInfo, field_validator
 
-from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, bounded_timeout, register
-from amosflow.dsl.models import EXPRESSION_MARK, RENDERED
+from amosflow.dsl._models import EXPRESSION_MARK, RENDERED
+from amosflow.dsl.actions._registry import (
+    ActionSpec,
+    Duration,
+    Expr,
+    WithModel,
+    bounded_timeout,
+    register,
+)
 
 MAX_INSTRUCTIONS_CHARS = 256 * 1024
 MAX_ITERATIONS = 50

@@ -6,7 +6,14 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, bounded_timeout, register
+from amosflow.dsl.actions._registry import (
+    ActionSpec,
+    Duration,
+    Expr,
+    WithModel,
+    bounded_timeout,
+    register,
+)
 
 MAX_SCRIPT_BYTES = 256 * 1024
 MIN_MEMORY_MB = 16

@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, register
-from amosflow.dsl.models import IDENTIFIER_PATTERN
+from amosflow.dsl._models import IDENTIFIER_PATTERN
+from amosflow.dsl.actions._registry import ActionSpec, Duration, Expr, WithModel, register
 
 if TYPE_CHECKING:
     from pydantic.json_schema import JsonSchemaValue

@@ -1,7 +1,7 @@
 """CEL expressions inside flow strings: compile, check, evaluate and render.
 
-The public names below are the contract used by `amosflow.dsl.validate` and by the interpreter
-workflow. See docs/decisions/0003-cel-expressions.md for the rules and the cost model.
+See docs/decisions/0003-cel-expressions.md for the rules and the cost model, and
+docs/decisions/0050-one-cel-parser.md for why our parser sits beside the library's.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, Final
 
 import cel
 
-from amosflow.dsl._cel_analysis import Facts, PruneTree, analyse
-from amosflow.dsl._cel_syntax import NestingError, Node, Segment, parse, split_template
-from amosflow.dsl._cel_values import Meter, build_activation, to_json, to_text, type_name
+from amosflow.dsl.expr._analysis import Facts, PruneTree, analyse
+from amosflow.dsl.expr._syntax import NestingError, Node, Segment, parse, split_template
+from amosflow.dsl.expr._values import Meter, build_activation, to_json, to_text, type_name
 from amosflow.errors import ExpressionBudgetError, ExpressionError
 
 MAX_EXPRESSION_LENGTH = 2048

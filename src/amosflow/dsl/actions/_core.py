@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from amosflow.dsl.actions import ActionSpec, Duration, WithModel, register
+from amosflow.dsl.actions._registry import ActionSpec, Duration, WithModel, register
 
 
 class EchoWith(WithModel):

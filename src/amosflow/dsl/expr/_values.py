@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 from amosflow.errors import ExpressionBudgetError, ExpressionError
 
 if TYPE_CHECKING:
-    from amosflow.dsl._cel_analysis import PruneTree
+    from amosflow.dsl.expr._analysis import PruneTree
 
 # Deeper values crash the library's converter (a 100k-deep list overflows the native stack).
 MAX_VALUE_DEPTH: Final = 128

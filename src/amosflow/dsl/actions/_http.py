@@ -6,7 +6,7 @@ from typing import Any, Literal, Self
 
 from pydantic import ConfigDict, Field, model_validator
 
-from amosflow.dsl.actions import ActionSpec, Duration, Expr, WithModel, register
+from amosflow.dsl.actions._registry import ActionSpec, Duration, Expr, WithModel, register
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 

@@ -1,0 +1,41 @@
+"""CEL expressions in flow strings: compile, check, evaluate and render, with secrets as slots."""
+
+from amosflow.dsl.expr._templates import (
+    ALLOWED_FUNCTIONS,
+    MAX_COMPREHENSION_DEPTH,
+    MAX_COST,
+    MAX_EXPRESSION_LENGTH,
+    MAX_NESTING_DEPTH,
+    MAX_VALUE_BYTES,
+    SecretRef,
+    SecretSlot,
+    Template,
+    apply_secret_slots,
+    compile_template,
+    evaluate,
+    evaluate_condition,
+    has_expression,
+    iter_templates,
+    render,
+    render_with_secrets,
+)
+
+__all__ = [
+    "ALLOWED_FUNCTIONS",
+    "MAX_COMPREHENSION_DEPTH",
+    "MAX_COST",
+    "MAX_EXPRESSION_LENGTH",
+    "MAX_NESTING_DEPTH",
+    "MAX_VALUE_BYTES",
+    "SecretRef",
+    "SecretSlot",
+    "Template",
+    "apply_secret_slots",
+    "compile_template",
+    "evaluate",
+    "evaluate_condition",
+    "has_expression",
+    "iter_templates",
+    "render",
+    "render_with_secrets",
+]
