@@ -34,8 +34,7 @@ from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import EmbeddedTemporal, free_port
 from amosflow.engine.worker import build_worker
 from amosflow.runner.dispatch import enroll_local
-from amosflow.store import open_store
-from amosflow.store.tables import RunnerJobRow
+from amosflow.store import RunnerJobRow, open_store
 from auth import admin_token
 
 SAMPLES = int(os.environ.get("BENCH_DISPATCH_SAMPLES", "40"))

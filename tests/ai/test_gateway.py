@@ -16,8 +16,7 @@ from amosflow.ai.models import ModelDefinition, resolve_model
 from amosflow.catalog import Catalog
 from amosflow.egress import EgressDeniedError, EgressPolicy
 from amosflow.errors import AIConfigurationError, BudgetExceededError
-from amosflow.store import Store
-from amosflow.store.tables import AiUsageRow
+from amosflow.store import AiUsageRow, Store
 from tests.ai.conftest import model_document
 
 LOOPBACK = EgressPolicy.from_config({}, extra_allow=["127.0.0.1"])

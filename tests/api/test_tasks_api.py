@@ -10,8 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from amosflow.store import open_store
-from amosflow.store.tables import AuditRow, OutboxEntry
+from amosflow.store import AuditRow, OutboxEntry, open_store
 from tests.api.conftest import Node
 from tests.api.flows_util import save, wait_for_end
 

@@ -9,8 +9,7 @@ import pytest
 from amosflow import identity
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.config import EngineSettings
-from amosflow.store import open_store
-from amosflow.store.tables import CatalogFolderRow
+from amosflow.store import CatalogFolderRow, open_store
 from tests.api.conftest import running_node
 from tests.api.flows_util import doc
 from tests.catalog.test_upgrade import legacy

@@ -7,8 +7,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from amosflow import audit
-from amosflow.store import Store
-from amosflow.store.tables import AuditCheckpointRow, AuditRow
+from amosflow.store import AuditCheckpointRow, AuditRow, Store
 
 FIELDS = ("at", "actor", "action", "resource", "folder", "outcome", "details", "prev_hash", "hash")
 

@@ -12,9 +12,7 @@ from amosflow import audit
 from amosflow.audit._canonical import stamp
 from amosflow.dsl import canonical_json
 from amosflow.errors import AuditError
-from amosflow.store import Store
-from amosflow.store.runs import count_runs, record_run
-from amosflow.store.tables import AuditRow
+from amosflow.store import AuditRow, Store, count_runs, record_run
 from tests.audit.chain import row
 from tests.store.records import run
 

@@ -11,8 +11,7 @@ from sqlalchemy import select
 
 from amosflow import audit
 from amosflow.errors import AuditError
-from amosflow.store import Store
-from amosflow.store.tables import AuditCheckpointRow
+from amosflow.store import AuditCheckpointRow, Store
 from tests.audit.chain import build
 
 

@@ -13,8 +13,7 @@ import pytest
 from sqlalchemy import delete
 
 from amosflow import audit
-from amosflow.store import Store, open_store
-from amosflow.store.tables import AuditAnchorRow, AuditHoldRow, AuditRow
+from amosflow.store import AuditAnchorRow, AuditHoldRow, AuditRow, Store, open_store
 from tests.audit.chain import build, row
 from tests.support.postgres import PostgresServer
 

@@ -12,9 +12,8 @@ from sqlalchemy import delete, select, update
 
 from amosflow import audit
 from amosflow.errors import AuditError, ConflictError, NotFoundError, ValidationFailedError
-from amosflow.store import Store, open_store
+from amosflow.store import AuditAnchorRow, AuditHoldRow, AuditRow, Store, open_store
 from amosflow.store._types import utcnow
-from amosflow.store.tables import AuditAnchorRow, AuditHoldRow, AuditRow
 from tests.audit.chain import build, delete_where, drop_stored_checkpoints, rehash_from, row
 from tests.audit.chain import set_columns as set_record
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from amosflow import audit
-from amosflow.store import Store
-from amosflow.store.tables import AuditCheckpointRow, AuditRow
+from amosflow.store import AuditCheckpointRow, AuditRow, Store
 
 CANARY = "canary-7d1e0c5b-never-in-the-trail"
 

@@ -10,8 +10,7 @@ from typer.testing import CliRunner
 
 from amosflow import audit
 from amosflow.cli.audit import app
-from amosflow.store import Store
-from amosflow.store.tables import AuditRow
+from amosflow.store import AuditRow, Store
 from tests.audit.chain import (
     FIELDS,
     build,

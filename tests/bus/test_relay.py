@@ -14,8 +14,7 @@ from sqlalchemy import update
 from amosflow.bus import Bus, EmbeddedNats, cloud_event, connect_bus, subject_for
 from amosflow.bus import events as ev
 from amosflow.bus.relay import OutboxRelay
-from amosflow.store import Store, open_store, outbox
-from amosflow.store.tables import OutboxEntry
+from amosflow.store import OutboxEntry, Store, open_store, outbox
 from tests.bus.streams import stored_count, stored_events
 
 WAIT_S = 15.0

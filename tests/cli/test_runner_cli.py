@@ -17,8 +17,7 @@ from typer.testing import CliRunner, Result
 from amosflow.cli.main import app
 from amosflow.runner.agent import generate_runner_key, make_csr
 from amosflow.runner.dispatch import PlatformCA, drain, enroll, heartbeat, token_hash
-from amosflow.store import Store, open_store
-from amosflow.store.tables import AuditRow, EnrollmentTokenRow
+from amosflow.store import AuditRow, EnrollmentTokenRow, Store, open_store
 from tests.store.conftest import store_url  # noqa: F401
 
 AMOS = str(Path(sys.executable).with_name("amos"))

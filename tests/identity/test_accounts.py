@@ -15,8 +15,7 @@ from amosflow.errors import (
     ValidationFailedError,
 )
 from amosflow.identity import Binding, IdentitySettings, LoginRefused, allows
-from amosflow.store import Store
-from amosflow.store.tables import GroupMemberRow, GroupRow, PrincipalRow
+from amosflow.store import GroupMemberRow, GroupRow, PrincipalRow, Store
 
 PASSWORD = "correct horse battery staple"
 

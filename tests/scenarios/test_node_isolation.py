@@ -201,7 +201,7 @@ _ATTACK = """
     from amosflow.config import StoreSettings
     from amosflow.errors import AuditError
     from amosflow.store import open_store
-    from amosflow.store.tables import AuditAnchorRow, AuditRow
+    from amosflow.store import AuditAnchorRow, AuditRow
     store = open_store(StoreSettings().url)
     with store.session() as session:
         through = session.scalar(select(AuditRow.seq).order_by(AuditRow.seq.desc()).limit(1))

@@ -11,18 +11,67 @@ from sqlalchemy import Column, MetaData, String, text
 
 import amosflow.store
 from amosflow.errors import StoreError
-from amosflow.store import Store, open_store
-from amosflow.store.runs import list_runs, record_run
-from amosflow.store.tables import Base
+from amosflow.store import Base, Store, list_runs, open_store, record_run
 from tests.store.records import run
 
 
 def test_the_public_surface_is_pinned() -> None:
     """Other packages code against exactly these names."""
     assert set(amosflow.store.__all__) == {
-        "OutboxRow", "Page", "RunRecord", "RunStatus", "RunTrigger", "Store",
-        "hooks", "open_store", "outbox", "runs",
-    }  # fmt: skip
+        "AUDIT_OUTCOMES",
+        "AiUsageRow",
+        "ApiTokenRow",
+        "AuditAnchorRow",
+        "AuditCheckpointRow",
+        "AuditHoldRow",
+        "AuditRow",
+        "BINDING_SUBJECTS",
+        "Base",
+        "CatalogFolderRow",
+        "DEFAULT_FOLDER",
+        "EnrollmentTokenRow",
+        "FolderRow",
+        "GroupMemberRow",
+        "GroupRow",
+        "INSTALL_FOLDER",
+        "OutboxEntry",
+        "OutboxRow",
+        "PRINCIPAL_SOURCES",
+        "Page",
+        "PrincipalRow",
+        "RoleBindingRow",
+        "RunRecord",
+        "RunRow",
+        "RunStatus",
+        "RunTrigger",
+        "RunnerJobRow",
+        "RunnerRow",
+        "SecretRow",
+        "SecretVersionRow",
+        "Store",
+        "TaskRow",
+        "alembic_config",
+        "check_limit",
+        "claim_pending",
+        "count_runs",
+        "decode_cursor",
+        "encode_cursor",
+        "enqueue",
+        "folders",
+        "get_run",
+        "hooks",
+        "list_runs",
+        "mark_failed",
+        "mark_published",
+        "newest_first",
+        "open_store",
+        "outbox",
+        "prune_deliveries",
+        "record_run",
+        "remember_delivery",
+        "runs",
+        "set_status",
+    }
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-from amosflow.store import Store
+from amosflow.store import Store, prune_deliveries, remember_delivery
 from amosflow.store._types import utcnow
-from amosflow.store.hooks import prune_deliveries, remember_delivery
 
 
 def test_a_replayed_delivery_is_recognised(store: Store) -> None:

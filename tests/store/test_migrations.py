@@ -9,9 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from amosflow.store import Store, open_store
-from amosflow.store.migrate import alembic_config
-from amosflow.store.tables import Base
+from amosflow.store import Base, Store, alembic_config, open_store
 
 TABLES = {
     "folders",

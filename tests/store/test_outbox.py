@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amosflow.store import Store
-from amosflow.store.outbox import claim_pending, enqueue, mark_failed, mark_published
-from amosflow.store.runs import record_run
+from amosflow.store import Store, claim_pending, enqueue, mark_failed, mark_published, record_run
 from tests.store.records import run
 
 

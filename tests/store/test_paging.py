@@ -11,9 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete
 
 from amosflow.errors import ValidationFailedError
-from amosflow.store import RunRecord, Store
-from amosflow.store.runs import list_runs, record_run, set_status
-from amosflow.store.tables import RunRow
+from amosflow.store import RunRecord, RunRow, Store, list_runs, record_run, set_status
 from tests.store.records import T0, run
 
 

@@ -9,9 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from amosflow.errors import NotFoundError, ValidationFailedError
-from amosflow.store import Store
-from amosflow.store.runs import get_run, record_run, set_status
-from amosflow.store.tables import RunRow
+from amosflow.store import RunRow, Store, get_run, record_run, set_status
 from tests.store.records import T0, run
 
 

@@ -8,8 +8,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import create_engine, text
 
-from amosflow.store import open_store
-from amosflow.store.migrate import alembic_config
+from amosflow.store import alembic_config, open_store
 from amosflow.vault import KeyFileProvider, Vault, seal
 from tests.store.conftest import store_url  # noqa: F401 - the SQLite and PostgreSQL URLs
 from tests.vault.conftest import CANARY

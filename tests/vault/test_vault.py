@@ -18,9 +18,8 @@ from amosflow.errors import (
     VaultError,
     VaultSealedError,
 )
-from amosflow.store import Store
+from amosflow.store import SecretRow, SecretVersionRow, Store
 from amosflow.store import runs as run_store
-from amosflow.store.tables import SecretRow, SecretVersionRow
 from amosflow.vault import KeyFileProvider, KeyProvider, Vault
 from tests.vault.conftest import CANARY
 

@@ -26,7 +26,7 @@ from amosflow import audit, egress
 from amosflow.ai.prompted_tools import to_prompted_request, to_tool_call_response
 from amosflow.config import env_secret
 from amosflow.errors import ActionError, AIConfigurationError, BudgetExceededError
-from amosflow.store.tables import AiUsageRow
+from amosflow.store import AiUsageRow
 from amosflow.telemetry import redaction
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from amosflow.audit._canonical import canonical_value, stamp
 from amosflow.audit._statements import Statement
 from amosflow.errors import AuditError
+from amosflow.store import AuditCheckpointRow, AuditRow
 from amosflow.store._types import utcnow
-from amosflow.store.tables import AuditCheckpointRow, AuditRow
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -9,8 +9,7 @@ from sqlalchemy import Select, select
 from amosflow.audit._canonical import canonical_value, stamp
 from amosflow.audit._records import AuditRecord
 from amosflow.errors import Diagnostic, ValidationFailedError
-from amosflow.store.paging import Page, check_limit, decode_cursor, encode_cursor
-from amosflow.store.tables import AuditRow
+from amosflow.store import AuditRow, Page, check_limit, decode_cursor, encode_cursor
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -14,8 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from amosflow.audit._canonical import GENESIS, record_hash
 from amosflow.errors import AuditError
+from amosflow.store import AUDIT_OUTCOMES, AuditAnchorRow, AuditRow
 from amosflow.store._types import utcnow
-from amosflow.store.tables import AUDIT_OUTCOMES, AuditAnchorRow, AuditRow
 
 if TYPE_CHECKING:
     from sqlalchemy import Table

@@ -38,8 +38,8 @@ from amosflow.errors import (
     NotFoundError,
     ValidationFailedError,
 )
+from amosflow.store import AuditAnchorRow, AuditHoldRow, AuditRow
 from amosflow.store._types import utcnow
-from amosflow.store.tables import AuditAnchorRow, AuditHoldRow, AuditRow
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

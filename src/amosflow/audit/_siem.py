@@ -28,8 +28,8 @@ from amosflow.audit._canonical import canonical_value, stamp
 from amosflow.audit._query import export_lines, json_line
 from amosflow.audit._records import AuditRecord
 from amosflow.errors import AuditError
+from amosflow.store import AuditRow
 from amosflow.store._types import utcnow
-from amosflow.store.tables import AuditRow
 
 if TYPE_CHECKING:
     import threading

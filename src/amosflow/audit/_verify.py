@@ -23,7 +23,7 @@ from amosflow.audit._checkpoints import Checkpoint, CheckpointSink
 from amosflow.audit._keys import key_id, signature_valid
 from amosflow.audit._statements import PRUNE, Pruned, Statement, held
 from amosflow.errors import AuditError
-from amosflow.store.tables import AuditAnchorRow, AuditCheckpointRow, AuditRow
+from amosflow.store import AuditAnchorRow, AuditCheckpointRow, AuditRow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence

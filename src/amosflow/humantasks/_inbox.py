@@ -16,9 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from amosflow.errors import NotFoundError
+from amosflow.store import Page, TaskRow, check_limit, newest_first
 from amosflow.store import runs as run_store
-from amosflow.store.paging import Page, check_limit, newest_first
-from amosflow.store.tables import TaskRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

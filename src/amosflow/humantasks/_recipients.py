@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
 
-from amosflow.store.tables import GroupMemberRow, GroupRow, PrincipalRow, RoleBindingRow
+from amosflow.store import GroupMemberRow, GroupRow, PrincipalRow, RoleBindingRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -32,7 +32,7 @@ from amosflow.errors import (
 from amosflow.humantasks import _inbox as inbox
 from amosflow.humantasks._lifecycle import close_task
 from amosflow.identity import ALL_FOLDERS, allows, folder_scope
-from amosflow.store.paging import Page
+from amosflow.store import Page
 
 if TYPE_CHECKING:
     from temporalio.client import Client

@@ -26,7 +26,7 @@ from amosflow.identity._sessions import looks_like_session
 from amosflow.identity._signin import LoginRefused
 from amosflow.identity._tokens import authenticate_api_token
 from amosflow.identity._users import USERNAME, create_user, find_by_username, get_principal
-from amosflow.store.tables import INSTALL_FOLDER, PrincipalRow
+from amosflow.store import INSTALL_FOLDER, PrincipalRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

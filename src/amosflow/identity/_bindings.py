@@ -18,7 +18,7 @@ from amosflow.identity._folders import folder_exists
 from amosflow.identity._policy import ROLES
 from amosflow.identity._principal import ALL_FOLDERS, Binding, Principal, Via
 from amosflow.identity._users import get_principal
-from amosflow.store.tables import (
+from amosflow.store import (
     BINDING_SUBJECTS,
     GroupMemberRow,
     GroupRow,

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from amosflow.errors import ConflictError, Diagnostic, ValidationFailedError
 from amosflow.identity._clock import utc_now
-from amosflow.store.tables import FolderRow
+from amosflow.store import FolderRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

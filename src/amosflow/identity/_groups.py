@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import delete, select
 
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
+from amosflow.store import GroupMemberRow, GroupRow, PrincipalRow
 from amosflow.store._types import utcnow
-from amosflow.store.tables import GroupMemberRow, GroupRow, PrincipalRow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

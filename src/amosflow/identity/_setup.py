@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from amosflow.identity._settings import IdentitySettings
-    from amosflow.store.tables import PrincipalRow
+    from amosflow.store import PrincipalRow
 
 ADMINISTRATOR = "administrator"
 

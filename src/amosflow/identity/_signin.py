@@ -22,7 +22,7 @@ from amosflow.errors import AuthenticationError
 from amosflow.identity._clock import utc_now
 from amosflow.identity._passwords import hash_secret, needs_rehash, verify_secret
 from amosflow.identity._users import USERNAME, find_by_username
-from amosflow.store.tables import PrincipalRow
+from amosflow.store import PrincipalRow
 
 if TYPE_CHECKING:
     from datetime import datetime

@@ -21,7 +21,7 @@ from amosflow.identity._clock import utc_now
 from amosflow.identity._policy import PERMISSIONS
 from amosflow.identity._signin import LoginRefused
 from amosflow.identity._users import get_principal
-from amosflow.store.tables import ApiTokenRow, PrincipalRow
+from amosflow.store import ApiTokenRow, PrincipalRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

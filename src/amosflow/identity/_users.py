@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
 from amosflow.identity._clock import utc_now
 from amosflow.identity._passwords import check_password_policy, hash_secret
-from amosflow.store.tables import PRINCIPAL_SOURCES, ApiTokenRow, PrincipalRow
+from amosflow.store import PRINCIPAL_SOURCES, ApiTokenRow, PrincipalRow
 
 if TYPE_CHECKING:
     from datetime import datetime

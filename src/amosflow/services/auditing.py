@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from amosflow import audit
-from amosflow.store import folders
-from amosflow.store.tables import INSTALL_FOLDER
+from amosflow.store import INSTALL_FOLDER, folders
 
 if TYPE_CHECKING:
     from collections.abc import Callable

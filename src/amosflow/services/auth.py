@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from amosflow import audit, identity
 from amosflow.errors import AuthenticationError, Diagnostic, ValidationFailedError
 from amosflow.identity import CREDENTIALS_REFUSED, LOGIN_REFUSED, actor_of
-from amosflow.store.tables import INSTALL_FOLDER
+from amosflow.store import INSTALL_FOLDER
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from amosflow.identity import Authenticator, IdentitySettings, LoginAttempt, Principal
-    from amosflow.store import Store
-    from amosflow.store.tables import ApiTokenRow
+    from amosflow.store import ApiTokenRow, Store
 
 
 @dataclass(frozen=True)

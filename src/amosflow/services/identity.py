@@ -16,8 +16,7 @@ from amosflow.services import auditing
 
 if TYPE_CHECKING:
     from amosflow.identity import IdentitySettings, Principal, SubjectKind
-    from amosflow.store import Store
-    from amosflow.store.tables import FolderRow, PrincipalRow, RoleBindingRow
+    from amosflow.store import FolderRow, PrincipalRow, RoleBindingRow, Store
 
 
 def list_principals(store: Store) -> list[PrincipalRow]:

@@ -20,9 +20,8 @@ from amosflow.engine.client import RunRequest, new_run_id, start_run
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
 from amosflow.identity import allows, authorize, folder_scope
 from amosflow.services import access
-from amosflow.store import outbox
+from amosflow.store import RunRecord, outbox
 from amosflow.store import runs as run_store
-from amosflow.store.runs import RunRecord
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

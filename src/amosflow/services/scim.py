@@ -24,8 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from amosflow.identity import IdentitySettings, Principal
-    from amosflow.store import Store
-    from amosflow.store.tables import GroupRow, PrincipalRow
+    from amosflow.store import GroupRow, PrincipalRow, Store
 
 _MEMBER_PATH = re.compile(r'^members\[value\s+eq\s+"([^"]+)"\]$', re.IGNORECASE)
 # The bounds the request models put on what a client sends, for values nested in a PATCH.

@@ -18,7 +18,7 @@ from amosflow.triggers.models import ScheduleTrigger, WebhookTrigger, parse_trig
 if TYPE_CHECKING:
     from amosflow.catalog import Version
     from amosflow.services.runs import ControlPlane
-    from amosflow.store.runs import RunRecord
+    from amosflow.store import RunRecord
 
 KIND = "triggers"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 
 from amosflow import audit
 from amosflow.services import triggers
-from amosflow.store import folders
-from amosflow.store.tables import INSTALL_FOLDER
+from amosflow.store import INSTALL_FOLDER, folders
 from amosflow.triggers import schedules
 from amosflow.triggers.models import ScheduleTrigger
 

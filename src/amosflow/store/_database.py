@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from amosflow.errors import StoreError
-from amosflow.store.migrate import upgrade
+from amosflow.store._migrate import upgrade
 
 if TYPE_CHECKING:
     import sqlite3

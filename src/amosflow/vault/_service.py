@@ -18,8 +18,8 @@ from amosflow.errors import (
     VaultError,
     VaultSealedError,
 )
+from amosflow.store import SecretRow, SecretVersionRow
 from amosflow.store._types import utcnow
-from amosflow.store.tables import SecretRow, SecretVersionRow
 from amosflow.vault._codec_keys import CodecKeyRing
 from amosflow.vault._envelope import Envelope, open_envelope, seal
 

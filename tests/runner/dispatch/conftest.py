@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from amosflow.runner.dispatch import NewJob, heartbeat, register_runner
-from amosflow.store.tables import AuditRow, RunnerRow
+from amosflow.store import AuditRow, RunnerRow
 from tests.store.conftest import pg_store, store, store_url  # noqa: F401
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

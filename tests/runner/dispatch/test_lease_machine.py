@@ -44,8 +44,7 @@ from amosflow.runner.dispatch import (
     renew,
     revoke,
 )
-from amosflow.store import Store, open_store
-from amosflow.store.tables import AuditRow, RunnerJobRow, RunnerRow
+from amosflow.store import AuditRow, RunnerJobRow, RunnerRow, Store, open_store
 from tests.runner.dispatch.conftest import T0, add_runner, new_job
 
 TTL = timedelta(seconds=30)

@@ -29,8 +29,7 @@ from amosflow.runner.dispatch import (
     token_hash,
     verify_client_cert,
 )
-from amosflow.store import Store
-from amosflow.store.tables import EnrollmentTokenRow
+from amosflow.store import EnrollmentTokenRow, Store
 from tests.runner.dispatch.conftest import T0, TTL, at, audit_rows, new_job
 
 DAY = timedelta(days=1)

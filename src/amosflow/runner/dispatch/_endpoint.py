@@ -34,8 +34,7 @@ if TYPE_CHECKING:
 
     from amosflow.config import RunnerSettings
     from amosflow.runner.dispatch._ca import PlatformCA
-    from amosflow.store import Store
-    from amosflow.store.tables import RunnerRow
+    from amosflow.store import RunnerRow, Store
     from amosflow.vault import Vault
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from amosflow.runner.dispatch._grants import (
     validate_zone,
 )
 from amosflow.runner.dispatch._registry import register_runner
-from amosflow.store.tables import INSTALL_FOLDER, EnrollmentTokenRow, RunnerRow
+from amosflow.store import INSTALL_FOLDER, EnrollmentTokenRow, RunnerRow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

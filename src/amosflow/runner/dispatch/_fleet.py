@@ -16,7 +16,7 @@ from amosflow.errors import AuthenticationError
 from amosflow.runner.dispatch._ca import PlatformCA
 from amosflow.runner.dispatch._enrollment import Enrollment, create_enrollment_token, enroll
 from amosflow.runner.dispatch._registry import drain, list_runners, revoke
-from amosflow.store.tables import INSTALL_FOLDER, RunnerJobRow, RunnerRow
+from amosflow.store import INSTALL_FOLDER, RunnerJobRow, RunnerRow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

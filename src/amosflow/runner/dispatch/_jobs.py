@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from amosflow.errors import ConflictError, NotFoundError
 from amosflow.runner.dispatch._grants import CAPABILITIES, ZONE, aware
-from amosflow.store.tables import DEFAULT_FOLDER, RunnerJobRow
+from amosflow.store import DEFAULT_FOLDER, RunnerJobRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

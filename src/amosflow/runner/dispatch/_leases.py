@@ -39,7 +39,7 @@ from amosflow.errors import (
 from amosflow.runner.dispatch._grants import RunnerRefused, aware, positive
 from amosflow.runner.dispatch._jobs import FINISHED, find_job, is_postgres
 from amosflow.runner.dispatch._registry import get_runner
-from amosflow.store.tables import DEFAULT_FOLDER, RunnerJobRow
+from amosflow.store import DEFAULT_FOLDER, RunnerJobRow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -30,7 +30,7 @@ from amosflow.runner.dispatch._grants import (
     validate_zone,
 )
 from amosflow.runner.dispatch._jobs import requeue
-from amosflow.store.tables import INSTALL_FOLDER, EnrollmentTokenRow, RunnerJobRow, RunnerRow
+from amosflow.store import INSTALL_FOLDER, EnrollmentTokenRow, RunnerJobRow, RunnerRow
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -1,1 +1,1 @@
-"""Alembic environment and revisions of the store (run by ``amosflow.store.migrate``)."""
+"""Alembic environment and revisions of the store (run by ``amosflow.store._migrate``)."""

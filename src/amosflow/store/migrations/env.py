@@ -1,11 +1,11 @@
-"""Alembic environment: migrates the connection that ``amosflow.store.migrate`` hands over."""
+"""Alembic environment: migrates the connection that ``amosflow.store._migrate`` hands over."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import Connection
 
-from amosflow.store.tables import Base
+from amosflow.store._tables import Base
 
 
 def _run(connection: Connection) -> None:
@@ -21,5 +21,5 @@ def _run(connection: Connection) -> None:
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):
-    raise TypeError("migrate through amosflow.store.migrate, which passes a connection")
+    raise TypeError("migrate through amosflow.store._migrate, which passes a connection")
 _run(connection)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from amosflow.errors import NotFoundError
-from amosflow.store.tables import CatalogFolderRow, FolderRow
+from amosflow.store._tables import CatalogFolderRow, FolderRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

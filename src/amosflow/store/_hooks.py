@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 
+from amosflow.store._tables import WebhookDelivery
 from amosflow.store._types import utcnow
-from amosflow.store.tables import WebhookDelivery
 
 if TYPE_CHECKING:
     from datetime import datetime

@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from amosflow.errors import Diagnostic, NotFoundError, ValidationFailedError
+from amosflow.store._paging import Page, check_limit, newest_first
+from amosflow.store._tables import RUN_STATUSES, RUN_TRIGGERS, RunRow
 from amosflow.store._types import utcnow
-from amosflow.store.paging import Page, check_limit, newest_first
-from amosflow.store.tables import RUN_STATUSES, RUN_TRIGGERS, RunRow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

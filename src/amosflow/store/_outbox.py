@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 from sqlalchemy import delete, select, update
 
+from amosflow.store._tables import OutboxEntry
 from amosflow.store._types import utcnow
-from amosflow.store.tables import OutboxEntry
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
