@@ -24,7 +24,7 @@ from amosflow.config import EngineSettings, NotifySettings
 from amosflow.engine.types import DECIDE_UPDATE, TaskDecision
 from amosflow.errors import FourEyesError, TaskClosedError, ValidationFailedError
 from amosflow.identity import IdentitySettings
-from amosflow.services.progress import diff
+from amosflow.services import diff
 from amosflow.store import AuditRow
 from tests.support.httpserver import LoopbackServer
 from tests.support.tasks import Plane, control_plane, person

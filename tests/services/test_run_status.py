@@ -8,8 +8,8 @@ from pathlib import Path
 import amosflow
 
 SRC = Path(amosflow.__file__).parent
-#: The SQL of the status (store/runs.py) and its one caller (services/runs.py).
-ALLOWED = {SRC / "store" / "runs.py", SRC / "services" / "runs.py"}
+#: The SQL of the status (store/_runs.py) and its one caller (services/_runs.py).
+ALLOWED = {SRC / "store" / "_runs.py", SRC / "services" / "_runs.py"}
 
 
 def _calls(path: Path, name: str) -> list[int]:
@@ -38,4 +38,4 @@ def test_only_the_run_service_calls_the_status_sql() -> None:
 
 def test_the_run_service_calls_the_status_sql_once() -> None:
     """Inside services/runs.py, ``record_status`` is the one function that calls ``set_status``."""
-    assert len(_calls(SRC / "services" / "runs.py", "set_status")) == 1
+    assert len(_calls(SRC / "services" / "_runs.py", "set_status")) == 1

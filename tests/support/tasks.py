@@ -19,7 +19,7 @@ from amosflow.engine.codec import payload_codec
 from amosflow.engine.worker import build_worker
 from amosflow.humantasks import TaskRecord, list_inbox, task_activities
 from amosflow.identity import Binding, Principal
-from amosflow.services.runs import ControlPlane
+from amosflow.services import ControlPlane
 from amosflow.store import Store, open_store
 from amosflow.store import runs as run_store
 

@@ -63,10 +63,8 @@ from amosflow.identity import (
     SessionSigner,
 )
 from amosflow.runner.dispatch import dispatch_activity, fleet_server
+from amosflow.services import ControlPlane, RunWatcher, upgrade
 from amosflow.services import triggers as trigger_service
-from amosflow.services import upgrade
-from amosflow.services.runs import ControlPlane
-from amosflow.services.watcher import RunWatcher
 from amosflow.store import Store, open_store
 from amosflow.triggers import schedules
 from amosflow.vault import open_vault

@@ -18,7 +18,7 @@ from amosflow.services import access, auditing
 if TYPE_CHECKING:
     from amosflow.catalog import Entry
     from amosflow.identity import Principal
-    from amosflow.services.runs import ControlPlane
+    from amosflow.services import ControlPlane
 
 __all__ = [
     "FolderQuery",

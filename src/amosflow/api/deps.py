@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from amosflow.identity import Authenticator, IdentitySettings
-from amosflow.services.runs import ControlPlane
+from amosflow.services import ControlPlane
 
 
 def _control_plane(request: Request) -> ControlPlane:

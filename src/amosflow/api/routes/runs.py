@@ -17,9 +17,8 @@ from amosflow.api.deps import ControlPlaneDep
 from amosflow.api.schemas import RunCreate, RunDetail, RunPage, RunPublic, RunStatus
 from amosflow.api.security import CallerDep
 from amosflow.engine.client import progress
+from amosflow.services import RunRecord, follow
 from amosflow.services import runs as run_service
-from amosflow.services.progress import follow
-from amosflow.services.runs import RunRecord
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], responses=problems.RESPONSES)
 

@@ -18,7 +18,7 @@ from amosflow.identity import authorize
 
 if TYPE_CHECKING:
     from amosflow.identity import Principal
-    from amosflow.services.runs import ControlPlane
+    from amosflow.services import ControlPlane
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=problems.RESPONSES)
 

@@ -12,13 +12,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from amosflow import audit
-from amosflow.services import triggers
+from amosflow.services import _triggers as triggers
 from amosflow.store import INSTALL_FOLDER, folders
 from amosflow.triggers import schedules
 from amosflow.triggers.models import ScheduleTrigger
 
 if TYPE_CHECKING:
-    from amosflow.services.runs import ControlPlane
+    from amosflow.services._runs import ControlPlane
 
 log = logging.getLogger(__name__)
 

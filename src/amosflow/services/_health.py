@@ -14,7 +14,7 @@ from amosflow.engine.codec import VaultPayloadCodec
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from amosflow.services.runs import ControlPlane
+    from amosflow.services._runs import ControlPlane
 
 
 class Bus(Protocol):

@@ -19,7 +19,7 @@ from amosflow.dsl import CallStep, iter_steps, parse_flow, validate_inputs
 from amosflow.engine.client import RunRequest, new_run_id, start_run
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
 from amosflow.identity import allows, authorize, folder_scope
-from amosflow.services import access
+from amosflow.services import _access as access
 from amosflow.store import RunRecord, outbox
 from amosflow.store import runs as run_store
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from amosflow.catalog import Catalog
     from amosflow.config import EngineSettings
     from amosflow.identity import Principal
-    from amosflow.services.watcher import RunWatcher
+    from amosflow.services._watcher import RunWatcher
     from amosflow.store import Page, Store
 
 __all__ = [

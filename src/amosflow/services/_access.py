@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from amosflow.identity import Principal
-    from amosflow.services.runs import ControlPlane
+    from amosflow.services._runs import ControlPlane
 
 #: The singular each kind is spoken of in messages.
 _NOUNS = {

@@ -16,7 +16,7 @@ from pydantic import StringConstraints, TypeAdapter
 
 from amosflow import identity
 from amosflow.errors import Diagnostic, ValidationFailedError
-from amosflow.services import auditing
+from amosflow.services import _auditing as auditing
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from amosflow import identity
 from amosflow.errors import PermissionDeniedError
 from amosflow.identity import ALL_FOLDERS, ROLE_PERMISSIONS, folder_scope, holds_unconditionally
-from amosflow.services import auditing
+from amosflow.services import _auditing as auditing
 
 if TYPE_CHECKING:
     from amosflow.identity import IdentitySettings, Principal, SubjectKind

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 from temporalio.service import RPCError, RPCStatusCode
 
 from amosflow.bus.events import cloud_event, subject_for
-from amosflow.services.progress import RunEvent, follow
-from amosflow.services.runs import EVENT_SOURCE, TERMINAL, record_status
+from amosflow.services._progress import RunEvent, follow
+from amosflow.services._runs import EVENT_SOURCE, TERMINAL, record_status
 from amosflow.store import outbox
 from amosflow.store import runs as run_store
 
 if TYPE_CHECKING:
-    from amosflow.services.runs import ControlPlane
+    from amosflow.services._runs import ControlPlane
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0

@@ -10,14 +10,15 @@ from pydantic import ValidationError
 from amosflow.bus.events import cloud_event, subject_for
 from amosflow.catalog import register_kind
 from amosflow.errors import Diagnostic, NotFoundError, ValidationFailedError
-from amosflow.services import auditing, runs
+from amosflow.services import _auditing as auditing
+from amosflow.services import _runs as runs
 from amosflow.store import outbox
 from amosflow.triggers import schedules
 from amosflow.triggers.models import ScheduleTrigger, WebhookTrigger, parse_trigger
 
 if TYPE_CHECKING:
     from amosflow.catalog import Version
-    from amosflow.services.runs import ControlPlane
+    from amosflow.services._runs import ControlPlane
     from amosflow.store import RunRecord
 
 KIND = "triggers"
