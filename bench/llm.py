@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support.ll
 
 from tests.support.llama import MODEL_ID, LlamaServer, model_revision
 
-from amosflow.ai.gateway import CallContext, ModelGateway
-from amosflow.ai.models import ModelDefinition
+from amosflow.ai import CallContext, ModelDefinition, ModelGateway
 from amosflow.egress import EgressPolicy
 from amosflow.store import open_store
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from amosflow.ai import runtime
-from amosflow.ai.gateway import ModelGateway
+from amosflow.ai import ModelGateway, runtime
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.catalog import Catalog
 from amosflow.config import EngineSettings

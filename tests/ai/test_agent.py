@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from pydantic_ai.messages import ModelRequest, ToolReturnPart
 
-from amosflow.ai import agent, mcp
-from amosflow.ai.receipts import Receipt, ReceiptSigner
+from amosflow.ai import Receipt, ReceiptSigner, agent, mcp
 from amosflow.catalog import Catalog
 from amosflow.errors import ReceiptError
 from amosflow.store import Store

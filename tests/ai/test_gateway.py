@@ -11,8 +11,14 @@ import pytest
 from sqlalchemy import select
 
 from amosflow import audit
-from amosflow.ai.gateway import CallContext, ChatResult, ModelGateway, estimate_tokens
-from amosflow.ai.models import ModelDefinition, resolve_model
+from amosflow.ai import (
+    CallContext,
+    ChatResult,
+    ModelDefinition,
+    ModelGateway,
+    estimate_tokens,
+    resolve_model,
+)
 from amosflow.catalog import Catalog
 from amosflow.egress import EgressDeniedError, EgressPolicy
 from amosflow.errors import AIConfigurationError, BudgetExceededError

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from amosflow import egress
-from amosflow.ai import mcp
-from amosflow.ai.receipts import ReceiptSigner
+from amosflow.ai import ReceiptSigner, mcp
 from amosflow.catalog import Catalog
 from amosflow.egress import EgressDeniedError
 from amosflow.store import Store

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from amosflow import audit
-from amosflow.ai import mcp
-from amosflow.ai.receipts import ReceiptSigner, sha256_of
+from amosflow.ai import ReceiptSigner, mcp, sha256_of
 from amosflow.catalog import Catalog
 from amosflow.egress import EgressDeniedError
 from amosflow.errors import ReceiptError, ToolBlockedError, ValidationFailedError

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from amosflow import egress, sandbox
-from amosflow.ai import mcp
-from amosflow.ai.receipts import ReceiptSigner
+from amosflow.ai import ReceiptSigner, mcp
 from amosflow.catalog import Catalog
 from amosflow.errors import ValidationFailedError
 from amosflow.store import Store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from amosflow.ai.prompted_tools import to_prompted_request, to_tool_call_response
+from amosflow.ai import to_prompted_request, to_tool_call_response
 
 TOOLS = [
     {

@@ -8,8 +8,8 @@ import socket
 import httpx
 import pytest
 
+from amosflow.api import is_public
 from amosflow.api.app import openapi_document
-from amosflow.api.security import is_public
 from amosflow.identity import ROLE_PERMISSIONS, Binding, Principal, allows
 from tests.api.conftest import Node
 from tests.api.flows_util import doc, save, wait_for_end

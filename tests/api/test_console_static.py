@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 
 from amosflow import console
+from amosflow.api import is_public
 from amosflow.api.app import NodeConfig, create_app
-from amosflow.api.security import is_public
 
 INDEX = '<!doctype html><html lang="en"><script type="module" src="/assets/index-Ab_1.js"></script></html>'
 

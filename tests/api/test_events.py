@@ -9,7 +9,7 @@ from typing import Any
 import nats
 import pytest
 
-from amosflow.bus.events import parse_event, subject_token
+from amosflow.bus import parse_event, subject_token
 from tests.api.conftest import Node
 from tests.api.flows_util import doc, save, wait_for_end
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from amosflow.store import open_store
-from amosflow.triggers.webhooks import sign
+from amosflow.triggers import sign
 from tests.api.conftest import Node
 from tests.api.flows_util import doc, save, wait_for_end
 from tests.support.httpserver import LoopbackServer

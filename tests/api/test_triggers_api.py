@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from amosflow.triggers.webhooks import sign
+from amosflow.triggers import sign
 from tests.api.conftest import Node
 from tests.api.flows_util import doc, save, wait_for_end
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from amosflow import audit
-from amosflow.node.home import share_home
-from amosflow.node.service_user import ServiceUser
+from amosflow.node import ServiceUser, share_home
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="changes file owners")
 

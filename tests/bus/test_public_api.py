@@ -5,16 +5,25 @@ from __future__ import annotations
 import amosflow.bus
 
 EXPECTED = {
-    "DEFAULT_STREAM",
+    "ALL_SUBJECTS",
     "Ack",
     "Bus",
+    "DEFAULT_STREAM",
     "EmbeddedNats",
+    "OutboxRelay",
+    "OutboxRelay  # noqa: PLC0415",
+    "TASK_CREATED",
+    "TASK_DECIDED",
+    "TASK_ESCALATED",
     "cloud_event",
     "configured_url",
     "connect_bus",
+    "connect_bus  # noqa: PLC0415 - optional at import time",
+    "events",
     "parse_event",
     "running_url",
     "subject_for",
+    "subject_token",
 }
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from amosflow.bus import Bus, EmbeddedNats, cloud_event, connect_bus, subject_for
+from amosflow.bus import Bus, EmbeddedNats, OutboxRelay, cloud_event, connect_bus, subject_for
 from amosflow.bus import events as ev
-from amosflow.bus.relay import OutboxRelay
 from amosflow.store import OutboxEntry, Store, open_store, outbox
 from tests.bus.streams import stored_count, stored_events
 

@@ -9,10 +9,10 @@ import amosflow.dsl.actions
 import amosflow.dsl.expr
 
 EXPECTED = {
-    "DSL_VERSION",
     "ActionSpec",
     "ActionStep",
     "CallStep",
+    "DSL_VERSION",
     "Defaults",
     "Duration",
     "Expr",

@@ -21,7 +21,7 @@ import pytest
 from amosflow import sandbox
 from amosflow.config import EngineSettings
 from amosflow.dsl.actions import validate_with
-from amosflow.engine.activities.base import ActionContext
+from amosflow.engine.activities import ActionContext
 from amosflow.engine.activities.code import python as code_python
 from amosflow.engine.types import ActionCall
 from amosflow.errors import ActionError

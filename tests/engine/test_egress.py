@@ -29,9 +29,8 @@ from amosflow.egress import (
     internal_ports,
     parse_host,
 )
-from amosflow.engine.activities import ArtifactStore
+from amosflow.engine.activities import ActionContext, ArtifactStore
 from amosflow.engine.activities import http as http_action
-from amosflow.engine.activities.base import ActionContext
 from amosflow.engine.client import RunRequest, connect, new_run_id, result_of, start_run
 from amosflow.engine.types import ActionCall
 from amosflow.engine.worker import build_worker

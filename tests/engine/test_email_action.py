@@ -31,8 +31,8 @@ from cryptography.x509.oid import NameOID
 from amosflow.config import EngineSettings
 from amosflow.dsl import validate_flow
 from amosflow.dsl.actions import validate_with
+from amosflow.engine.activities import ActionContext
 from amosflow.engine.activities import email as email_actions
-from amosflow.engine.activities.base import ActionContext
 from amosflow.engine.types import ActionCall
 from amosflow.errors import ActionError
 from amosflow.testing import run_flow

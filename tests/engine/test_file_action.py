@@ -19,9 +19,8 @@ from amosflow.config import EngineSettings
 from amosflow.dsl import actions as file_spec
 from amosflow.dsl import validate_flow
 from amosflow.dsl.actions import validate_with
-from amosflow.engine.activities import ArtifactStore
+from amosflow.engine.activities import ActionContext, ArtifactStore
 from amosflow.engine.activities import file as file_actions
-from amosflow.engine.activities.base import ActionContext
 from amosflow.engine.types import ActionCall
 from amosflow.errors import ActionError
 from amosflow.testing import run_flow

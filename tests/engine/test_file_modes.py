@@ -18,8 +18,8 @@ import pytest
 from amosflow.config import EngineSettings
 from amosflow.dsl import validate_flow
 from amosflow.dsl.actions import validate_with
+from amosflow.engine.activities import ActionContext
 from amosflow.engine.activities import file as file_actions
-from amosflow.engine.activities.base import ActionContext
 from amosflow.engine.types import ActionCall
 from amosflow.testing import run_flow
 from tests.engine.flows import flow

@@ -20,8 +20,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner, WorkflowRepla
 
 from amosflow.dsl import ActionStep, WaitStep
 from amosflow.engine.types import WORKFLOW_NAME, RunInput
-from amosflow.engine.workflow import FlowWorkflow
-from amosflow.engine.workflow.state import Frame
+from amosflow.engine.workflow import FlowWorkflow, Frame
 from tests.scenarios.examples import INPUTS
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"

@@ -17,8 +17,7 @@ import pytest
 from amosflow.config import EngineSettings
 from amosflow.dsl import validate_flow
 from amosflow.dsl.actions import validate_with
-from amosflow.engine.activities import sql
-from amosflow.engine.activities.base import ActionContext
+from amosflow.engine.activities import ActionContext, sql
 from amosflow.engine.types import ActionCall
 from amosflow.errors import ActionError
 from amosflow.testing import run_flow

@@ -19,7 +19,7 @@ import pytest
 
 from amosflow import console
 from amosflow.engine.embedded import free_port
-from amosflow.triggers.webhooks import sign
+from amosflow.triggers import sign
 
 pytestmark = [pytest.mark.slow]
 

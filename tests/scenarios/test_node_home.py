@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from amosflow.node.home import claim, claim_dir, hand_over, secure_home
-from amosflow.node.service_user import ServiceUser
+from amosflow.node import ServiceUser, claim, claim_dir, hand_over, secure_home
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="changes file owners")
 NOBODY = ServiceUser("nobody", 65534, 65534)

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from amosflow.bus import ALL_SUBJECTS
 from amosflow.bus.embedded import EmbeddedNats
-from amosflow.bus.events import ALL_SUBJECTS
 from amosflow.cli.secret import app as secret_cli
 from amosflow.engine.client import connect
 from amosflow.engine.codec import ENCODING, payload_codec

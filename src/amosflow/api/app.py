@@ -15,7 +15,8 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from amosflow import __version__, audit, console
-from amosflow.api import problems
+from amosflow.api import _problems as problems
+from amosflow.api._security import AuthMiddleware
 from amosflow.api.routes import (
     audit as audit_routes,
 )
@@ -37,7 +38,7 @@ from amosflow.api.routes import (
 from amosflow.api.routes import (
     runners as runner_routes,
 )
-from amosflow.api.security import AuthMiddleware
+from amosflow.bus import OutboxRelay, connect_bus
 from amosflow.catalog import Catalog
 from amosflow.config import (
     BusSettings,
@@ -97,9 +98,6 @@ class NodeConfig:
 
 async def _relay_forever(app: FastAPI, nats_url: str, stop: asyncio.Event) -> None:
     """Publish the outbox to the bus; reconnect whenever NATS goes away."""
-    from amosflow.bus.publisher import connect_bus  # noqa: PLC0415 - optional at import time
-    from amosflow.bus.relay import OutboxRelay  # noqa: PLC0415
-
     cp: ControlPlane = app.state.control_plane
     while not stop.is_set():
         try:

@@ -25,9 +25,9 @@ from amosflow import audit
 from amosflow.audit._auto import poll_interval
 from amosflow.cli import exits
 from amosflow.cli._local import fail, local_store, os_actor
-from amosflow.config.settings import NodeSettings
+from amosflow.config import NodeSettings
 from amosflow.errors import AmosError
-from amosflow.node.service_user import (
+from amosflow.node import (
     Demotion,
     ServiceUser,
     covers,

@@ -10,8 +10,7 @@ import typer
 from nats.errors import Error as NatsError
 from nats.js.api import DeliverPolicy
 
-from amosflow.bus import configured_url, connect_bus
-from amosflow.bus.events import ALL_SUBJECTS
+from amosflow.bus import ALL_SUBJECTS, configured_url, connect_bus
 from amosflow.cli import exits
 from amosflow.config import BusSettings
 from amosflow.errors import BusError

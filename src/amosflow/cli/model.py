@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from amosflow.ai.models import ModelDefinition
+from amosflow.ai import ModelDefinition
 from amosflow.cli.remote import DEFAULT_API_URL, Api, ApiOption, report
 from amosflow.errors import AmosError, Diagnostic, ValidationFailedError
 

@@ -23,7 +23,7 @@ from amosflow.dsl import iter_steps, parse_flow, validate_inputs
 from amosflow.engine.client import RunRequest, open_engine, progress, result_of, start_run
 from amosflow.engine.worker import build_worker
 from amosflow.errors import AmosError, ValidationFailedError
-from amosflow.node.home import private_umask
+from amosflow.node import private_umask
 from amosflow.telemetry import redaction
 
 FlowPath = Annotated[Path, typer.Argument(help="Path of the flow document (JSON).")]

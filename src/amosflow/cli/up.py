@@ -14,20 +14,30 @@ import httpx
 import typer
 
 from amosflow import audit, identity
-from amosflow.config import ApiSettings, BusSettings, EngineSettings, RunnerSettings, StoreSettings
-from amosflow.config.settings import NodeSettings
+from amosflow.config import (
+    ApiSettings,
+    BusSettings,
+    EngineSettings,
+    NodeSettings,
+    RunnerSettings,
+    StoreSettings,
+)
 from amosflow.errors import AmosError
 from amosflow.identity import IdentitySettings, node_token
-from amosflow.node.home import private_umask, secure_home, share_home
-from amosflow.node.service_user import (
+from amosflow.node import (
+    Child,
     Demotion,
+    NodePlan,
     ServiceUser,
+    Supervisor,
     call_as,
     covers,
     ensure_service_user,
     needed_paths,
+    private_umask,
+    secure_home,
+    share_home,
 )
-from amosflow.node.supervisor import Child, NodePlan, Supervisor
 from amosflow.runner.dispatch import endpoint_url, enroll_local
 from amosflow.store import open_store
 

@@ -14,7 +14,7 @@ from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import running_address
 from amosflow.engine.worker import build_worker
 from amosflow.errors import EngineError
-from amosflow.node.home import private_umask
+from amosflow.node import private_umask
 from amosflow.telemetry import redaction
 
 

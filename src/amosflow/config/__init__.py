@@ -4,13 +4,13 @@ from amosflow.config._audit import AuditSettings
 from amosflow.config._mcp import McpSettings
 from amosflow.config._runner import RunnerSettings
 from amosflow.config._secret_env import env_secret, env_secret_bound, env_secret_name
-from amosflow.config._vault import VaultSettings
-from amosflow.config.settings import (
+from amosflow.config._settings import (
     ApiSettings,
     BusSettings,
     CatalogSettings,
     EngineSettings,
     FileSettings,
+    NodeSettings,
     NotifySettings,
     SmtpConnection,
     SmtpSettings,
@@ -18,6 +18,7 @@ from amosflow.config.settings import (
     StoreSettings,
     TaskSettings,
 )
+from amosflow.config._vault import VaultSettings
 
 __all__ = [
     "ApiSettings",
@@ -27,6 +28,7 @@ __all__ = [
     "EngineSettings",
     "FileSettings",
     "McpSettings",
+    "NodeSettings",
     "NotifySettings",
     "RunnerSettings",
     "SmtpConnection",

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from amosflow.config.settings import EngineSettings
+from amosflow.config._settings import EngineSettings
 from amosflow.errors import McpError
 
 

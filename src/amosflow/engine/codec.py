@@ -27,8 +27,8 @@ from temporalio.api.common.v1 import Payload
 
 from amosflow.config import VaultSettings
 from amosflow.errors import PayloadCodecError, VaultError, VaultSealedError
+from amosflow.vault import make_provider
 from amosflow.vault._codec_keys import CodecKeyRing, codec_keys_path
-from amosflow.vault.settings import make_provider
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

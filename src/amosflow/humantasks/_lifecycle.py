@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from amosflow import audit
-from amosflow.bus.events import TASK_CREATED, TASK_DECIDED, TASK_ESCALATED, cloud_event, subject_for
+from amosflow.bus import TASK_CREATED, TASK_DECIDED, TASK_ESCALATED, cloud_event, subject_for
 from amosflow.humantasks import _inbox as inbox
 from amosflow.store import outbox
 

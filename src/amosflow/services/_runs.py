@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from amosflow import audit, vault
-from amosflow.bus.events import cloud_event, subject_for
-from amosflow.catalog.config import effective_config, missing_requirements
+from amosflow.bus import cloud_event, subject_for
+from amosflow.catalog import effective_config, missing_requirements
 from amosflow.dsl import CallStep, iter_steps, parse_flow, validate_inputs
 from amosflow.engine.client import RunRequest, new_run_id, start_run
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError

@@ -7,14 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from amosflow.bus.events import cloud_event, subject_for
+from amosflow.bus import cloud_event, subject_for
 from amosflow.catalog import register_kind
 from amosflow.errors import Diagnostic, NotFoundError, ValidationFailedError
 from amosflow.services import _auditing as auditing
 from amosflow.services import _runs as runs
 from amosflow.store import outbox
-from amosflow.triggers import schedules
-from amosflow.triggers.models import ScheduleTrigger, WebhookTrigger, parse_trigger
+from amosflow.triggers import ScheduleTrigger, WebhookTrigger, parse_trigger, schedules
 
 if TYPE_CHECKING:
     from amosflow.catalog import Version

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 from amosflow import audit
 from amosflow.services import _triggers as triggers
 from amosflow.store import INSTALL_FOLDER, folders
-from amosflow.triggers import schedules
-from amosflow.triggers.models import ScheduleTrigger
+from amosflow.triggers import ScheduleTrigger, schedules
 
 if TYPE_CHECKING:
     from amosflow.services._runs import ControlPlane

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from temporalio.service import RPCError, RPCStatusCode
 
-from amosflow.bus.events import cloud_event, subject_for
+from amosflow.bus import cloud_event, subject_for
 from amosflow.services._progress import RunEvent, follow
 from amosflow.services._runs import EVENT_SOURCE, TERMINAL, record_status
 from amosflow.store import outbox

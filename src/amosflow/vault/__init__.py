@@ -19,7 +19,7 @@ from amosflow.vault._service import (
     SecretMetadata,
     Vault,
 )
-from amosflow.vault.settings import is_configured, key_file_path, open_vault
+from amosflow.vault._settings import is_configured, key_file_path, make_provider, open_vault
 
 __all__ = [
     "FOLDER_PATTERN",
@@ -38,6 +38,7 @@ __all__ = [
     "bound_names",
     "is_configured",
     "key_file_path",
+    "make_provider",
     "open_envelope",
     "open_vault",
     "seal",

@@ -16,7 +16,7 @@ from amosflow.config import StoreSettings, env_secret, env_secret_bound
 from amosflow.errors import ActionError, AuditError, NotFoundError, VaultError, VaultSealedError
 from amosflow.store import open_store, runs
 from amosflow.vault._service import Vault
-from amosflow.vault.settings import is_configured, open_vault
+from amosflow.vault._settings import is_configured, open_vault
 
 if TYPE_CHECKING:
     from pathlib import Path

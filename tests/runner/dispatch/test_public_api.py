@@ -6,15 +6,15 @@ import amosflow.runner.dispatch
 
 EXPECTED = {
     "CAPABILITIES",
-    "LOCAL_ZONE",
-    "RUNNER_REFUSED",
     "Enrollment",
     "FleetEntry",
     "JobRow",
     "JobState",
+    "LOCAL_ZONE",
     "Lease",
     "NewJob",
     "PlatformCA",
+    "RUNNER_REFUSED",
     "RunnerRefused",
     "RunnerStatus",
     "acquire",

@@ -18,10 +18,10 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
+from amosflow.ai._receipts import Receipt, sha256_of
 from amosflow.ai.mcp._client import list_all_tools, open_session
 from amosflow.ai.mcp._dlp import OutboundDlp
 from amosflow.ai.mcp._pins import read_only, tool_pin
-from amosflow.ai.receipts import Receipt, sha256_of
 from amosflow.errors import McpError, ToolBlockedError
 
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
     from mcp import ClientSession, types
 
+    from amosflow.ai._receipts import ReceiptSigner
     from amosflow.ai.mcp._definition import McpServer
-    from amosflow.ai.receipts import ReceiptSigner
     from amosflow.egress import EgressPolicy
 
 Outcome = Literal["ok", "denied", "error"]

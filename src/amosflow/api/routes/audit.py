@@ -10,9 +10,9 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from amosflow import audit
-from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.security import CallerDep
+from amosflow.api import _problems as problems
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._security import CallerDep
 from amosflow.identity import authorize
 from amosflow.services import audit_trail
 

@@ -15,9 +15,9 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from amosflow.api import problems
-from amosflow.api.deps import AuthenticatorDep, ControlPlaneDep
-from amosflow.api.security import CallerDep
+from amosflow.api import _problems as problems
+from amosflow.api._deps import AuthenticatorDep, ControlPlaneDep
+from amosflow.api._security import CallerDep
 from amosflow.errors import Diagnostic, ValidationFailedError
 from amosflow.identity import Principal
 from amosflow.services import auth as auth_service

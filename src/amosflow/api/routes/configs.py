@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from amosflow.api import catalog_objects as objects
-from amosflow.api import problems
-from amosflow.api.catalog_routes import CatalogKind, add_catalog_routes, public_of
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import (
+from amosflow.api import _catalog_objects as objects
+from amosflow.api import _problems as problems
+from amosflow.api._catalog_routes import CatalogKind, add_catalog_routes, public_of
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._schemas import (
     FOLDER_PATTERN,
     ConfigCreate,
     ConfigDelete,
@@ -18,7 +18,7 @@ from amosflow.api.schemas import (
     ConfigSource,
     EffectiveConfigPublic,
 )
-from amosflow.api.security import CallerDep
+from amosflow.api._security import CallerDep
 from amosflow.catalog import effective_config
 from amosflow.identity import authorize
 

@@ -6,18 +6,18 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query, status
 
-from amosflow.api import catalog_objects as objects
-from amosflow.api import problems
-from amosflow.api.catalog_routes import CatalogKind, add_catalog_routes
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import (
+from amosflow.api import _catalog_objects as objects
+from amosflow.api import _problems as problems
+from amosflow.api._catalog_routes import CatalogKind, add_catalog_routes
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._schemas import (
     DiffPublic,
     FlowCreate,
     FlowDelete,
     FlowPublic,
     FlowSummary,
 )
-from amosflow.api.security import CallerDep
+from amosflow.api._security import CallerDep
 from amosflow.errors import ConflictError, Diagnostic, ValidationFailedError
 from amosflow.services import access
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import Health
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._schemas import Health
 from amosflow.services import health
 
 router = APIRouter(tags=["health"])

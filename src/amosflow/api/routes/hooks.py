@@ -19,15 +19,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Request, status
 from fastapi.responses import JSONResponse
 
-from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.problems import problem
-from amosflow.api.schemas import FOLDER_PATTERN, RunPublic
+from amosflow.api import _problems as problems
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._problems import problem
+from amosflow.api._schemas import FOLDER_PATTERN, RunPublic
 from amosflow.errors import AmosError
 from amosflow.host import RateLimits
 from amosflow.services import triggers as trigger_service
-from amosflow.triggers.models import MAX_BODY_BYTES, WebhookTrigger
-from amosflow.triggers.webhooks import verify
+from amosflow.triggers import MAX_BODY_BYTES, WebhookTrigger, verify
 from amosflow.vault import Vault
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ from typing import Literal
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep, IdentitySettingsDep
-from amosflow.api.security import CallerDep
+from amosflow.api import _problems as problems
+from amosflow.api._deps import ControlPlaneDep, IdentitySettingsDep
+from amosflow.api._security import CallerDep
 from amosflow.identity import ALL_FOLDERS, authorize
 from amosflow.services import identity as identity_service
 

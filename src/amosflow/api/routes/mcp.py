@@ -8,11 +8,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from amosflow.ai import mcp
-from amosflow.api import catalog_objects as objects
-from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import FOLDER_PATTERN, VersionPublic
-from amosflow.api.security import CallerDep
+from amosflow.api import _catalog_objects as objects
+from amosflow.api import _problems as problems
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._schemas import FOLDER_PATTERN, VersionPublic
+from amosflow.api._security import CallerDep
 from amosflow.errors import Diagnostic, ValidationFailedError
 from amosflow.services import access
 

@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import Field
 
-from amosflow.ai.models import KIND
-from amosflow.api import catalog_objects as objects
-from amosflow.api import problems
-from amosflow.api.catalog_routes import CatalogKind, add_catalog_routes, public_of
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import CatalogDelete, CatalogObject, CatalogSave
-from amosflow.api.security import CallerDep
+from amosflow.ai import KIND
+from amosflow.api import _catalog_objects as objects
+from amosflow.api import _problems as problems
+from amosflow.api._catalog_routes import CatalogKind, add_catalog_routes, public_of
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._schemas import CatalogDelete, CatalogObject, CatalogSave
+from amosflow.api._security import CallerDep
 
 router = APIRouter(prefix="/api/v1", tags=["models"], responses=problems.RESPONSES)
 

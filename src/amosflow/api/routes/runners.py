@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.security import CallerDep
+from amosflow.api import _problems as problems
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._security import CallerDep
 from amosflow.config import RunnerSettings
 from amosflow.identity import authorize
 from amosflow.runner import dispatch

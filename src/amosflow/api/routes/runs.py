@@ -12,10 +12,10 @@ from sse_starlette import EventSourceResponse
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import RunCreate, RunDetail, RunPage, RunPublic, RunStatus
-from amosflow.api.security import CallerDep
+from amosflow.api import _problems as problems
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._schemas import RunCreate, RunDetail, RunPage, RunPublic, RunStatus
+from amosflow.api._security import CallerDep
 from amosflow.engine.client import progress
 from amosflow.services import RunRecord, follow
 from amosflow.services import runs as run_service

@@ -18,9 +18,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep, IdentitySettingsDep
-from amosflow.api.security import CallerDep
+from amosflow.api import _problems as problems
+from amosflow.api._deps import ControlPlaneDep, IdentitySettingsDep
+from amosflow.api._security import CallerDep
 from amosflow.errors import AmosError, Diagnostic, ValidationFailedError
 from amosflow.identity import authorize
 from amosflow.services import scim as scim_service

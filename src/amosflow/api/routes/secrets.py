@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from pydantic import BaseModel, ConfigDict, Field
 
 from amosflow import audit
-from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.security import CallerDep
+from amosflow.api import _problems as problems
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._security import CallerDep
 from amosflow.engine.codec import VaultPayloadCodec
 from amosflow.errors import ConflictError, NotFoundError, VaultSealedError
 from amosflow.identity import Principal, authorize

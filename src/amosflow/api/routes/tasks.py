@@ -9,9 +9,9 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import BaseModel, Field
 
 from amosflow import humantasks
-from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.security import CallerDep
+from amosflow.api import _problems as problems
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._security import CallerDep
 from amosflow.config import TaskSettings
 from amosflow.humantasks import TaskRecord, console_link
 from amosflow.identity import authorize

@@ -8,17 +8,16 @@ from typing import Any
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from amosflow.api import catalog_objects as objects
-from amosflow.api import problems
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import FOLDER_PATTERN, VersionPublic
-from amosflow.api.security import CallerDep
+from amosflow.api import _catalog_objects as objects
+from amosflow.api import _problems as problems
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._schemas import FOLDER_PATTERN, VersionPublic
+from amosflow.api._security import CallerDep
 from amosflow.errors import Diagnostic, ValidationFailedError
 from amosflow.identity import authorize
 from amosflow.services import access, auditing
 from amosflow.services import triggers as trigger_service
-from amosflow.triggers import schedules
-from amosflow.triggers.models import ScheduleTrigger
+from amosflow.triggers import ScheduleTrigger, schedules
 
 router = APIRouter(prefix="/api/v1/triggers", tags=["triggers"], responses=problems.RESPONSES)
 KIND = trigger_service.KIND

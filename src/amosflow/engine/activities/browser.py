@@ -46,7 +46,7 @@ from amosflow.dsl.actions import (
     BrowserSelect,
     BrowserWaitFor,
 )
-from amosflow.engine.activities.base import ActionContext, implementation
+from amosflow.engine.activities._base import ActionContext, implementation
 from amosflow.errors import ActionError
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from typing import Any
 
 from amosflow.dsl import parse_duration
 from amosflow.dsl.actions import OUTPUT_CAP_BYTES
-from amosflow.engine.activities.base import ActionContext, implementation
+from amosflow.engine.activities._base import ActionContext, implementation
 from amosflow.errors import ActionError
 from amosflow.sandbox import (
     Limits,

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from amosflow.dsl import parse_duration
-from amosflow.engine.activities.base import ActionContext, implementation
+from amosflow.engine.activities._base import ActionContext, implementation
 
 
 @implementation("core.echo")

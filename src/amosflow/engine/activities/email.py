@@ -22,7 +22,7 @@ from email.utils import formataddr, formatdate, getaddresses, parseaddr
 from typing import Any
 
 from amosflow.config import SmtpConnection, SmtpSettings
-from amosflow.engine.activities.base import ActionContext, implementation
+from amosflow.engine.activities._base import ActionContext, implementation
 from amosflow.errors import ActionError
 
 SETTING = "AMOS_SMTP_CONNECTIONS"

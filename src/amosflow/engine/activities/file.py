@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from amosflow.config import FileSettings
 from amosflow.dsl import actions as spec
-from amosflow.engine.activities.base import ActionContext, implementation
+from amosflow.engine.activities._base import ActionContext, implementation
 from amosflow.errors import ActionError
 
 if TYPE_CHECKING:

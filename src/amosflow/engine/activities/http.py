@@ -18,7 +18,7 @@ import httpx
 
 from amosflow import egress
 from amosflow.dsl import parse_duration
-from amosflow.engine.activities.base import ActionContext, implementation
+from amosflow.engine.activities._base import ActionContext, implementation
 from amosflow.errors import ActionError
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from amosflow.config import SqlSettings
 from amosflow.dsl import parse_duration
-from amosflow.engine.activities.base import REDACTED, ActionContext, implementation
+from amosflow.engine.activities._base import REDACTED, ActionContext, implementation
 from amosflow.errors import ActionError
 
 if TYPE_CHECKING:

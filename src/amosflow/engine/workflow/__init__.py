@@ -1,5 +1,9 @@
 """The deterministic interpreter workflow; imports nothing with side effects."""
 
-from amosflow.engine.workflow.interpreter import FlowWorkflow
+from amosflow.engine.workflow._interpreter import FlowWorkflow
+from amosflow.engine.workflow._state import Frame
 
-__all__ = ["FlowWorkflow"]
+__all__ = [
+    "FlowWorkflow",
+    "Frame",
+]

@@ -21,7 +21,7 @@ from temporalio.exceptions import (
 
 from amosflow.dsl import Flow, RetryPolicy, Step, expr, iter_steps, parse_duration
 from amosflow.engine.types import NON_RETRYABLE
-from amosflow.engine.workflow.state import StepFailedError
+from amosflow.engine.workflow._state import StepFailedError
 
 if TYPE_CHECKING:
     from datetime import timedelta

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from amosflow.engine.activities.base import Failure, current_run_config
+from amosflow.engine.activities import Failure, current_run_config
 from amosflow.engine.types import ActionResult, DispatchCall
 from amosflow.errors import NotFoundError
 from amosflow.runner.dispatch import _jobs as jobs

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
 
-    from amosflow.node.service_user import ServiceUser
+    from amosflow.node._service_user import ServiceUser
 
 #: The umask of every node process: new files 0600, new directories 0700.
 PRIVATE_UMASK = 0o077

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from temporalio.client import Client
 
-    from amosflow.triggers.models import ScheduleTrigger
+    from amosflow.triggers._models import ScheduleTrigger
 
 TRIGGER_WORKFLOW = "amos.trigger"
 FIRE_ACTIVITY = "amos.fire_trigger"

@@ -28,14 +28,14 @@ from amosflow.audit import AuditSettings
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.engine.embedded import EmbeddedTemporal
 from amosflow.host import die_with_parent, terminate_group
-from amosflow.node.home import PRIVATE_UMASK, SHARED_FILE_MODE, claim, claim_dir
-from amosflow.node.service_user import Demotion, covers, needed_paths
+from amosflow.node._home import PRIVATE_UMASK, SHARED_FILE_MODE, claim, claim_dir
+from amosflow.node._service_user import Demotion, covers, needed_paths
 from amosflow.telemetry import redaction
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from amosflow.node.service_user import ServiceUser
+    from amosflow.node._service_user import ServiceUser
 
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 60.0

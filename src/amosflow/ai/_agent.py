@@ -18,12 +18,12 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from amosflow.ai import runtime
-from amosflow.ai.models import resolve_model
-from amosflow.ai.receipts import Receipt, ReceiptSigner, receipt_key_path
+from amosflow.ai import _runtime as runtime
+from amosflow.ai._models import resolve_model
+from amosflow.ai._receipts import Receipt, ReceiptSigner, receipt_key_path
 from amosflow.config import EngineSettings
 from amosflow.dsl import canonical_json, parse_duration
-from amosflow.engine.activities.base import ActionContext, implementation
+from amosflow.engine.activities import ActionContext, implementation
 from amosflow.errors import ActionError, AmosError, ReceiptError, ToolBlockedError
 
 if TYPE_CHECKING:
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     import httpx
     from pydantic_ai.messages import ModelMessage
 
+    from amosflow.ai._models import ModelDefinition
     from amosflow.ai.mcp import GatewayTool, McpGateway
-    from amosflow.ai.models import ModelDefinition
     from amosflow.dsl.actions import AgentRunWith
 
 __all__ = [

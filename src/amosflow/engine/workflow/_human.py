@@ -32,7 +32,7 @@ from amosflow.engine.types import (
     TaskOpen,
     TaskOpened,
 )
-from amosflow.engine.workflow.state import StepFailedError
+from amosflow.engine.workflow._state import StepFailedError
 
 #: The outcomes each task kind accepts.
 OUTCOMES: dict[str, tuple[str, ...]] = {

@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from amosflow.api import catalog_objects as objects
-from amosflow.api.deps import ControlPlaneDep
-from amosflow.api.schemas import CatalogDelete, CatalogObject, VersionPublic
-from amosflow.api.security import CallerDep
+from amosflow.api import _catalog_objects as objects
+from amosflow.api._deps import ControlPlaneDep
+from amosflow.api._schemas import CatalogDelete, CatalogObject, VersionPublic
+from amosflow.api._security import CallerDep
 from amosflow.catalog import Entry
 
 __all__ = ["CatalogKind", "VersionQuery", "add_catalog_routes", "public_of"]

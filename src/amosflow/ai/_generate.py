@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 from temporalio import activity
 
-from amosflow.ai import runtime
-from amosflow.ai.gateway import ChatResult, Usage
-from amosflow.ai.models import resolve_model
-from amosflow.engine.activities.base import ActionContext, implementation
+from amosflow.ai import _runtime as runtime
+from amosflow.ai._gateway import ChatResult, Usage
+from amosflow.ai._models import resolve_model
+from amosflow.engine.activities import ActionContext, implementation
 from amosflow.errors import ActionError
 
 if TYPE_CHECKING:

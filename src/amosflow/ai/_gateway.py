@@ -23,7 +23,7 @@ import httpx
 from sqlalchemy import func, select, text, update
 
 from amosflow import audit, egress
-from amosflow.ai.prompted_tools import to_prompted_request, to_tool_call_response
+from amosflow.ai._prompted_tools import to_prompted_request, to_tool_call_response
 from amosflow.config import env_secret
 from amosflow.errors import ActionError, AIConfigurationError, BudgetExceededError
 from amosflow.store import AiUsageRow
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from amosflow.ai.models import ModelDefinition
+    from amosflow.ai._models import ModelDefinition
     from amosflow.store import Store
 
 __all__ = ["CallContext", "ChatResult", "ModelGateway", "Usage", "estimate_tokens"]

@@ -54,17 +54,8 @@ from amosflow.engine.types import (
     TaskDecision,
     TaskOpen,
 )
-from amosflow.engine.workflow._support import (
-    duration_or_fail,
-    fail,
-    failure_from,
-    json_equal,
-    load_flow,
-    slot_parts,
-    to_temporal_retry,
-)
-from amosflow.engine.workflow.human import HumanTasks, HumanWait, task_id_for
-from amosflow.engine.workflow.state import (
+from amosflow.engine.workflow._human import HumanTasks, HumanWait, task_id_for
+from amosflow.engine.workflow._state import (
     COMPLETED,
     FAILED,
     SKIPPED,
@@ -73,6 +64,15 @@ from amosflow.engine.workflow.state import (
     StepFailedError,
     SucceedSignal,
     initial_records,
+)
+from amosflow.engine.workflow._support import (
+    duration_or_fail,
+    fail,
+    failure_from,
+    json_equal,
+    load_flow,
+    slot_parts,
+    to_temporal_retry,
 )
 from amosflow.errors import ExpressionError
 

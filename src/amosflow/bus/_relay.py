@@ -19,7 +19,7 @@ from amosflow.errors import BusError
 from amosflow.store import outbox
 
 if TYPE_CHECKING:
-    from amosflow.bus.publisher import Bus
+    from amosflow.bus._publisher import Bus
     from amosflow.store import OutboxRow, Store
 
 BATCH: Final = 100

@@ -15,7 +15,7 @@ from nats.errors import Error as NatsError
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
-from amosflow.bus.events import ALL_SUBJECTS, CONTENT_TYPE
+from amosflow.bus._events import ALL_SUBJECTS, CONTENT_TYPE
 from amosflow.errors import BusError
 
 DEFAULT_STREAM: Final = "AMOS_EVENTS"

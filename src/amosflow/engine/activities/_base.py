@@ -40,8 +40,8 @@ BUILTIN_MODULES = (
     "amosflow.engine.activities.file",
     "amosflow.engine.activities.sql",
     "amosflow.engine.activities.email",
-    "amosflow.ai.generate",
-    "amosflow.ai.agent",
+    "amosflow.ai._generate",
+    "amosflow.ai._agent",
 )
 HEARTBEAT_EVERY_S = 5.0
 RUN_CONFIGS_KEPT = 256

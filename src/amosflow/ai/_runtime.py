@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from amosflow import audit, egress
-from amosflow.ai.gateway import CallContext, ModelGateway
+from amosflow.ai._gateway import CallContext, ModelGateway
 from amosflow.catalog import Catalog
 from amosflow.config import CatalogSettings, EngineSettings, StoreSettings
 from amosflow.errors import ActionError, NotFoundError
@@ -20,7 +20,7 @@ from amosflow.store import open_store, runs
 from amosflow.vault import VaultResolver
 
 if TYPE_CHECKING:
-    from amosflow.engine.activities.base import ActionContext
+    from amosflow.engine.activities import ActionContext
     from amosflow.store import Store
 
 __all__ = ["AiRuntime", "current", "install", "step_context"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Query
 
-from amosflow.api.schemas import FOLDER_PATTERN, VersionPublic
+from amosflow.api._schemas import FOLDER_PATTERN, VersionPublic
 from amosflow.errors import Diagnostic, ValidationFailedError
 from amosflow.services import access, auditing
 
