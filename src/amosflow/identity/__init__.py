@@ -7,6 +7,7 @@ take the ``Session`` of one ``Store.session()`` and leave the transaction to the
 a change and its audit record commit together. See README.md for the package's contract.
 """
 
+from amosflow.config import IdentitySettings, OidcSettings
 from amosflow.identity._authenticate import CREDENTIALS_REFUSED, Authenticator, bearer
 from amosflow.identity._bindings import (
     CONDITION_NAMES,
@@ -37,7 +38,6 @@ from amosflow.identity._oidc import (
     OIDC_REFUSED,
     JwksCache,
     OidcIdentity,
-    OidcSettings,
     OidcTokenError,
     OidcVerifier,
     looks_like_jwt,
@@ -71,7 +71,6 @@ from amosflow.identity._sessions import (
     load_private_key,
     looks_like_session,
 )
-from amosflow.identity._settings import IdentitySettings
 from amosflow.identity._setup import (
     ADMINISTRATOR,
     consume_setup_token,

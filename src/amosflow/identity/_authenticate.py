@@ -31,10 +31,10 @@ from amosflow.store import INSTALL_FOLDER, PrincipalRow
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from amosflow.config import IdentitySettings
     from amosflow.identity._oidc import OidcIdentity, OidcVerifier
     from amosflow.identity._principal import Principal
     from amosflow.identity._sessions import SessionSigner
-    from amosflow.identity._settings import IdentitySettings
     from amosflow.store import Store
 
 

@@ -15,7 +15,7 @@ from amosflow.identity._sessions import SessionSigner
 from amosflow.identity._users import create_service_account, find_by_username
 
 if TYPE_CHECKING:
-    from amosflow.identity._settings import IdentitySettings
+    from amosflow.config import IdentitySettings
     from amosflow.store import Store
 
 NODE_ACCOUNT = "amos-node"

@@ -24,16 +24,14 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 import jwt
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from amosflow.config import SIGNING_ALGORITHMS, OidcSettings, check_idp_url
 from amosflow.errors import AuthenticationError
 from amosflow.host import write_private
 
@@ -52,22 +50,6 @@ MAX_DOCUMENT_BYTES: Final = 1 << 20
 #: Redirects followed when fetching, and only within the same origin.
 MAX_REDIRECTS: Final = 3
 
-#: The asymmetric signature algorithms a token may use (RFC 7518, RFC 8037).
-SIGNING_ALGORITHMS: Final = frozenset(
-    {
-        "RS256",
-        "RS384",
-        "RS512",
-        "PS256",
-        "PS384",
-        "PS512",
-        "ES256",
-        "ES384",
-        "ES512",
-        "ES256K",
-        "EdDSA",
-    }
-)
 _EC_CURVES: Final = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521", "ES256K": "secp256k1"}
 _OKP_CURVES: Final = frozenset({"Ed25519", "Ed448"})
 _KEY_TYPES: Final = frozenset({"RSA", "EC", "OKP"})
@@ -76,121 +58,6 @@ _PUBLIC_MEMBERS: Final = frozenset(
     {"kty", "kid", "use", "alg", "key_ops", "n", "e", "crv", "x", "y", "x5c", "x5t", "x5t#S256"}
 )
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
-
-
-def _default_home() -> Path:
-    return Path.home() / ".amos"
-
-
-def _check_url(value: str | None, name: str) -> str | None:
-    if value is None:
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in {"https", "http"} or not parts.hostname:
-        raise ValueError(f"{name} must be an absolute http(s) URL, got {value!r}")
-    return value
-
-
-class OidcSettings(BaseSettings):
-    """The enterprise IdP whose JWT access tokens the API accepts, from ``AMOS_OIDC_*``.
-
-    OIDC is off while ``issuer`` is unset. ``home`` is read from ``AMOS_HOME``.
-    """
-
-    model_config = SettingsConfigDict(
-        env_prefix="AMOS_OIDC_", extra="ignore", validate_by_name=True, validate_by_alias=True
-    )
-
-    home: Path = Field(
-        default_factory=_default_home,
-        validation_alias=AliasChoices("AMOS_HOME"),
-        description="Data directory (AMOS_HOME).",
-    )
-    issuer: str | None = Field(
-        default=None, description="The IdP's issuer URL, compared exactly; unset: OIDC off."
-    )
-    audience: str | None = Field(
-        default=None, description="The audience our tokens must name; required with an issuer."
-    )
-    jwks_uri: str | None = Field(
-        default=None,
-        description="JWKS URL; unset: discovered once from the issuer's OpenID configuration.",
-    )
-    algorithms: list[str] = Field(
-        default_factory=lambda: ["RS256", "ES256", "EdDSA"],
-        description="Accepted signature algorithms; asymmetric only (never none or HS*).",
-    )
-    groups_claim: str = Field(default="groups", description="Claim holding the group names.")
-    username_claim: str = Field(
-        default="preferred_username", description="Claim holding the username; falls back to sub."
-    )
-    leeway_seconds: int = Field(
-        default=30, ge=0, le=600, description="Clock skew tolerated on exp, nbf and iat."
-    )
-    refresh_seconds: float = Field(
-        default=3600.0, gt=0, description="How often the JWKS is fetched again."
-    )
-    min_refetch_seconds: float = Field(
-        default=30.0,
-        ge=0,
-        description="Least time between two fetches triggered by tokens with unknown kids.",
-    )
-    cache_path: Path | None = Field(
-        default=None,
-        description="File of the last good JWKS; unset: <home>/identity/jwks.json.",
-    )
-    timeout_seconds: float = Field(default=5.0, gt=0, description="Timeout of one fetch.")
-
-    @field_validator("algorithms")
-    @classmethod
-    def _only_asymmetric(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one signature algorithm is required")
-        for alg in value:
-            if alg.strip().lower() == "none" or alg.strip().upper().startswith("HS"):
-                raise ValueError(
-                    f"algorithm {alg!r} is refused: unsigned and HMAC (HS*) tokens are never "
-                    "accepted; use the IdP's asymmetric algorithm (RS*, PS*, ES*, EdDSA)"
-                )
-            if alg not in SIGNING_ALGORITHMS:
-                known = ", ".join(sorted(SIGNING_ALGORITHMS))
-                raise ValueError(f"unknown algorithm {alg!r}; choose from {known}")
-        return list(dict.fromkeys(value))
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer_is_url(cls, value: str | None) -> str | None:
-        return _check_url(value, "issuer")
-
-    @field_validator("jwks_uri")
-    @classmethod
-    def _jwks_uri_is_url(cls, value: str | None) -> str | None:
-        return _check_url(value, "jwks_uri")
-
-    @model_validator(mode="after")
-    def _complete(self) -> Self:
-        if self.issuer is not None and not self.audience:
-            raise ValueError("AMOS_OIDC_AUDIENCE is required when AMOS_OIDC_ISSUER is set")
-        if self.cache_path is None:
-            self.cache_path = self.home / "identity" / "jwks.json"
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        """Whether bearer JWTs are accepted at all."""
-        return self.issuer is not None
-
-    @property
-    def cache_file(self) -> Path:
-        """The JWKS cache file actually used."""
-        return self.cache_path or self.home / "identity" / "jwks.json"
-
-    @property
-    def discovery_url(self) -> str | None:
-        """Where the IdP publishes its OpenID configuration."""
-        if self.issuer is None:
-            return None
-        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,7 +331,7 @@ class JwksCache:
         if not isinstance(document, dict) or document.get("issuer") != issuer:
             raise ValueError(f"the OpenID configuration at {url} names another issuer")
         uri = document.get("jwks_uri")
-        if not isinstance(uri, str) or _check_url(uri, "jwks_uri") is None:
+        if not isinstance(uri, str) or check_idp_url(uri, "jwks_uri") is None:
             raise ValueError(f"the OpenID configuration at {url} has no jwks_uri")
         if urlsplit(issuer).scheme == "https" and urlsplit(uri).scheme != "https":
             raise ValueError(f"the OpenID configuration at {url} names a plain-http jwks_uri")

@@ -18,7 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from amosflow.errors import Diagnostic, ValidationFailedError
 
 if TYPE_CHECKING:
-    from amosflow.identity._settings import IdentitySettings
+    from amosflow.config import IdentitySettings
 
 #: Longer inputs are refused: hashing megabytes per attempt would be a cheap denial of service.
 MAX_PASSWORD_LENGTH = 1024

@@ -31,7 +31,7 @@ from amosflow.identity._signin import LoginRefused
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from amosflow.identity._settings import IdentitySettings
+    from amosflow.config import IdentitySettings
 
 ISSUER = "amosflow"
 AUDIENCE = "amosflow"

@@ -27,7 +27,7 @@ from amosflow.identity._users import count_principals, create_user
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from amosflow.identity._settings import IdentitySettings
+    from amosflow.config import IdentitySettings
     from amosflow.store import PrincipalRow
 
 ADMINISTRATOR = "administrator"

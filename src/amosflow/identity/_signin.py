@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from amosflow.identity._settings import IdentitySettings
+    from amosflow.config import IdentitySettings
 
 #: The one answer to every refused password sign-in.
 LOGIN_REFUSED = "invalid username or password"

@@ -26,7 +26,7 @@ from amosflow.store import ApiTokenRow, PrincipalRow
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from amosflow.identity._settings import IdentitySettings
+    from amosflow.config import IdentitySettings
 
 PREFIX = "amos_pat_"
 #: The one answer to every refused API token.

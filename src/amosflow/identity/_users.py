@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-    from amosflow.identity._settings import IdentitySettings
+    from amosflow.config import IdentitySettings
 
 #: What a username may look like: no spaces, no look-alike punctuation, fits the column.
 USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,199}")
