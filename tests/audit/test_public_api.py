@@ -14,7 +14,7 @@ def test_the_exports_are_pinned() -> None:
             "PruneReport", "SiemForwarder", "VerifyReport", "adopt_anchor", "append", "export_cef",
             "export_jsonl", "export_lines", "fingerprint", "json_line", "key_exposure", "key_id", "list_holds", "load_fingerprint_key",
             "load_public_key", "open_checkpointer", "os_user", "place_hold", "prune", "public_key_path",
-            "query", "record_bytes", "record_hash", "release_hold", "run_checkpoints",
+            "query", "record_bytes", "record_hash", "record_secret_read", "release_hold", "run_checkpoints",
             "signature_valid", "to_cef", "to_syslog", "verify",
         ]
     )  # fmt: skip

@@ -132,8 +132,13 @@ def _history(node: Node, run_id: str) -> tuple[str, str]:
 
 
 def _stream(nats_url: str, run_id: str) -> list[bytes]:
-    """Every event the bus stream holds, once the run's completion has been relayed."""
-    deadline = time.monotonic() + 30
+    """Every event the bus stream holds, once the run's completion has been relayed.
+
+    The relay backs off after a publish that timed out (up to a minute, see bus._relay), which a
+    loaded two-core CI machine can cause; the wait outlasts one backoff and ends as soon as the
+    event is there.
+    """
+    deadline = time.monotonic() + 90
     while True:
         events = asyncio.run(stored_events(nats_url, ALL_SUBJECTS))
         if any(run_id.encode() in e and b"run.completed" in e for e in events):

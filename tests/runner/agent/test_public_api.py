@@ -5,7 +5,22 @@ from __future__ import annotations
 import amosflow.runner
 import amosflow.runner.agent
 
-EXPECTED = {}
+EXPECTED = {
+    "ACTION_MODULES",
+    "WORKER_ONLY",
+    "Agent",
+    "RunnerIdentity",
+    "RunnerKey",
+    "enroll",
+    "generate_runner_key",
+    "key_pem",
+    "load_actions",
+    "make_csr",
+    "misplaced",
+    "repoint",
+    "save_identity",
+    "serve",
+}
 
 
 def test_exports_are_pinned() -> None:
