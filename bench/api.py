@@ -13,6 +13,7 @@ Prints:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import statistics
@@ -93,10 +94,10 @@ async def wait_completed(client: httpx.AsyncClient, run_id: str) -> None:
         await asyncio.sleep(0.005)
 
 
-async def api_latency(client: httpx.AsyncClient) -> tuple[list[float], list[float]]:
+async def api_latency(client: httpx.AsyncClient, samples: int) -> tuple[list[float], list[float]]:
     """Start latency and end-to-end latency of runs started through the API."""
     starts, ends = [], []
-    for i in range(SAMPLES):
+    for i in range(samples):
         t0 = time.perf_counter()
         response = await client.post("/api/v1/runs", json={"flow": "bench-api", "inputs": {"n": i}})
         starts.append(time.perf_counter() - t0)
@@ -106,11 +107,11 @@ async def api_latency(client: httpx.AsyncClient) -> tuple[list[float], list[floa
 
 
 async def direct_latency(
-    temporal: Any, settings: EngineSettings
+    temporal: Any, settings: EngineSettings, samples: int
 ) -> tuple[list[float], list[float]]:
     """Start latency and end-to-end latency of runs started in-process, as `amos run` does."""
     starts, ends = [], []
-    for i in range(SAMPLES):
+    for i in range(samples):
         t0 = time.perf_counter()
         request = RunRequest(flow=FLOW, inputs={"n": i}, library={})
         handle = await start_run(temporal, request, task_queue=settings.task_queue)
@@ -143,15 +144,17 @@ async def drain(client: httpx.AsyncClient, limit_s: float = 300) -> float:
     return time.monotonic() - t0
 
 
-async def soak(client: httpx.AsyncClient, pid: int) -> tuple[int, float, list[int]]:
-    """Start runs from several clients for SOAK_S seconds; return count, rate and RSS samples."""
+async def soak(
+    client: httpx.AsyncClient, pid: int, seconds: float, concurrency: int
+) -> tuple[int, float, list[int]]:
+    """Start runs from several clients for ``seconds``; return count, rate and RSS samples."""
     samples = [rss_kib(pid)]
-    deadline = time.monotonic() + SOAK_S
+    deadline = time.monotonic() + seconds
     started = 0
 
     async def sample() -> None:
         while time.monotonic() < deadline:
-            await asyncio.sleep(SOAK_S / 6)
+            await asyncio.sleep(seconds / 6)
             samples.append(rss_kib(pid))
 
     async def one_client(k: int) -> None:
@@ -165,12 +168,27 @@ async def soak(client: httpx.AsyncClient, pid: int) -> tuple[int, float, list[in
             i += 1
 
     t0 = time.monotonic()
-    await asyncio.gather(sample(), *(one_client(k) for k in range(SOAK_CONCURRENCY)))
+    await asyncio.gather(sample(), *(one_client(k) for k in range(concurrency)))
     elapsed = time.monotonic() - t0
     return started, started / elapsed, samples
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """Sizes from the command line; the environment variables give the defaults."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--samples", type=int, default=SAMPLES, help="runs per latency")
+    parser.add_argument("--seconds", type=float, default=SOAK_S, help="length of each soak")
+    parser.add_argument("--concurrency", type=int, default=SOAK_CONCURRENCY, help="soak clients")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few runs of everything: proves the bench runs"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.samples, args.seconds, args.concurrency = 3, 2.0, 2
+    return args
+
+
+async def main(args: argparse.Namespace) -> None:
     """Run every measurement against one server and print the table."""
     with tempfile.TemporaryDirectory(prefix="amos-bench-api-") as tmp:
         home = Path(tmp)
@@ -192,14 +210,18 @@ async def main() -> None:
                     await wait_ready(client)
                     saved = await client.put("/api/v1/flows/bench-api", json={"document": FLOW})
                     saved.raise_for_status()
-                    await api_latency(client)  # warm-up: imports, connections, caches
-                    api_start, api_end = await api_latency(client)
-                    direct_start, direct_end = await direct_latency(temporal, settings)
-                    count, rate, rss = await soak(client, api.pid)
+                    await api_latency(client, args.samples)  # warm-up: imports, connections, caches
+                    api_start, api_end = await api_latency(client, args.samples)
+                    direct_start, direct_end = await direct_latency(
+                        temporal, settings, args.samples
+                    )
+                    count, rate, rss = await soak(client, api.pid, args.seconds, args.concurrency)
                     backlog = await unfinished(client)
                     drained = await drain(client)
                     rss_drained = rss_kib(api.pid)
-                    count2, rate2, rss2 = await soak(client, api.pid)
+                    count2, rate2, rss2 = await soak(
+                        client, api.pid, args.seconds, args.concurrency
+                    )
                     await drain(client)
                     rss2_drained = rss_kib(api.pid)
         finally:
@@ -207,7 +229,10 @@ async def main() -> None:
                 api.terminate()
                 api.wait(timeout=30)
             server.stop()
-    print(f"samples per measurement: {SAMPLES}; soak {SOAK_S:.0f}s with {SOAK_CONCURRENCY} clients")
+    print(
+        f"samples per measurement: {args.samples}; soak {args.seconds:.0f}s"
+        f" with {args.concurrency} clients"
+    )
     print(f"{'measurement':<34}{'p50 ms':>10}{'p99 ms':>10}")
     for label, values in (
         ("start, in-process (amos run)", direct_start),
@@ -224,7 +249,7 @@ async def main() -> None:
     ):
         series = " -> ".join(f"{kib / 1024:.0f}" for kib in samples)
         print(
-            f"{label}: {n} runs started, {r:.1f} runs/s; API RSS MiB every {SOAK_S / 6:.0f}s: {series}; after drain {after / 1024:.0f}"
+            f"{label}: {n} runs started, {r:.1f} runs/s; API RSS MiB every {args.seconds / 6:.0f}s: {series}; after drain {after / 1024:.0f}"
         )
     print(
         f"backlog at the end of soak 1: {backlog} runs not yet recorded ended, drained in {drained:.1f}s"
@@ -232,4 +257,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(parse_args()))

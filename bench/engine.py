@@ -81,8 +81,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="unmeasured runs per case first")
     parser.add_argument("--concurrent", type=int, default=100, help="runs per throughput burst")
     parser.add_argument("--rounds", type=int, default=2, help="throughput bursts per case")
+    parser.add_argument("--replays", type=int, default=REPLAYS, help="replays per history")
+    parser.add_argument("--calls", type=int, default=2000, help="render calls per timing")
     parser.add_argument("--no-uvloop", action="store_true", help="use the asyncio event loop")
-    return parser.parse_args()
+    parser.add_argument(
+        "--quick", action="store_true", help="a few runs of everything: proves the bench runs"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.warmup, args.concurrent, args.rounds = 2, 1, 5, 1
+        args.replays, args.calls = 2, 100
+    return args
 
 
 def ms(seconds: float) -> str:
@@ -198,10 +207,10 @@ async def collect_histories(client: Client) -> dict[str, WorkflowHistory]:
 
 
 async def replay_section(
-    histories: dict[str, WorkflowHistory], converter: DataConverter
+    histories: dict[str, WorkflowHistory], converter: DataConverter, replays: int
 ) -> list[list[str]]:
     """Workflow-side CPU alone: replay each history (no server, no activity runs)."""
-    cpu = await common.replay_cpu(histories, REPLAYS, converter)
+    cpu = await common.replay_cpu(histories, replays, converter)
     rows = []
     for mode in ("regular", "local"):
         base = cpu[f"baseline, {mode} activities"]
@@ -239,7 +248,7 @@ async def control_flow_section(
     ]
 
 
-def render_section() -> list[list[str]]:
+def render_section(number: int) -> list[list[str]]:
     """Micro-benchmark of rendering: the typical `with`, one expression, a literal `with`."""
     literal = {"value": 7, "note": "no expression here", "list": [1, 2, 3]}
     cases = [
@@ -252,7 +261,6 @@ def render_section() -> list[list[str]]:
     for label, func, value in cases:
         func(value, TYPICAL_SCOPE, "/steps/0/with")  # compile once; the cache is warm after
         timer = timeit.Timer(lambda f=func, v=value: f(v, TYPICAL_SCOPE, "/steps/0/with"))
-        number = 2000
         best = min(timer.repeat(repeat=5, number=number)) / number
         rows.append([label, f"{best * 1e6:.1f}"])
     return rows
@@ -281,8 +289,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 histories = await collect_histories(client)
         finally:
             await asyncio.to_thread(server.stop)
-    replay_rows = await replay_section(histories, client.data_converter)
-    render_rows = render_section()
+        # The codec reads its keys from the home, so the replay must finish before it goes.
+        replay_rows = await replay_section(histories, client.data_converter, args.replays)
+    render_rows = render_section(args.calls)
     took = (datetime.now(UTC) - started).total_seconds()
 
     print(
@@ -311,11 +320,13 @@ async def main_async(args: argparse.Namespace) -> int:
             thr_rows,
         )
     )
-    print(f"\nWorkflow side alone: CPU per replay of one run's history (best of 2 x {REPLAYS})")
+    print(
+        f"\nWorkflow side alone: CPU per replay of one run's history (best of 2 x {args.replays})"
+    )
     print(common.table(["case", "ms/run", "ms/step", "x"], replay_rows))
     print("\nControl flow inside the workflow (medians)")
     print(common.table(["case", "wall ms / us", "CPU us"], cf_rows))
-    print("\nexpr rendering, best of 5 x 2000 calls")
+    print(f"\nexpr rendering, best of 5 x {args.calls} calls")
     print(common.table(["call", "us/call"], render_rows))
     print("\nTargets (informative; missing one is not an error)")
     for mode in ("regular", "local"):

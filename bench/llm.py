@@ -13,6 +13,7 @@ gateway's own time per call measured inside it (total minus the upstream round t
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import statistics
@@ -60,7 +61,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(server: LlamaServer, home: Path) -> dict[str, list[float]]:
+async def measure(
+    server: LlamaServer, home: Path, calls: int, warmup: int
+) -> dict[str, list[float]]:
     """Interleaved pairs of direct and gateway calls; times in milliseconds."""
     store = open_store(f"sqlite:///{home / 'bench.db'}")
     model = ModelDefinition(
@@ -79,7 +82,7 @@ async def measure(server: LlamaServer, home: Path) -> dict[str, list[float]]:
     )
     times: dict[str, list[float]] = {"direct": [], "gateway": [], "inside": [], "diff": []}
     async with httpx.AsyncClient(timeout=120, trust_env=False) as direct:
-        for index in range(WARMUP + CALLS):
+        for index in range(warmup + calls):
             request = body(index)
             started = time.perf_counter()
             response = await direct.post(model.chat_url, json=request)
@@ -94,7 +97,7 @@ async def measure(server: LlamaServer, home: Path) -> dict[str, list[float]]:
                 temperature=request["temperature"],
             )
             governed = (time.perf_counter() - started) * 1000
-            if index < WARMUP:
+            if index < warmup:
                 continue
             times["direct"].append(plain)
             times["gateway"].append(governed)
@@ -107,15 +110,24 @@ async def measure(server: LlamaServer, home: Path) -> dict[str, list[float]]:
 
 def main() -> None:
     """Start the server, measure, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--calls", type=int, default=CALLS, help="measured pairs of calls")
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="unmeasured pairs first")
+    parser.add_argument("--quick", action="store_true", help="a few calls: proves the bench runs")
+    args = parser.parse_args()
+    if args.quick:
+        args.calls, args.warmup = 3, 1
     with tempfile.TemporaryDirectory(prefix="amos-bench-llm-") as tmp:
         home = Path(tmp)
         server = LlamaServer(home / "llama", parallel=1).start()
         try:
-            times = asyncio.run(measure(server, home))
+            times = asyncio.run(measure(server, home, args.calls, args.warmup))
         finally:
             server.stop()
     direct, governed = times["direct"], times["gateway"]
-    print(f"llm gateway: {CALLS} interleaved pairs, same request (max_tokens 8, temperature 0)")
+    print(
+        f"llm gateway: {args.calls} interleaved pairs, same request (max_tokens 8, temperature 0)"
+    )
     print(f"  direct httpx   p50 {pct(direct, 0.5):8.1f} ms   p90 {pct(direct, 0.9):8.1f} ms")
     print(f"  gateway        p50 {pct(governed, 0.5):8.1f} ms   p90 {pct(governed, 0.9):8.1f} ms")
     print(

@@ -134,11 +134,21 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10, help="measured sequential runs")
     parser.add_argument("--warmup", type=int, default=2, help="unmeasured runs first")
     parser.add_argument("--concurrent", type=int, default=50, help="runs in the burst")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one run of each client-side variant of the shipped settings: proves the bench runs",
+    )
     args = parser.parse_args()
+    configs = CONFIGS
+    if args.quick:
+        # The untuned servers take about a second per run; the shipped rows cover every code path.
+        configs = CONFIGS[3:]
+        args.runs, args.warmup, args.concurrent = 1, 1, 3
     common.register_remote_echo()
     rows = []
     try:
-        for config in CONFIGS:
+        for config in configs:
             row = common.run_loop(partial(measure, config, args), use_uvloop=config.uvloop)
             print(" | ".join(row), flush=True)
             rows.append(row)
