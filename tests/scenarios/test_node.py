@@ -68,17 +68,24 @@ class RunningNode:
         )
 
 
-def _start(home: Path, port: int) -> RunningNode:
+def _start(home: Path, port: int, *, split: bool = False) -> RunningNode:
     env = {
         **os.environ,
         "AMOS_HOME": str(home),
         "AMOS_API_PORT": str(port),
         "AMOS_RUNNER_PORT": str(free_port()),
     }
-    for key in ("AMOS_TEMPORAL_ADDRESS", "AMOS_NATS_URL", "AMOS_DATABASE_URL", "AMOS_TASK_QUEUE"):
+    for key in (
+        "AMOS_TEMPORAL_ADDRESS",
+        "AMOS_NATS_URL",
+        "AMOS_DATABASE_URL",
+        "AMOS_TASK_QUEUE",
+        "AMOS_NODE_SPLIT",
+        "AMOS_API_RUN_WORKER",
+    ):
         env.pop(key, None)
     proc = subprocess.Popen(
-        [AMOS, "up", "--examples", str(EXAMPLES)],
+        [AMOS, "up", "--examples", str(EXAMPLES), *(["--split"] if split else [])],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -267,18 +274,36 @@ def _api_down(client: httpx.Client) -> bool:
     return False
 
 
-def test_crashed_child_is_restarted(node: RunningNode) -> None:
-    """A worker killed with SIGKILL is restarted by the node, and runs complete again."""
-    state_file = node.home / "node.json"
-    worker = json.loads(state_file.read_text())["children"]["worker"]
-    os.kill(worker, signal.SIGKILL)
-    restarted = _until(
-        lambda: (pid := json.loads(state_file.read_text())["children"]["worker"]) != worker and pid
-    )
-    assert restarted != worker
-    with node.admin() as client:
-        run = client.post("/api/v1/runs", json={"flow": "hello", "inputs": {"who": "again"}}).json()
-        assert _until(lambda: _run(client, run["run_id"])["status"] == "completed")
+@pytest.mark.parametrize(
+    ("split", "runs_flows"), [(False, "api"), (True, "worker")], ids=["single", "split"]
+)
+def test_crashed_child_is_restarted(tmp_path: Path, *, split: bool, runs_flows: str) -> None:
+    """The process that runs flows, killed with SIGKILL, is restarted and runs complete again.
+
+    The single node runs the flow worker inside the API process (no `worker` child at all);
+    `amos up --split` runs it as a process of its own, as a scaled-out install does.
+    """
+    node = _start(tmp_path / "home", free_port(), split=split)
+    try:
+        state_file = node.home / "node.json"
+        children = json.loads(state_file.read_text())["children"]
+        assert ("worker" in children) is split
+        victim = children[runs_flows]
+        os.kill(victim, signal.SIGKILL)
+        restarted = _until(
+            lambda: (
+                (pid := json.loads(state_file.read_text())["children"][runs_flows]) != victim
+                and pid
+            )
+        )
+        assert restarted != victim
+        with node.admin() as client:
+            run = client.post(
+                "/api/v1/runs", json={"flow": "hello", "inputs": {"who": "again"}}
+            ).json()
+            assert _until(lambda: _run(client, run["run_id"])["status"] == "completed")
+    finally:
+        _stop(node)
 
 
 def test_the_node_prints_the_console_address_and_serves_it_there(node: RunningNode) -> None:

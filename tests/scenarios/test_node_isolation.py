@@ -174,7 +174,7 @@ def test_the_api_runs_as_the_service_user_and_cannot_read_the_checkpoint_key(nod
     service = pwd.getpwnam(SERVICE_USER)
     signer_log = node.home / "logs" / "audit-checkpointer.log"
     _until(lambda: "audit checkpointer:" in signer_log.read_text())  # printed once it dropped root
-    children = ("api", "worker", "runner", "audit-checkpointer")
+    children = ("api", "runner", "audit-checkpointer")  # the API process runs the flows too
     uids = {child: _uid(node.pid(child)) for child in children}
     assert uids == dict.fromkeys(uids, service.pw_uid)
     seen = _as_the_api(node, _PROBE % {"signer": node.pid("audit-checkpointer")})

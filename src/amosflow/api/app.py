@@ -41,6 +41,7 @@ from amosflow.api.routes import (
 from amosflow.bus import OutboxRelay, connect_bus
 from amosflow.catalog import Catalog
 from amosflow.config import (
+    ApiSettings,
     BusSettings,
     CatalogSettings,
     EngineSettings,
@@ -53,6 +54,7 @@ from amosflow.config import (
 from amosflow.engine.client import connect
 from amosflow.engine.codec import payload_codec
 from amosflow.engine.embedded import running_address
+from amosflow.engine.worker import build_worker
 from amosflow.errors import EngineError
 from amosflow.humantasks import task_activities
 from amosflow.identity import (
@@ -87,6 +89,8 @@ class NodeConfig:
     tasks: TaskSettings = field(default_factory=TaskSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    #: Whether this process also runs the flow worker (the single node's lean topology).
+    run_worker: bool = field(default_factory=lambda: ApiSettings().run_worker)
 
     def temporal_address(self) -> str:
         """The configured Temporal, or the embedded one a node runs in this home."""
@@ -201,7 +205,8 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:  # noqa: PLR0915 - 
             else None
         )
         serving = asyncio.create_task(endpoint.serve()) if endpoint else None
-        async with control_worker:
+        flow_worker = build_worker(client, node.engine) if node.run_worker else None
+        async with control_worker, flow_worker or contextlib.nullcontext():
             try:
                 yield
             finally:

@@ -533,3 +533,7 @@ def hold_ls(
             f"{hold.id}\t{hold.folder}\t{state}\t{hold.created_by}\t"
             f"{hold.created_at:%Y-%m-%d %H:%M}\t{hold.reason}"
         )
+
+
+if __name__ == "__main__":  # the node starts its checkpointer and shipper with these alone
+    app()

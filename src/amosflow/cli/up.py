@@ -161,7 +161,7 @@ def _as_service_user(user: ServiceUser | None, home: Path, work: Callable[[], ob
     return call_as(Demotion(user, covers(needed_paths(home), user)), work)
 
 
-def _plan(api_port: int | None) -> NodePlan:
+def _plan(api_port: int | None, *, split: bool = False) -> NodePlan:
     """Make AMOS_HOME private (under root, the service user's; decision 0049) and plan the node.
 
     Raises RuntimeError, OSError or AmosError when the home or the service user cannot be set up.
@@ -189,6 +189,7 @@ def _plan(api_port: int | None) -> NodePlan:
         trusted_proxies=api.proxies(),
         checkpointer=user is not None or _signs_itself(audit_settings),
         reveal=[audit_settings.directory, audit_settings.sink_path.parent],
+        split=split,
     )
 
 
@@ -227,13 +228,21 @@ def up(
         str | None,
         typer.Option("--smoke", help="Once up, run this catalog flow and print its result."),
     ] = None,
+    split: Annotated[
+        bool,
+        typer.Option(
+            "--split",
+            envvar="AMOS_NODE_SPLIT",
+            help="Run the flow worker as a process of its own instead of inside the API.",
+        ),
+    ] = False,
 ) -> None:
     """Start the single node and keep it running; Ctrl-C stops everything cleanly."""
     private_umask()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        plan = _plan(api_port)
+        plan = _plan(api_port, split=split)
     except (RuntimeError, OSError, AmosError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(3) from None

@@ -111,6 +111,15 @@ class ApiSettings(BaseSettings):
         ),
     )
 
+    run_worker: bool = Field(
+        default=False,
+        description=(
+            "Whether the API process also runs the flow worker, on the same event loop. The"
+            " single node (`amos up`) turns it on, saving an interpreter; `amos up --split` and"
+            " a scaled-out install run `amos worker` processes of their own instead."
+        ),
+    )
+
     def proxies(self) -> list[str]:
         """The trusted proxy entries, blanks dropped."""
         return [entry.strip() for entry in self.trusted_proxies.split(",") if entry.strip()]

@@ -93,6 +93,8 @@ class NodePlan:
     checkpointer: bool = True
     #: Paths besides the home and the interpreter that the service user must reach.
     reveal: list[Path] = field(default_factory=list)
+    #: Run the flow worker as a process of its own (False: inside the API process).
+    split: bool = False
 
 
 def proxy_options(trusted: list[str]) -> list[str]:
@@ -159,7 +161,13 @@ class Supervisor:
         return self.nats.url if self.nats else None
 
     def _python_child(
-        self, name: str, args: list[str], healthy: Callable[[], bool], *, switch: bool = True
+        self,
+        name: str,
+        args: list[str],
+        healthy: Callable[[], bool],
+        *,
+        switch: bool = True,
+        env: dict[str, str] | None = None,
     ) -> Child:
         """A child running our interpreter, as the service user if any (unless not ``switch``)."""
         log_path = self.plan.home / "logs" / f"{name}.log"
@@ -171,7 +179,7 @@ class Supervisor:
                     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
                         # -P: never the working directory on sys.path, where others may write.
                         [sys.executable, "-P", *args],
-                        env=self.child_env(demoted=demotion is not None and switch),
+                        env=self.child_env(demoted=demotion is not None and switch) | (env or {}),
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
@@ -247,9 +255,13 @@ class Supervisor:
     def plan_children(self) -> list[Child]:
         """The children of this node, in start order."""
         children = self._embedded_children()
-        children.append(
-            self._python_child("worker", ["-m", "amosflow.cli.main", "worker"], lambda: True)
-        )
+        # One interpreter serves the API and runs the flows unless the node is split: each
+        # Python process costs ~150 MB, and on one machine the two fail and restart together
+        # anyway (decision 0058). `amos worker` processes scale out the same worker.
+        if self.plan.split:
+            children.append(
+                self._python_child("worker", ["-m", "amosflow.cli.main", "worker"], lambda: True)
+            )
         api_args = [
             "-m",
             "uvicorn",
@@ -270,12 +282,14 @@ class Supervisor:
             os.chown(log_config, 0, self.plan.service_user.gid, follow_symlinks=False)
             log_config.chmod(SHARED_FILE_MODE)
         api_args += ["--log-config", str(log_config)]
-        children.append(self._python_child("api", api_args, self._api_healthy))
+        api_env = {"AMOS_API_RUN_WORKER": "false" if self.plan.split else "true"}
+        children.append(self._python_child("api", api_args, self._api_healthy, env=api_env))
         # The signer of audit checkpoints is its own process: the API, which writes the
         # records, never loads the signing key. Under root it reads the key and opens the
         # sink as root, then becomes the service user (decisions 0019, 0049).
         if self.plan.checkpointer:
-            signer_args = ["-m", "amosflow.cli.main", "audit", "checkpointer"]
+            # The audit commands alone: the signer imports neither the API nor the engine.
+            signer_args = ["-m", "amosflow.cli.audit", "checkpointer"]
             if self.plan.service_user is not None:
                 signer_args += ["--as-user", self.plan.service_user.name]
             children.append(
@@ -291,7 +305,7 @@ class Supervisor:
         if AuditSettings().audit_siem_url:
             children.append(
                 self._python_child(
-                    "audit-shipper", ["-m", "amosflow.cli.main", "audit", "ship"], lambda: True
+                    "audit-shipper", ["-m", "amosflow.cli.audit", "ship"], lambda: True
                 )
             )
         return children
