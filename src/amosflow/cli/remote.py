@@ -31,6 +31,9 @@ TOKEN_ENV = "AMOS_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 TIMEOUT_S = 30.0
 POLL_S = 0.1
 RECORD_WAIT_S = 30.0
+#: How long a start waits for the run's end in the same request (below ``TIMEOUT_S``); a run
+#: that takes longer is followed over its event stream.
+START_WAIT = "25s"
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
 ApiOption = Annotated[
@@ -184,7 +187,9 @@ def start_and_follow(
 ) -> dict[str, Any]:
     """Start a run through the API, pass each SSE event on, and return its recorded result.
 
-    ``on_start`` gets the run id and the flow document the run pinned, before any event.
+    The start waits for the run's end in the same request; only a run still going after
+    ``START_WAIT`` is followed over its event stream. ``on_start`` gets the run id and the
+    flow document the run pinned, before any event.
     """
     body: dict[str, Any] = {"flow": request.flow, "inputs": inputs}
     body.update(
@@ -199,7 +204,7 @@ def start_and_follow(
     )
     with Api(request.api) as api:
         try:
-            started = api.call("POST", "/api/v1/runs", body=body)
+            started = api.call("POST", "/api/v1/runs", body=body, params={"wait": START_WAIT})
         except NotFoundError as err:  # an unknown flow or version is an invalid request
             raise RefusedError(str(err), [Diagnostic("/flow", str(err))]) from None
         run_id = str(started["run_id"])
@@ -210,6 +215,10 @@ def start_and_follow(
                 params={"version": str(started["flow_version"]), "folder": started["folder"]},
             )
             on_start(run_id, pinned["document"])
+        if started.get("status") in TERMINAL:
+            if on_start is not None:  # someone shows the steps: give them the recorded timeline
+                _replay_steps(api, run_id, on_event)
+            return _result(started)
         final: dict[str, Any] | None = None
         while True:
             for kind, data in api.events(f"/api/v1/runs/{run_id}/events"):
@@ -221,6 +230,15 @@ def start_and_follow(
                 return _result(record)
             if final is not None:
                 return _result(final)
+
+
+def _replay_steps(api: Api, run_id: str, on_event: Callable[[str, dict[str, Any]], None]) -> None:
+    """Pass each step of an ended run's recorded timeline on, as its last event."""
+    steps = api.call("GET", f"/api/v1/runs/{run_id}").get("steps") or {}
+    for step, data in steps.items():
+        if isinstance(data, dict):
+            kind = "step.failed" if data.get("status") == "failed" else "step.completed"
+            on_event(kind, {"step": step, **data})
 
 
 def _recorded(api: Api, run_id: str, *, patience_s: float) -> dict[str, Any] | None:

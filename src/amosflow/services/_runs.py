@@ -6,6 +6,7 @@ the watcher records its end, both through it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,14 +43,21 @@ __all__ = [
     "cancel",
     "guard_run",
     "list_runs",
+    "parse_wait",
     "record_status",
     "rerun",
     "run_resource",
     "start",
+    "start_and_wait",
+    "wait_for_end",
 ]
 
 EVENT_SOURCE = "urn:amosflow:control-plane"
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
+#: The longest a caller may hold a request open for a run's end; longer runs are followed.
+MAX_WAIT = timedelta(seconds=120)
+_WAIT_PATTERN = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)?")
+_WAIT_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 
 
 @dataclass
@@ -191,6 +199,41 @@ async def start(cp: ControlPlane, req: StartRequest) -> RunRecord:
     if cp.watcher is not None:
         cp.watcher.watch(record.run_id)
     return record
+
+
+def parse_wait(text: str, pointer: str = "/wait") -> timedelta:
+    """How long a caller waits for a run's end: ``30s``, ``1500ms``, ``2m`` or plain seconds.
+
+    Anything else, and anything longer than ``MAX_WAIT``, is refused with a pointer to it.
+    """
+    match = _WAIT_PATTERN.fullmatch(text.strip())
+    if match is None:
+        raise ValidationFailedError(
+            [Diagnostic(pointer, f"expected a duration such as 30s, 1500ms or 2m, not {text!r}")]
+        )
+    wait = timedelta(seconds=float(match[1]) * _WAIT_UNITS[match[2] or "s"])
+    if wait > MAX_WAIT:
+        limit = int(MAX_WAIT.total_seconds())
+        raise ValidationFailedError([Diagnostic(pointer, f"at most {limit}s")])
+    return wait
+
+
+async def start_and_wait(cp: ControlPlane, req: StartRequest, wait: timedelta) -> RunRecord:
+    """Start a run like ``start`` and return it ended if it ends within ``wait``.
+
+    The end comes from the watcher's one completion long-poll per run, shared by every
+    waiter; a run still going when the wait is over is returned as it stands, to be followed.
+    A run that fails is returned failed: its end is an answer, not an error.
+    """
+    return await wait_for_end(cp, await start(cp, req), wait)
+
+
+async def wait_for_end(cp: ControlPlane, record: RunRecord, wait: timedelta) -> RunRecord:
+    """``record`` as it ended, if it ends within ``wait``; else ``record`` as it was."""
+    if record.status in TERMINAL or cp.watcher is None or wait <= timedelta(0):
+        return record
+    ended = await cp.watcher.wait(record.run_id, wait)
+    return record if ended is None else ended
 
 
 async def _start(cp: ControlPlane, req: StartRequest) -> RunRecord:

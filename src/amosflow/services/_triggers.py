@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -186,4 +187,6 @@ async def accept_delivery(
         ),
     )
     _announce(cp, trigger.name, record)
+    if trigger.respond == "result":
+        record = await runs.wait_for_end(cp, record, timedelta(seconds=trigger.wait_s))
     return record

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from temporalio.service import RPCError, RPCStatusCode
@@ -23,6 +23,7 @@ from amosflow.store import runs as run_store
 
 if TYPE_CHECKING:
     from amosflow.services._runs import ControlPlane
+    from amosflow.store import RunRecord
 
 log = logging.getLogger(__name__)
 RETRY_S = 1.0
@@ -39,6 +40,9 @@ class RunWatcher:
         # pollers and memory grows with the backlog, so the rest wait their turn. A run that
         # ended while it waited still gets all of its events, only later.
         self._slots = asyncio.Semaphore(max_followed)
+        # One future per run that someone waits on, resolved where its end is recorded, so
+        # every waiter of a run in this process shares the one completion long-poll.
+        self._ends: dict[str, asyncio.Future[RunRecord]] = {}
 
     def watch(self, run_id: str) -> None:
         """Follow ``run_id`` unless it is already followed."""
@@ -46,6 +50,32 @@ class RunWatcher:
             task = asyncio.create_task(self._follow(run_id), name=f"watch-{run_id}")
             self._tasks[run_id] = task
             task.add_done_callback(lambda _t: self._tasks.pop(run_id, None))
+
+    async def wait(self, run_id: str, patience: timedelta) -> RunRecord | None:
+        """The run's recorded end if it comes within ``patience``, else None.
+
+        Reads the store once (an end recorded before the wait began) and otherwise waits on
+        the run's shared end; it never asks Temporal anything itself.
+        """
+        ended = self._ends.get(run_id)
+        if ended is None:
+            ended = asyncio.get_running_loop().create_future()
+            self._ends[run_id] = ended
+        with self._cp.store.session(read_only=True) as session:
+            record = run_store.get_run(session, run_id)
+        if record.status in TERMINAL:
+            self._settle(record)
+            return record
+        self.watch(run_id)
+        try:
+            return await asyncio.wait_for(asyncio.shield(ended), patience.total_seconds())
+        except TimeoutError:
+            return None
+
+    def _settle(self, record: RunRecord) -> None:
+        ended = self._ends.pop(record.run_id, None)
+        if ended is not None and not ended.done():
+            ended.set_result(record)
 
     async def resume(self) -> int:
         """Follow every run the store still thinks is unfinished."""
@@ -105,9 +135,10 @@ class RunWatcher:
         ce = cloud_event(
             type_, source=EVENT_SOURCE, subject=event.run_id, data=event.data, id=event_id
         )
+        ended: RunRecord | None = None
         with self._cp.store.session() as session:
             if event.kind.startswith("run."):
-                record_status(
+                ended = record_status(
                     session,
                     event.run_id,
                     event.kind.removeprefix("run."),
@@ -116,3 +147,5 @@ class RunWatcher:
                     ended_at=datetime.now(UTC),
                 )
             outbox.enqueue(session, subject_for(type_, event.run_id), ce)
+        if ended is not None:
+            self._settle(ended)  # only once the end is committed

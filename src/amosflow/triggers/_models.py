@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 #: The largest body any hook accepts; read in full before a signature is checked.
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Each hook's own limits, sized to what one node serves (decision 0056).
+DEFAULT_RATE_PER_S = 20.0
+DEFAULT_BURST = 40
+#: The longest a delivery with `respond: result` is held open (as `POST /runs?wait=`).
+MAX_RESPOND_WAIT_S = 120.0
 Overlap = Literal[
     "skip", "buffer_one", "buffer_all", "cancel_other", "terminate_other", "allow_all"
 ]
@@ -67,8 +72,23 @@ class WebhookTrigger(_Trigger):
     replay_window_s: int = Field(
         default=300, ge=1, le=3600, description="Accepted clock skew, in seconds."
     )
-    rate_per_s: float = Field(default=20.0, gt=0, description="Sustained requests per second.")
-    burst: int = Field(default=40, ge=1, description="Requests accepted at once above the rate.")
+    rate_per_s: float = Field(
+        default=DEFAULT_RATE_PER_S, gt=0, description="Sustained requests per second."
+    )
+    burst: int = Field(
+        default=DEFAULT_BURST, ge=1, description="Requests accepted at once above the rate."
+    )
+    respond: Literal["accepted", "result"] = Field(
+        default="accepted",
+        description="`accepted`: answer 202 once the run is started; `result`: answer with the"
+        " ended run (200) if it ends within `wait_s`, else 202 with its id.",
+    )
+    wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=MAX_RESPOND_WAIT_S,
+        description="With `respond: result`, how long a delivery waits for the run's end.",
+    )
 
 
 Trigger = Annotated[ScheduleTrigger | WebhookTrigger, Field(discriminator="type")]

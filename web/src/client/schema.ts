@@ -322,7 +322,8 @@ export interface paths {
          * @description Authenticate the delivery, then start the hook's flow with the body as its inputs.
          *
          *     The signature covers the timestamp, the delivery id and the body; the delivery id names
-         *     the run, so a repeated delivery joins the run it started.
+         *     the run, so a repeated delivery joins the run it started. A hook with `respond: result`
+         *     answers 200 with the ended run when it ends within the hook's `wait_s`, else 202.
          */
         post: operations["deliver_api_v1_hooks__folder___name__post"];
         delete?: never;
@@ -704,6 +705,9 @@ export interface paths {
         /**
          * Start Run
          * @description Start a run of a catalog flow; inputs and requirements are checked before it starts.
+         *
+         *     With ``wait`` the answer holds until the run ends (its output or its error) or the wait
+         *     is over (202: follow the Location).
          */
         post: operations["start_run_api_v1_runs_post"];
         delete?: never;
@@ -4434,6 +4438,15 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description `respond: result`: the run, ended within the wait */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunPublic"];
+                };
+            };
             /** @description Successful Response */
             202: {
                 headers: {
@@ -4550,6 +4563,15 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description `respond: result`: the run, ended within the wait */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunPublic"];
+                };
+            };
             /** @description Successful Response */
             202: {
                 headers: {
@@ -6565,7 +6587,10 @@ export interface operations {
     };
     start_run_api_v1_runs_post: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description Wait up to this long for the run's end (`30s`, `1500ms`, `2m`; at most 120s): the ended run answers 201, a run still going 202, to be followed. */
+                wait?: string | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -6578,6 +6603,15 @@ export interface operations {
         responses: {
             /** @description Successful Response */
             201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunPublic"];
+                };
+            };
+            /** @description Started; it had not ended within `wait`. */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };

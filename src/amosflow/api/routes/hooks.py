@@ -16,7 +16,7 @@ import os
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Request, status
+from fastapi import APIRouter, Header, Path, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from amosflow.api import _problems as problems
@@ -25,6 +25,7 @@ from amosflow.api._problems import problem
 from amosflow.api._schemas import FOLDER_PATTERN, RunPublic
 from amosflow.errors import AmosError
 from amosflow.host import RateLimits
+from amosflow.services import runs as run_service
 from amosflow.services import triggers as trigger_service
 from amosflow.triggers import MAX_BODY_BYTES, WebhookTrigger, verify
 from amosflow.vault import Vault
@@ -109,6 +110,7 @@ _DOCUMENTED: dict[int | str, dict[str, Any]] = {
     413: problems.documented("Body too large"),
     415: problems.documented("Wrong content type"),
     429: problems.documented("Rate limit reached; see Retry-After"),
+    200: {"model": RunPublic, "description": "`respond: result`: the run, ended within the wait"},
 }
 
 
@@ -123,6 +125,7 @@ async def deliver(
     name: str,
     request: Request,
     cp: ControlPlaneDep,
+    response: Response,
     *,
     delivery: DeliveryHeader = None,
     timestamp: TimestampHeader = None,
@@ -131,7 +134,8 @@ async def deliver(
     """Authenticate the delivery, then start the hook's flow with the body as its inputs.
 
     The signature covers the timestamp, the delivery id and the body; the delivery id names
-    the run, so a repeated delivery joins the run it started.
+    the run, so a repeated delivery joins the run it started. A hook with `respond: result`
+    answers 200 with the ended run when it ends within the hook's `wait_s`, else 202.
     """
     if not (delivery and timestamp and signature):
         return _unauthorized()
@@ -162,6 +166,9 @@ async def deliver(
     if not isinstance(inputs, dict):
         return problem(422, "Invalid body", "the body must be a JSON object", slug="invalid-body")
     record = await trigger_service.accept_delivery(cp, trigger, folder, delivery, inputs)
+    if trigger.respond == "result" and record.status in run_service.TERMINAL:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/api/v1/runs/{record.run_id}"
     data = record.model_dump()
     data["flow"] = data.pop("flow_name")
     return RunPublic.model_validate(data)
@@ -190,6 +197,7 @@ async def deliver_default(
     name: str,
     request: Request,
     cp: ControlPlaneDep,
+    response: Response,
     *,
     delivery: DeliveryHeader = None,
     timestamp: TimestampHeader = None,
@@ -201,6 +209,7 @@ async def deliver_default(
         name,
         request,
         cp,
+        response,
         delivery=delivery,
         timestamp=timestamp,
         signature=signature,

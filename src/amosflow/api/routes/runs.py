@@ -29,26 +29,53 @@ def _public(record: RunRecord) -> RunPublic:
     return RunPublic.model_validate(data)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=RunPublic)
+WaitQuery = Annotated[
+    str | None,
+    Query(
+        max_length=16,
+        description="Wait up to this long for the run's end (`30s`, `1500ms`, `2m`; at most"
+        " 120s): the ended run answers 201, a run still going 202, to be followed.",
+    ),
+]
+_STILL_RUNNING: dict[int | str, dict[str, Any]] = {
+    202: {"model": RunPublic, "description": "Started; it had not ended within `wait`."}
+}
+
+
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=RunPublic, responses=_STILL_RUNNING
+)
 async def start_run(
-    body: RunCreate, cp: ControlPlaneDep, caller: CallerDep, response: Response
+    body: RunCreate,
+    cp: ControlPlaneDep,
+    caller: CallerDep,
+    response: Response,
+    wait: WaitQuery = None,
 ) -> RunPublic:
-    """Start a run of a catalog flow; inputs and requirements are checked before it starts."""
-    record = await run_service.start(
-        cp,
-        run_service.StartRequest(
-            flow=body.flow,
-            version=body.version,
-            inputs=body.inputs,
-            environment=body.environment,
-            trigger="deferred" if body.start_at else "manual",
-            run_id=body.run_id,
-            start_at=body.start_at,
-            actor=caller.actor,
-            principal=caller,
-            folder=body.folder,
-        ),
+    """Start a run of a catalog flow; inputs and requirements are checked before it starts.
+
+    With ``wait`` the answer holds until the run ends (its output or its error) or the wait
+    is over (202: follow the Location).
+    """
+    waited = run_service.parse_wait(wait) if wait is not None else None
+    request = run_service.StartRequest(
+        flow=body.flow,
+        version=body.version,
+        inputs=body.inputs,
+        environment=body.environment,
+        trigger="deferred" if body.start_at else "manual",
+        run_id=body.run_id,
+        start_at=body.start_at,
+        actor=caller.actor,
+        principal=caller,
+        folder=body.folder,
     )
+    if waited is None:
+        record = await run_service.start(cp, request)
+    else:
+        record = await run_service.start_and_wait(cp, request, waited)
+        if record.status not in run_service.TERMINAL:
+            response.status_code = status.HTTP_202_ACCEPTED
     response.headers["Location"] = f"/api/v1/runs/{record.run_id}"
     return _public(record)
 
