@@ -11,6 +11,9 @@ no cookie or storage outlives it, and its failures name the command (``/commands
 Every connection the context opens — pages, sub-requests, redirects, WebSockets, workers —
 goes through the job's own ``egress.EgressProxy``, which resolves the host once, checks it
 against the run's policy and connects to the checked address (decision 0047).
+
+Playwright is imported by the functions that use it (``# noqa: PLC0415 - lazy``): a process
+that never runs a browser step, such as the single node's API, never loads its ~20 MB.
 """
 
 from __future__ import annotations
@@ -29,9 +32,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
-from playwright.async_api import Error as PlaywrightError
-from playwright.async_api import TimeoutError as PlaywrightTimeoutError
-from playwright.async_api import async_playwright
 
 from amosflow import egress
 from amosflow.dsl import parse_duration
@@ -133,6 +133,8 @@ async def admit(url: str, policy: egress.EgressPolicy) -> None:
 
 async def _guard(policy: egress.EgressPolicy, route: Route) -> None:
     """The context's route handler: refuse early what the egress policy does not open."""
+    from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415 - lazy
+
     if urlsplit(route.request.url).scheme.lower() in _LOCAL_SCHEMES:
         await route.continue_()
         return
@@ -225,6 +227,9 @@ class _BrowserHost:
             return self._browser
 
     async def _launch(self) -> Browser:
+        from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415 - lazy
+        from playwright.async_api import async_playwright  # noqa: PLC0415 - lazy
+
         executable = os.environ.get(CHROMIUM_ENV) or DEFAULT_CHROMIUM
         if not await asyncio.to_thread(Path(executable).is_file):
             raise ActionError(
@@ -270,6 +275,8 @@ class _BrowserHost:
             shutil.rmtree(home, ignore_errors=True)
 
     async def _stop(self) -> None:
+        from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415 - lazy
+
         browser, playwright = self._browser, self._playwright
         self._browser = self._playwright = None
         if browser is not None:
@@ -384,6 +391,8 @@ class _Session:
 
     async def finish(self, timeout_s: float) -> tuple[str, list[tuple[str, Path]]]:
         """The final URL and the finished downloads (files live until the context closes)."""
+        from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415 - lazy
+
         files: list[tuple[str, Path]] = []
         for download in list(self.downloads):
             name = download.suggested_filename
@@ -398,6 +407,8 @@ class _Session:
 
     async def close(self) -> None:
         """Close the context (pages, cookies, storage, downloads), then its egress proxy."""
+        from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415 - lazy
+
         try:
             with contextlib.suppress(PlaywrightError):
                 await self.context.close()
@@ -452,6 +463,9 @@ async def _perform(
     ctx: ActionContext, session: _Session, index: int, command: BrowserCommand, limit: str
 ) -> Any:
     """Run one command on the browser loop; its failure names the command, secrets masked."""
+    from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415 - lazy
+    from playwright.async_api import TimeoutError as PlaywrightTimeoutError  # noqa: PLC0415 - lazy
+
     timeout_ms = parse_duration(limit).total_seconds() * 1000
     where = f"/commands/{index}: {describe(command)}"
     try:
@@ -468,6 +482,8 @@ async def _perform(
 @implementation("browser.run")
 async def run(ctx: ActionContext, params: BrowserRunWith) -> dict[str, Any]:
     """Run the commands in order on a fresh context; return what they extracted and stored."""
+    from playwright.async_api import Error as PlaywrightError  # noqa: PLC0415 - lazy
+
     timeout_s = parse_duration(params.timeout).total_seconds()
     try:
         policy = await egress.run_policy(ctx)
