@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api bench-audit bench-dispatch bench-llm clean
+.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api bench-audit bench-dispatch bench-llm bench-peers bench-smoke clean
 
 .PHONY: console test-web
 
@@ -111,6 +111,16 @@ bench-dispatch: install
 
 bench-llm: install $(MODEL_STAMP)
 	$(BIN)/python bench/llm.py
+
+## bench-peers: AMOS FLOW beside n8n (installed from npm into ~/.cache/amosflow-bench), both
+## started as a user starts them, and the hand-written Temporal workflow as the durable floor.
+bench-peers: install
+	$(BIN)/python bench/peers/run.py
+
+## bench-smoke: a short pass of every benchmark (n8n left out: CI has no registry), so none can
+## rot; it checks that each runs to its end and prints its table, never a number.
+bench-smoke: install deps $(MODEL_STAMP)
+	$(BIN)/python bench/smoke.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
