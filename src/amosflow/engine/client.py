@@ -19,7 +19,7 @@ from temporalio.service import RPCError
 from amosflow.dsl import content_hash
 from amosflow.engine.codec import data_converter, payload_codec
 from amosflow.engine.embedded import EmbeddedTemporal, running_address
-from amosflow.engine.types import PROGRESS_QUERY, WORKFLOW_NAME, RunInput
+from amosflow.engine.types import PROGRESS_QUERY, TIMELINE_KEY, WORKFLOW_NAME, RunInput
 from amosflow.errors import EngineError
 
 if TYPE_CHECKING:
@@ -140,19 +140,48 @@ async def progress(
     return result
 
 
-async def result_of(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
-    """Wait for the run and return the DSL result object, whatever the outcome."""
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: the DSL result object and the step timeline the workflow reported.
+
+    ``steps`` is None when the workflow could not report it: a run cancelled, terminated or
+    timed out from outside, or one that ended before runs reported their timeline.
+    """
+
+    result: dict[str, Any]
+    steps: dict[str, Any] | None
+
+
+async def outcome_of(handle: WorkflowHandle[Any, Any]) -> RunOutcome:
+    """Wait for the run (one result long-poll, no query) and return how it ended."""
     run_id = handle.id
     try:
         result: dict[str, Any] = await handle.result()
     except WorkflowFailureError as err:
-        return {
+        failed = {
             "run_id": run_id,
             "status": _status_of(err),
             "output": None,
             "error": _error_of(err),
         }
-    return result
+        return RunOutcome(failed, _failure_timeline(err))
+    steps = result.pop(TIMELINE_KEY, None)
+    return RunOutcome(result, steps if isinstance(steps, dict) else None)
+
+
+async def result_of(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
+    """Wait for the run and return the DSL result object, whatever the outcome."""
+    return (await outcome_of(handle)).result
+
+
+def _failure_timeline(err: WorkflowFailureError) -> dict[str, Any] | None:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and len(cause.details) > 1:
+        extra = cause.details[1]
+        if isinstance(extra, dict) and isinstance(extra.get(TIMELINE_KEY), dict):
+            steps: dict[str, Any] = extra[TIMELINE_KEY]
+            return steps
+    return None
 
 
 def _status_of(err: WorkflowFailureError) -> str:

@@ -11,6 +11,8 @@ from typing import Any
 
 WORKFLOW_NAME = "amos.flow"
 PROGRESS_QUERY = "progress"
+#: Where a run's result (and its failure's details) carries the step timeline at the end.
+TIMELINE_KEY = "steps"
 NON_RETRYABLE = "AmosNonRetryable"
 
 

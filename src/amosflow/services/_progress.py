@@ -16,7 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 
-from amosflow.engine.client import progress, result_of
+from amosflow.engine.client import outcome_of, progress
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 # A query can wait for a worker to pick it up; never let one hold back the run's end.
 QUERY_TIMEOUT = timedelta(seconds=3)
-# Once the run has closed, its steps are read by a worker replaying the history, which a busy
-# worker may take longer to do: the last snapshot gets more time, so no step event is lost.
+# A run ended from outside reports no timeline: its steps are read by a worker replaying the
+# history, which a busy worker may take longer to do, so the last snapshot gets more time.
 FINAL_QUERY_TIMEOUT = timedelta(seconds=20)
 
 _WAKE_UP = {
@@ -77,36 +77,53 @@ async def _history_wakeups(handle: WorkflowHandle[Any, Any], wake: asyncio.Queue
         pass
 
 
+async def final_steps(
+    handle: WorkflowHandle[Any, Any], reported: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The timeline of an ended run: as the workflow reported it, else one last query.
+
+    Only a run ended from outside (cancelled, terminated, timed out) or one from before runs
+    reported their timeline needs the query; it gets a bounded time, then the timeline is empty.
+    """
+    if reported is not None:
+        return reported
+    try:
+        return await progress(handle, rpc_timeout=FINAL_QUERY_TIMEOUT)
+    except (RPCError, WorkflowQueryFailedError):
+        return {}
+
+
 async def follow(handle: WorkflowHandle[Any, Any]) -> AsyncIterator[RunEvent]:
     """Yield step events as the run progresses, then one final `run.<status>` event.
 
-    The end is read with the result call, which returns as soon as the run closes; the history
-    long-poll only paces the progress queries, so a slow long-poll never delays the end.
+    The end is read with the result call, which returns as soon as the run closes and carries
+    the run's timeline; the history long-poll only paces the live progress queries, so a slow
+    long-poll or query never delays the end.
     """
     wake: asyncio.Queue[None] = asyncio.Queue()
     watcher = asyncio.create_task(_history_wakeups(handle, wake))
-    ending = asyncio.create_task(result_of(handle))
+    ending = asyncio.create_task(outcome_of(handle))
     seen: dict[str, Any] = {}
     try:
-        while True:
+        while not ending.done():
             waiter = asyncio.create_task(wake.get())
             await asyncio.wait({waiter, ending}, return_when=asyncio.FIRST_COMPLETED)
             if not waiter.done():
                 waiter.cancel()
-            closed = ending.done()
+            if ending.done():
+                break
             try:
-                timeout = FINAL_QUERY_TIMEOUT if closed else QUERY_TIMEOUT
-                current = await progress(handle, rpc_timeout=timeout)
+                current = await progress(handle, rpc_timeout=QUERY_TIMEOUT)
             except (RPCError, WorkflowQueryFailedError):
                 current = seen
             for item in diff(seen, current, handle.id):
                 yield item
             seen = current
-            if closed:
-                break
-        result = ending.result()
+        outcome = ending.result()
     finally:
         watcher.cancel()
         if not ending.done():
             ending.cancel()
-    yield RunEvent(f"run.{result['status']}", handle.id, result)
+    for item in diff(seen, await final_steps(handle, outcome.steps), handle.id):
+        yield item
+    yield RunEvent(f"run.{outcome.result['status']}", handle.id, outcome.result)

@@ -1,8 +1,9 @@
 """Keep the run index in step with Temporal and announce what runs do on the event bus.
 
-One task per unfinished run follows its history; each step event and the final status go
-into the transactional outbox, from which the relay publishes them. After a restart every
-unfinished run in the store is followed again, so no ending is missed.
+One task per unfinished run waits for its end (one result long-poll, no query); the end, the
+step timeline the workflow reports with it and every step event go into the store and the
+transactional outbox in one transaction, from which the relay publishes them. After a
+restart every unfinished run in the store is followed again, so no ending is missed.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from temporalio.service import RPCError, RPCStatusCode
 
 from amosflow.bus import cloud_event, subject_for
-from amosflow.services._progress import RunEvent, follow
+from amosflow.engine.client import outcome_of
+from amosflow.services._progress import RunEvent, diff, final_steps
 from amosflow.services._runs import EVENT_SOURCE, TERMINAL, record_status
 from amosflow.store import outbox
 from amosflow.store import runs as run_store
@@ -110,42 +112,48 @@ class RunWatcher:
         handle = self._cp.client.get_workflow_handle(run_id)
         while True:
             try:
-                async for event in follow(handle):
-                    self._record(event)
-                    if event.kind.removeprefix("run.") in TERMINAL:
-                        return
+                outcome = await outcome_of(handle)
             except RPCError as err:
                 if err.status == RPCStatusCode.NOT_FOUND:
                     log.warning("run %s is not known to Temporal yet", run_id)
                 else:
                     log.warning("following run %s failed: %s", run_id, err)
-            await asyncio.sleep(RETRY_S)
+                await asyncio.sleep(RETRY_S)
+                continue
+            steps = await final_steps(handle, outcome.steps)
+            self._record_end(run_id, outcome.result, steps)
+            return
 
-    def _record(self, event: RunEvent) -> None:
-        type_ = f"io.amosflow.{event.kind}"
-        if event.kind.startswith("run.") and event.kind != "run.completed":
-            type_ = "io.amosflow.run.failed"
-        # Stable ids let the bus drop the repeats a resumed watcher sends again.
-        if event.kind.startswith("run."):
-            event_id = f"{event.run_id}/run/{event.kind}"
-        else:
-            event_id = (
-                f"{event.run_id}/{event.data.get('step')}/{event.data.get('runs')}/{event.kind}"
-            )
-        ce = cloud_event(
-            type_, source=EVENT_SOURCE, subject=event.run_id, data=event.data, id=event_id
-        )
-        ended: RunRecord | None = None
+    def _record_end(self, run_id: str, result: dict[str, Any], steps: dict[str, Any]) -> None:
+        """Record the run's end, its timeline and every event of it in one transaction."""
+        status = str(result["status"])
+        events = [*diff({}, steps, run_id), RunEvent(f"run.{status}", run_id, result)]
         with self._cp.store.session() as session:
-            if event.kind.startswith("run."):
-                ended = record_status(
-                    session,
-                    event.run_id,
-                    event.kind.removeprefix("run."),
-                    output=event.data.get("output"),
-                    error=event.data.get("error"),
-                    ended_at=datetime.now(UTC),
-                )
-            outbox.enqueue(session, subject_for(type_, event.run_id), ce)
-        if ended is not None:
-            self._settle(ended)  # only once the end is committed
+            if run_store.get_run(session, run_id).status in TERMINAL:
+                return  # recorded already (another process, or before a restart)
+            ended = record_status(
+                session,
+                run_id,
+                status,
+                output=result.get("output"),
+                error=result.get("error"),
+                ended_at=datetime.now(UTC),
+            )
+            for event in events:
+                type_, ce = _cloud_event(event)
+                outbox.enqueue(session, subject_for(type_, run_id), ce)
+        self._settle(ended)  # only once the end is committed
+
+
+def _cloud_event(event: RunEvent) -> tuple[str, dict[str, Any]]:
+    """The CloudEvent of a step or run event, with an id stable across repeats."""
+    type_ = f"io.amosflow.{event.kind}"
+    if event.kind.startswith("run.") and event.kind != "run.completed":
+        type_ = "io.amosflow.run.failed"
+    # Stable ids let the bus drop the repeats of a run recorded twice.
+    if event.kind.startswith("run."):
+        event_id = f"{event.run_id}/run/{event.kind}"
+    else:
+        event_id = f"{event.run_id}/{event.data.get('step')}/{event.data.get('runs')}/{event.kind}"
+    ce = cloud_event(type_, source=EVENT_SOURCE, subject=event.run_id, data=event.data, id=event_id)
+    return type_, ce

@@ -44,6 +44,7 @@ from amosflow.dsl import actions as action_registry
 from amosflow.engine.types import (
     DECIDE_UPDATE,
     PROGRESS_QUERY,
+    TIMELINE_KEY,
     WORKFLOW_NAME,
     ActionCall,
     ActionResult,
@@ -136,11 +137,23 @@ class FlowWorkflow:
         except SucceedSignal:
             pass
         except StepFailedError as err:
+            # The timeline rides along as a second detail, so whoever records the run's end
+            # has every step without asking the workflow again (decision 0056).
             raise ApplicationError(
-                err.message, err.as_dict(), type=err.type, non_retryable=True
+                err.message,
+                err.as_dict(),
+                {TIMELINE_KEY: self._progress.snapshot()},
+                type=err.type,
+                non_retryable=True,
             ) from None
         output = self._render(self._flow.outputs, frame, "/outputs")
-        return {"run_id": self._run_id, "status": COMPLETED, "output": output, "error": None}
+        return {
+            "run_id": self._run_id,
+            "status": COMPLETED,
+            "output": output,
+            "error": None,
+            TIMELINE_KEY: self._progress.snapshot(),
+        }
 
     # -- evaluation helpers -------------------------------------------------------------
 
