@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 #: The largest body any hook accepts; read in full before a signature is checked.
 MAX_BODY_BYTES = 16 * 1024 * 1024
-#: Each hook's own limits, sized to what one node serves (decision 0056).
-DEFAULT_RATE_PER_S = 20.0
-DEFAULT_BURST = 40
+#: Each hook's own limits by default: what one node serves, not below it (decision 0056).
+DEFAULT_RATE_PER_S = 200.0
+DEFAULT_BURST = 400
 #: The longest a delivery with `respond: result` is held open (as `POST /runs?wait=`).
 MAX_RESPOND_WAIT_S = 120.0
 Overlap = Literal[

@@ -33,9 +33,10 @@ from amosflow.vault import Vault
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/hooks", tags=["hooks"], responses=problems.RESPONSES)
 #: Before the signature is checked, deliveries are limited per sender address, the same for
-#: every hook; after it, by the hook's own bucket.
-UNVERIFIED_RATE_PER_S = 50.0
-UNVERIFIED_BURST = 100
+#: every hook; after it, by the hook's own bucket. The address bucket is twice a hook's
+#: default, so one sender can use the whole of its hook's default rate (decision 0056).
+UNVERIFIED_RATE_PER_S = 2 * float(WebhookTrigger.model_fields["rate_per_s"].default)
+UNVERIFIED_BURST = 2 * int(WebhookTrigger.model_fields["burst"].default)
 _UNVERIFIED = RateLimits()
 _VERIFIED = RateLimits()
 DeliveryHeader = Annotated[
