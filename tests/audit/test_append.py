@@ -6,13 +6,15 @@ import hashlib
 import threading
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.orm import Session
 
 from amosflow import audit
 from amosflow.audit._canonical import stamp
 from amosflow.dsl import canonical_json
 from amosflow.errors import AuditError
-from amosflow.store import AuditRow, Store, count_runs, record_run
+from amosflow.store import AuditPendingRow, AuditRow, Store, count_runs, record_run
+from amosflow.store._types import utcnow
 from tests.audit.chain import row
 from tests.store.records import run
 
@@ -23,29 +25,32 @@ EACH = 25
 def test_the_first_record_links_to_genesis_and_the_next_to_it(store: Store) -> None:
     """Seq starts at 1 with 64 zeros as prev_hash; seq 2 carries seq 1's hash."""
     with store.session() as session:
-        first = audit.append(session, actor="user:a", action="flows.create", resource="flow:x")
-        second = audit.append(
+        audit.append(session, actor="user:a", action="flows.create", resource="flow:x")
+        audit.append(
             session, actor="user:a", action="runs.start", resource="run:1", outcome="denied"
         )
-    assert (first.seq, first.prev_hash) == (1, "0" * 64)
-    assert (second.seq, second.prev_hash) == (2, first.hash)
+    first, second = row(store, 1), row(store, 2)
+    assert (first["action"], first["prev_hash"]) == ("flows.create", "0" * 64)
+    assert (second["action"], second["prev_hash"]) == ("runs.start", first["hash"])
 
 
 def test_the_hash_is_sha256_of_the_canonical_json_of_every_other_field(store: Store) -> None:
     """The stored hash is SHA-256 over RFC 8785 JSON of the record minus ``hash``."""
+    details = {"é": [1, 2.5, None, True], "b": "x"}
     with store.session() as session:
-        record = audit.append(
+        appended = audit.append(
             session,
             actor="user:a",
             action="secrets.read",
             resource="secret:db",
             folder="ops",
-            details={"é": [1, 2.5, None, True], "b": "x"},
+            details=details,
         )
-    stored = row(store, record.seq)
+    stored = row(store, 1)
     body = {k: v for k, v in stored.items() if k != "hash"} | {"at": stamp(stored["at"])}
     assert stored["hash"] == hashlib.sha256(canonical_json(body)).hexdigest()
-    assert audit.AuditRecord.model_validate(stored) == record
+    record = audit.AuditRecord.model_validate(stored)
+    assert (record.at, record.folder, record.details) == (appended.at, "ops", details)
 
 
 def _start_run(store: Store, *, then_fail: bool = False) -> None:
@@ -72,8 +77,10 @@ def test_a_record_rolls_back_with_the_change_it_records(store: Store) -> None:
 
 def test_append_fails_closed_when_the_audit_table_cannot_be_written(store: Store) -> None:
     """A database failure raises AuditError, so the change being recorded is rolled back too."""
+    # The table the appender writes: the chain on SQLite, the pending records on PostgreSQL.
+    table = "audit_records" if store.dialect == "sqlite" else "audit_pending"
     with store.session() as session:
-        session.execute(text("DROP TABLE audit_records"))
+        session.execute(text(f"DROP TABLE {table}"))
     with pytest.raises(AuditError, match="cannot write the audit record"):
         _start_run(store)
     with store.session(read_only=True) as session:
@@ -148,12 +155,82 @@ def test_awkward_json_details_survive_the_round_trip_and_verify(store: Store) ->
     assert audit.verify(store, sink=None, public_key=None).ok
 
 
-def test_the_postgres_append_takes_the_advisory_lock(pg_store: Store) -> None:
-    """On PostgreSQL the appending transaction holds the audit advisory lock until it ends."""
-    with pg_store.session() as session:
-        audit.append(session, actor="user:a", action="flows.create", resource="flow:x")
-        held = session.scalar(
+def _held_chain_locks(session: Session) -> int:
+    return int(
+        session.scalar(
             text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key"),
             {"key": audit.AUDIT_LOCK_KEY},
         )
-    assert held == 1
+        or 0
+    )
+
+
+def test_a_postgres_append_takes_no_lock_and_is_linked_once_its_transaction_commits(
+    pg_store: Store,
+) -> None:
+    """On PostgreSQL the record waits unlocked in audit_pending and is chained by the commit."""
+    with pg_store.session() as session:
+        pending = audit.append(session, actor="user:a", action="flows.create", resource="flow:x")
+        assert isinstance(pending, audit.PendingRecord)
+        assert _held_chain_locks(session) == 0
+        assert session.scalar(select(func.count()).select_from(AuditPendingRow)) == 1
+        assert session.scalar(select(func.count()).select_from(AuditRow)) == 0
+    assert row(pg_store, 1)["resource"] == "flow:x"
+    report = audit.verify(pg_store, sink=None, public_key=None)
+    assert (report.ok, report.checked, report.unlinked) == (True, 1, 0)
+
+
+def _commit_unlinked(store: Store, resource: str) -> None:
+    """Commit a pending record without its linking pass, as an appender killed after commit."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(AuditPendingRow),
+            {
+                "at": utcnow(), "actor": "user:gone", "action": "flows.delete",
+                "resource": resource, "folder": "default", "outcome": "ok", "details": {"n": 1},
+            },
+        )  # fmt: skip
+
+
+def test_verify_reports_a_committed_record_left_unlinked_and_the_next_append_links_it(
+    pg_store: Store,
+) -> None:
+    """A record whose appender died after commit is counted as unlinked, then chained first."""
+    _commit_unlinked(pg_store, "flow:orphan")
+    report = audit.verify(pg_store, sink=None, public_key=None)
+    assert (report.ok, report.checked, report.unlinked) == (True, 0, 1)
+    with pg_store.session() as session:
+        audit.append(session, actor="user:a", action="flows.create", resource="flow:next")
+    assert [row(pg_store, seq)["resource"] for seq in (1, 2)] == ["flow:orphan", "flow:next"]
+    report = audit.verify(pg_store, sink=None, public_key=None)
+    assert (report.ok, report.checked, report.unlinked) == (True, 2, 0)
+
+
+def test_the_checkpointer_links_committed_records_before_it_signs(
+    pg_store: Store, signer: audit.CheckpointSigner, sink: audit.JsonlSink
+) -> None:
+    """A checkpoint covers a record left unlinked by a crash: the checkpointer links it first."""
+    _commit_unlinked(pg_store, "flow:orphan")
+    written = audit.Checkpointer(pg_store, signer, sink).checkpoint()
+    assert written is not None
+    assert (written.seq, written.hash) == (1, row(pg_store, 1)["hash"])
+
+
+def test_a_chain_that_cannot_be_linked_keeps_committed_records_pending_until_it_can(
+    pg_store: Store,
+) -> None:
+    """A failing linking pass never undoes a committed change; the next pass links its record."""
+    with pg_store.session() as session:
+        session.execute(text("ALTER TABLE audit_records RENAME TO audit_records_away"))
+    try:
+        _start_run(pg_store)
+        with pg_store.session(read_only=True) as session:
+            assert count_runs(session) == 1
+            assert session.scalar(select(func.count()).select_from(AuditPendingRow)) == 1
+    finally:
+        with pg_store.session() as session:
+            session.execute(text("ALTER TABLE audit_records_away RENAME TO audit_records"))
+    with pg_store.session() as session:
+        audit.append(session, actor="user:a", action="flows.create", resource="flow:next")
+    assert [row(pg_store, seq)["resource"] for seq in (1, 2)] == ["run:r1", "flow:next"]
+    assert audit.verify(pg_store, sink=None, public_key=None).ok

@@ -11,7 +11,7 @@ def test_the_exports_are_pinned() -> None:
         [
             "AUDIT_LOCK_KEY", "GENESIS", "AuditRecord", "AuditSettings", "Checkpoint",
             "CheckpointSigner", "CheckpointSink", "Checkpointer", "Hold", "JsonlSink", "OsUser", "Outcome",
-            "PruneReport", "SiemForwarder", "VerifyReport", "adopt_anchor", "append", "export_cef",
+            "PendingRecord", "PruneReport", "SiemForwarder", "VerifyReport", "adopt_anchor", "append", "export_cef",
             "export_jsonl", "export_lines", "fingerprint", "json_line", "key_exposure", "key_id", "list_holds", "load_fingerprint_key",
             "load_public_key", "open_checkpointer", "os_user", "place_hold", "prune", "public_key_path",
             "query", "record_bytes", "record_hash", "record_secret_read", "release_hold", "run_checkpoints",

@@ -24,6 +24,7 @@ def test_the_public_surface_is_pinned() -> None:
         "AuditAnchorRow",
         "AuditCheckpointRow",
         "AuditHoldRow",
+        "AuditPendingRow",
         "AuditRow",
         "BINDING_SUBJECTS",
         "Base",

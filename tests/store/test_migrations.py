@@ -26,6 +26,7 @@ TABLES = {
     "audit_checkpoints",
     "audit_holds",
     "audit_anchor",
+    "audit_pending",
     "secrets",
     "secret_versions",
     "runners",

@@ -77,6 +77,8 @@ class PostgresServer:
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="amos-pg-")))
     _user: pwd.struct_passwd | None = field(default_factory=_service_user)
     _names: itertools.count[int] = field(default_factory=itertools.count)
+    #: Off by default: tests need speed, not crash safety. Benchmarks of commit cost turn it on.
+    durable: bool = False
 
     @property
     def data_dir(self) -> Path:
@@ -106,17 +108,21 @@ class PostgresServer:
             )
 
     def start(self) -> PostgresServer:
-        """Create the cluster (trust auth on loopback, durability off) and start it."""
+        """Create the cluster (trust auth on loopback, durability off unless asked) and start it."""
         if self._user is not None:
             os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
         self._run(
             "initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust",
             "-E", "UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
+        durability = (
+            "-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+            if self.durable
+            else "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories='{self.root}' -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-c unix_socket_directories='{self.root}' {durability} -c max_connections=200"
         )
         self._run(
             "pg_ctl", "-D", str(self.data_dir), "-l", str(self.root / "postgres.log"),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from amosflow.audit._auto import run_checkpoints
 from amosflow.audit._canonical import GENESIS, record_bytes, record_hash
+from amosflow.audit._chainer import AUDIT_LOCK_KEY
 from amosflow.audit._checkpoints import Checkpoint, Checkpointer, CheckpointSink, JsonlSink
 from amosflow.audit._doctor import OsUser, key_exposure, os_user
 from amosflow.audit._keys import (
@@ -27,9 +28,9 @@ from amosflow.audit._keys import (
 )
 from amosflow.audit._query import export_jsonl, export_lines, json_line, query
 from amosflow.audit._records import (
-    AUDIT_LOCK_KEY,
     AuditRecord,
     Outcome,
+    PendingRecord,
     append,
     fingerprint,
     record_secret_read,
@@ -76,6 +77,7 @@ __all__ = [
     "JsonlSink",
     "OsUser",
     "Outcome",
+    "PendingRecord",
     "PruneReport",
     "SiemForwarder",
     "VerifyReport",

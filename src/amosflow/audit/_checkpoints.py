@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from amosflow.audit._canonical import canonical_value, stamp
+from amosflow.audit._chainer import link_pending
 from amosflow.audit._statements import Statement
 from amosflow.errors import AuditError
 from amosflow.store import AuditCheckpointRow, AuditRow
@@ -205,7 +206,12 @@ class Checkpointer:
         self._lock = threading.Lock()
 
     def _state(self) -> tuple[int, str | None, int]:
-        """Tail seq and hash of the committed chain, and the seq of the newest checkpoint."""
+        """Tail seq and hash of the committed chain, and the seq of the newest checkpoint.
+
+        Links any committed record still pending first: one whose appender crashed before
+        its linking pass is in the chain, and under a checkpoint, by the next tick.
+        """
+        link_pending(self.store.engine)
         with self.store.session(read_only=True) as session:
             tail = session.execute(
                 select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)

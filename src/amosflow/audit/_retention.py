@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from amosflow.audit._chainer import AUDIT_LOCK_KEY
 from amosflow.audit._keys import signature_valid
-from amosflow.audit._records import AUDIT_LOCK_KEY, append
+from amosflow.audit._records import append_linked
 from amosflow.audit._statements import HOLD, PRUNE, Pruned, held, hold_body, prune_body, sign
 from amosflow.audit._verify import (
     PRUNE_ACTION,
@@ -243,7 +244,7 @@ def prune(
                 deleted = int(getattr(result, "rowcount", 0) or 0)
                 _set_anchor(session, Anchor(through, last_hash), moment)
                 anchor = Anchor(through, last_hash)
-            record = append(
+            record = append_linked(
                 session,
                 actor=actor,
                 action=PRUNE_ACTION,
@@ -310,7 +311,7 @@ def adopt_anchor(
             if (anchor.seq, anchor.hash) in reached:
                 raise ConflictError(f"signed prunes already lead to the anchor at seq {anchor.seq}")
             start = max((point for point in reached if point[0] < anchor.seq), default=(0, ""))
-            record = append(
+            record = append_linked(
                 session,
                 actor=actor,
                 action="audit.anchor_adopt",
@@ -368,7 +369,7 @@ def place_hold(
             row = AuditHoldRow(folder=folder, reason=reason, created_by=actor, created_at=utcnow())
             session.add(row)
             session.flush()
-            append(
+            append_linked(
                 session,
                 actor=actor,
                 action="audit_holds.place",
@@ -410,7 +411,7 @@ def release_hold(
             if row is not None and row.released_at is None:
                 row.released_at = moment
                 session.flush()
-            append(
+            append_linked(
                 session,
                 actor=actor,
                 action="audit_holds.release",

@@ -19,6 +19,7 @@ from sqlalchemy import Text, select, type_coerce
 from sqlalchemy.exc import SQLAlchemyError
 
 from amosflow.audit._canonical import GENESIS, record_hash
+from amosflow.audit._chainer import count_pending
 from amosflow.audit._checkpoints import Checkpoint, CheckpointSink
 from amosflow.audit._keys import key_id, signature_valid
 from amosflow.audit._statements import PRUNE, Pruned, Statement, held
@@ -74,6 +75,8 @@ class VerifyReport:
     problem: str | None = None
     last_checkpoint_seq: int | None = None
     anchor_seq: int | None = None
+    #: Records committed with their change but not linked yet: not covered by ``checked``.
+    unlinked: int = 0
 
 
 @dataclass(slots=True)
@@ -344,6 +347,7 @@ def verify(
         stored = _stored_checkpoints(store)
         with store.session(read_only=True) as session:
             anchor = read_anchor(session)
+            unlinked = count_pending(session)
         checkpoints = list({(c.seq, c.signature): c for c in external + stored}.values())
         path, path_problem = _prune_path(prunes, anchor)
         points = _signed_points(checkpoints, prunes, path)
@@ -381,4 +385,5 @@ def verify(
         problem=problem,
         last_checkpoint_seq=last,
         anchor_seq=anchor.seq if anchor is not None else None,
+        unlinked=unlinked,
     )

@@ -6,6 +6,7 @@ from datetime import datetime  # noqa: TC003 - Mapped[] annotations are read at 
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -137,6 +138,29 @@ class AuditRow(Base):
     details: Mapped[Any] = mapped_column(JSONValue)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditPendingRow(Base):
+    """An audit record committed with its change but not yet linked into the chain.
+
+    On PostgreSQL appenders write here without the chain's lock; the chainer moves rows into
+    ``audit_records`` in ``id`` batches, assigning seq and hashes, and deletes them here.
+    """
+
+    __tablename__ = "audit_pending"
+    __table_args__ = (CheckConstraint(_one_of("outcome", AUDIT_OUTCOMES), name="outcome"),)
+
+    # 64-bit on PostgreSQL: ids are never reused; SQLite autoincrements INTEGER keys only.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    resource: Mapped[str] = mapped_column(String(500))
+    folder: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(8))
+    details: Mapped[Any] = mapped_column(JSONValue)
 
 
 class AuditCheckpointRow(Base):
