@@ -19,6 +19,7 @@ from amosflow.engine.types import ActionResult, DispatchCall
 from amosflow.errors import NotFoundError
 from amosflow.runner.dispatch import _jobs as jobs
 from amosflow.runner.dispatch import _registry as registry
+from amosflow.runner.dispatch import _wake as wake
 from amosflow.store import runs as run_store
 
 if TYPE_CHECKING:
@@ -81,6 +82,10 @@ def dispatch_activity(store: Store, settings: RunnerSettings) -> Callable[..., A
                 row.state = "failed"
                 row.error = {"message": message, "type": "NoEligibleRunner", "retryable": False}
                 state, error = row.state, row.error
+            if state == "queued":
+                wake.announce(session)
+        if state == "queued":
+            wake.job_queued(store)  # committed: the waiting runners look now, not at a poll
         if state == "completed":
             return ActionResult(output=result, attempt=info.attempt)
         if state == "failed":

@@ -25,6 +25,7 @@ from amosflow.errors import AuthenticationError, PermissionDeniedError, VaultSea
 from amosflow.runner.dispatch import _leases as leases
 from amosflow.runner.dispatch import _problems as problems
 from amosflow.runner.dispatch import _registry as registry
+from amosflow.runner.dispatch import _wake as wake
 from amosflow.runner.dispatch._activity import job_failure
 from amosflow.runner.dispatch._enrollment import verify_client_cert
 from amosflow.runner.dispatch._tls import PEER_CERT
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from amosflow.vault import Vault
 
 log = logging.getLogger(__name__)
-POLL_EVERY_S = 0.05
 
 
 @dataclasses.dataclass
@@ -50,6 +50,7 @@ class Fleet:
     client: Client
     settings: RunnerSettings
     vault: Vault | None = None
+    fallback_poll_s: float = wake.FALLBACK_POLL_S
 
 
 class Beat(BaseModel):
@@ -135,26 +136,15 @@ def create_endpoint(fleet: Fleet) -> FastAPI:
     async def lease(body: LeaseAsk, runner: RunnerDep, request: Request) -> Any:
         """Wait up to ``wait_seconds`` for a job this runner may take.
 
-        A runner that hung up (stopped, killed) is not given a job it can no longer receive:
-        the wait ends when its connection does.
+        The wait is woken when a job is queued (``_wake``), and looks at the store anyway
+        every ``fallback_poll_s`` in case a notification was lost or a lease ran out. A
+        runner that hung up (stopped, killed) is not given a job it can no longer receive:
+        each look first checks that its connection is still there.
         """
-        deadline = asyncio.get_running_loop().time() + body.wait_seconds
-        while True:
-            if await request.is_disconnected():
-                return Response(status_code=status.HTTP_204_NO_CONTENT)
-            granted = await asyncio.to_thread(_acquire, fleet, runner)
-            if granted is not None:
-                return {
-                    "job_id": granted.job_id,
-                    "fence": granted.fence,
-                    "expires_at": granted.expires_at.isoformat(),
-                    "attempt": granted.attempt,
-                    "payload": granted.payload,
-                    "lease_seconds": fleet.settings.lease_seconds,
-                }
-            if asyncio.get_running_loop().time() >= deadline:
-                return Response(status_code=status.HTTP_204_NO_CONTENT)
-            await asyncio.sleep(POLL_EVERY_S)  # the store is polled; no job bus yet
+        granted = await _wait_for_lease(fleet, runner, request, body.wait_seconds)
+        if granted is None:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
+        return _lease_body(fleet, granted)
 
     @app.post("/runner/v1/secrets")
     def secrets(body: SecretAsk, runner: RunnerDep) -> dict[str, dict[str, str]]:
@@ -236,6 +226,37 @@ def _deliver(fleet: Fleet, runner: RunnerRow, body: SecretAsk) -> dict[str, str]
         raise denied
     # The job's folder is its run's, written by the dispatcher from the run's record.
     return {name: fleet.vault.reveal(name, job.folder) for name in set(body.names)}
+
+
+async def _wait_for_lease(
+    fleet: Fleet, runner: RunnerRow, request: Request, wait_seconds: float
+) -> leases.Lease | None:
+    """A lease for ``runner`` within ``wait_seconds``, or None (no job, or it hung up)."""
+    signal = wake.job_signal(fleet.store)
+    wake.listen(fleet.store)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    while True:
+        if await request.is_disconnected():
+            return None
+        seen = signal.generation  # read before looking, so a job queued meanwhile wakes us
+        granted = await asyncio.to_thread(_acquire, fleet, runner)
+        remaining = deadline - loop.time()
+        if granted is not None or remaining <= 0:
+            return granted
+        await signal.wait(seen, min(fleet.fallback_poll_s, remaining))
+
+
+def _lease_body(fleet: Fleet, granted: leases.Lease) -> dict[str, Any]:
+    """What a runner receives with a lease."""
+    return {
+        "job_id": granted.job_id,
+        "fence": granted.fence,
+        "expires_at": granted.expires_at.isoformat(),
+        "attempt": granted.attempt,
+        "payload": granted.payload,
+        "lease_seconds": fleet.settings.lease_seconds,
+    }
 
 
 def _acquire(fleet: Fleet, runner: RunnerRow) -> leases.Lease | None:
