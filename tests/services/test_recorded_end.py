@@ -108,6 +108,12 @@ async def test_end_and_every_step_event_share_one_transaction(
     (end_tx,) = writing
     assert any(s.startswith("update runs") for s in end_tx)
     assert any("audit" in s and "insert" in s for s in end_tx), "runs.end is audited with it"
+    assert any(s.startswith("insert into run_timelines") for s in end_tx)
+    with plane.store.session(read_only=True) as session:
+        timeline = run_store.get_timeline(session, run_id)
+    assert timeline is not None
+    assert sorted(timeline) == [f"s{i}" for i in range(STEPS)]
+    assert {rec["status"] for rec in timeline.values()} == {"completed"}
     subjects = _outbox_types(plane.store, run_id)
     assert subjects.count("io.amosflow.step.completed") == STEPS
     assert subjects.count("io.amosflow.step.started") == STEPS
@@ -155,6 +161,10 @@ async def test_runs_unfinished_at_a_restart_get_their_end(
     assert ended is not None
     assert ended.status == "completed"
     assert _outbox_types(plane.store, run_id).count("io.amosflow.step.completed") == STEPS
+    with plane.store.session(read_only=True) as session:
+        timeline = run_store.get_timeline(session, run_id)
+    assert timeline is not None
+    assert len(timeline) == STEPS
 
 
 async def _until_running(plane: Plane, run_id: str, step: str) -> None:

@@ -20,6 +20,7 @@ TABLES = {
     "role_bindings",
     "api_tokens",
     "runs",
+    "run_timelines",
     "outbox",
     "webhook_deliveries",
     "audit_records",

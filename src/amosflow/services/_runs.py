@@ -49,6 +49,7 @@ __all__ = [
     "run_resource",
     "start",
     "start_and_wait",
+    "timeline",
     "wait_for_end",
 ]
 
@@ -108,6 +109,12 @@ def run_resource(record: RunRecord) -> dict[str, Any]:
         "started_by": record.started_by,
         "inputs": record.inputs,
     }
+
+
+def timeline(cp: ControlPlane, run_id: str) -> dict[str, Any] | None:
+    """The step timeline recorded with the run's end; None while it runs (or from before)."""
+    with cp.store.session(read_only=True) as session:
+        return run_store.get_timeline(session, run_id)
 
 
 def guard_run(
@@ -362,17 +369,21 @@ def record_status(
     output: Any = None,
     error: dict[str, Any] | None = None,
     ended_at: datetime | None = None,
+    steps: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Move a run forward to ``status`` in the caller's transaction; the one writer of it.
 
     Statuses only move forward (a late or repeated report changes nothing). The run's end is
-    audited as `runs.end` in the same transaction, once, in the run's own folder.
+    audited as `runs.end` in the same transaction, once, in the run's own folder, and its
+    step timeline (``steps``) is kept with it.
     """
     before = run_store.get_run(session, run_id).status
     after = run_store.set_status(
         session, run_id, status, output=output, error=error, ended_at=ended_at
     )
     if after.status != before and after.status in TERMINAL:
+        if steps is not None:
+            run_store.record_timeline(session, run_id, steps)
         audit.append(
             session,
             actor="engine",

@@ -138,6 +138,7 @@ class RunWatcher:
                 output=result.get("output"),
                 error=result.get("error"),
                 ended_at=datetime.now(UTC),
+                steps=steps,
             )
             for event in events:
                 type_, ce = _cloud_event(event)

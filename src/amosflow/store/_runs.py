@@ -12,6 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from amosflow.errors import Diagnostic, NotFoundError, ValidationFailedError
 from amosflow.store._paging import Page, check_limit, newest_first
 from amosflow.store._tables import RUN_STATUSES, RUN_TRIGGERS, RunRow
+from amosflow.store._timelines import get_timeline, record_timeline
 from amosflow.store._types import utcnow
 
 if TYPE_CHECKING:
@@ -190,7 +191,9 @@ __all__ = [
     "RunTrigger",
     "count_runs",
     "get_run",
+    "get_timeline",
     "list_runs",
     "record_run",
+    "record_timeline",
     "set_status",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
@@ -20,6 +20,9 @@ from amosflow.engine.client import progress
 from amosflow.services import RunRecord, follow
 from amosflow.services import runs as run_service
 
+#: A running run's live progress is best effort: a query a busy worker cannot answer soon
+#: yields an empty timeline rather than holding the request.
+LIVE_QUERY = timedelta(seconds=3)
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"], responses=problems.RESPONSES)
 
 
@@ -112,13 +115,17 @@ def list_runs(
 
 @router.get("/{run_id}", response_model=RunDetail)
 async def get_run(run_id: str, cp: ControlPlaneDep, caller: CallerDep) -> RunDetail:
-    """A run with its per-step timeline from the workflow."""
+    """A run with its per-step timeline: an ended run's from the store, a running one's live.
+
+    A run's end is recorded with its timeline, so reading an ended run asks Temporal nothing.
+    """
     record = run_service.guard_run(cp, caller, "runs.read", run_id)
-    steps: dict[str, Any] = {}
-    try:
-        steps = await progress(cp.client.get_workflow_handle(run_id))
-    except (RPCError, WorkflowQueryFailedError):
-        steps = {}
+    steps = run_service.timeline(cp, run_id) if record.status in run_service.TERMINAL else None
+    if steps is None:  # still running, or ended before timelines were recorded
+        try:
+            steps = await progress(cp.client.get_workflow_handle(run_id), rpc_timeout=LIVE_QUERY)
+        except (RPCError, WorkflowQueryFailedError):
+            steps = {}
     return RunDetail(**_public(record).model_dump(), steps=steps)
 
 
