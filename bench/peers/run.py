@@ -204,16 +204,32 @@ def report(
     d = ours[DURABLE]
     print("\nDurable steps: AMOS FLOW / floor (hand-written Temporal workflow, same settings)")
     rows = [
-        ["hand-written workflow", ms(base.median_s), ms(base.p99_s), f"{base.per_s:.1f}"],
-        [LABELS[DURABLE], ms(d.median_s), ms(d.p99_s), f"{d.per_s:.1f}"],
+        [
+            label,
+            ms(r.median_s),
+            ms(r.p99_s),
+            f"{r.per_s:.1f}",
+            ms(r.load_p99_s),
+            ms(r.cpu_per_exec_s),
+        ]
+        for label, r in (("hand-written workflow", base), (LABELS[DURABLE], d))
+    ]
+    rows.append(
         [
             "AMOS FLOW / floor",
             x(d.median_s, base.median_s),
             x(d.p99_s, base.p99_s),
             x(base.per_s, d.per_s),
-        ],
-    ]
-    print(common.table(["", "median ms", "p99 ms", "/s (x: floor / AMOS)"], rows))
+            x(d.load_p99_s, base.load_p99_s),
+            x(d.cpu_per_exec_s, base.cpu_per_exec_s),
+        ]
+    )
+    head = ["", "median ms", "p99 ms", "/s (x: floor / AMOS)", "load p99 ms", "CPU ms"]
+    print(common.table(head, rows))
+    print(
+        "(the floor's CPU includes its in-process client, worker and Temporal server;"
+        " the node's excludes its clients)"
+    )
     print("\nResident memory of the whole process tree (MiB)")
     peak_ours = max(r.peak_rss for r in ours.values())
     rows = [["AMOS FLOW (amos up)", mib(idle[0]), mib(peak_ours)]]
