@@ -8,6 +8,7 @@ eligible runner fails the step at once and closed, naming what was missing.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,11 @@ def dispatch_activity(store: Store, settings: RunnerSettings) -> Callable[..., A
     async def dispatch(request: DispatchCall) -> ActionResult:
         info = activity.info()
         call = request.call
-        config = await current_run_config()
+        # The run's config (a Temporal read) and its folder (a store read) are fetched at
+        # once; the store work runs off the event loop the runner endpoint shares.
+        config, folder = await asyncio.gather(
+            current_run_config(), asyncio.to_thread(_folder, store, call.run_id)
+        )
         job = jobs.NewJob(
             job_id=call.idempotency_key,
             run_id=call.run_id,
@@ -63,27 +68,11 @@ def dispatch_activity(store: Store, settings: RunnerSettings) -> Callable[..., A
             action=call.action,
             capability=request.capability,
             zone=request.zone,
-            folder=_folder(store, call.run_id),
+            folder=folder,
             payload={"call": dataclasses.asdict(call), "config": config},
             task_token=info.task_token,
         )
-        now = datetime.now(UTC)
-        with store.session() as session:
-            row = jobs.enqueue(session, job, now=now)
-            state, result, error = row.state, row.result, row.error
-            if state == "queued" and not registry.eligible_runners(
-                session,
-                capability=request.capability,
-                zone=request.zone,
-                now=now,
-                heartbeat_ttl=settings.heartbeat_ttl,
-            ):
-                message = registry.no_eligible_runner_message(request.capability, request.zone)
-                row.state = "failed"
-                row.error = {"message": message, "type": "NoEligibleRunner", "retryable": False}
-                state, error = row.state, row.error
-            if state == "queued":
-                wake.announce(session)
+        state, result, error = await asyncio.to_thread(_enqueue, store, settings, job, request)
         if state == "queued":
             wake.job_queued(store)  # committed: the waiting runners look now, not at a poll
         if state == "completed":
@@ -94,6 +83,32 @@ def dispatch_activity(store: Store, settings: RunnerSettings) -> Callable[..., A
         raise AssertionError("unreachable: raise_complete_async raises")  # pragma: no cover
 
     return dispatch
+
+
+def _enqueue(
+    store: Store, settings: RunnerSettings, job: jobs.NewJob, request: DispatchCall
+) -> tuple[str, Any, Any]:
+    """Queue ``job`` (or find it) in one transaction; fail it at once if no runner can take it.
+
+    Returns the job's state, result and error as committed. A queued job is announced to
+    other processes in the same transaction.
+    """
+    now = datetime.now(UTC)
+    with store.session() as session:
+        row = jobs.enqueue(session, job, now=now)
+        if row.state == "queued" and not registry.eligible_runners(
+            session,
+            capability=request.capability,
+            zone=request.zone,
+            now=now,
+            heartbeat_ttl=settings.heartbeat_ttl,
+        ):
+            message = registry.no_eligible_runner_message(request.capability, request.zone)
+            row.state = "failed"
+            row.error = {"message": message, "type": "NoEligibleRunner", "retryable": False}
+        if row.state == "queued":
+            wake.announce(session)
+        return row.state, row.result, row.error
 
 
 def job_failure(error: Any) -> Failure:
