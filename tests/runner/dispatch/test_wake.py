@@ -19,12 +19,15 @@ import httpx
 import pytest
 
 from amosflow.config import RunnerSettings
+from amosflow.engine.client import connect
+from amosflow.engine.embedded import EmbeddedTemporal
 from amosflow.runner.agent import generate_runner_key, make_csr
 from amosflow.runner.dispatch import (
     PlatformCA,
     create_enrollment_token,
     enqueue,
     enroll,
+    get_job,
     heartbeat,
 )
 from amosflow.runner.dispatch import _wake as wake
@@ -83,14 +86,18 @@ def ca(tmp_path: Path) -> PlatformCA:
 
 @contextlib.asynccontextmanager
 async def _door(
-    store: Store, ca: PlatformCA, home: Path, fallback_poll_s: float
+    store: Store,
+    ca: PlatformCA,
+    home: Path,
+    fallback_poll_s: float,
+    temporal: Client | None = None,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The endpoint on ``store``, reached as an enrolled runner."""
     cert = await asyncio.to_thread(_enrolled_runner, store, ca)
     fleet = Fleet(
         store=store,
         ca=ca,
-        client=cast("Client", None),  # leases never touch Temporal
+        client=cast("Client", temporal),  # leases never touch Temporal; reports do
         settings=RunnerSettings(home=home),
         fallback_poll_s=fallback_poll_s,
     )
@@ -114,7 +121,7 @@ async def _waiting(signal: wake.JobSignal) -> None:
             await asyncio.sleep(0.01)  # polling the system under test for a condition
 
 
-def _queue(store: Store, job_id: str, *, announce: bool) -> None:
+def _queue(store: Store, job_id: str, *, announce: bool = False) -> None:
     with store.session() as session:
         enqueue(session, new_job(job_id, zone="dc1"))
         if announce:
@@ -218,3 +225,61 @@ def test_a_wait_without_a_notification_ends_at_its_limit() -> None:
     signal = wake.JobSignal()
     assert not asyncio.run(signal.wait(signal.generation, 0.01))
     assert signal.waiting == 0
+
+
+@pytest.mark.temporal
+def test_a_report_that_waits_carries_the_runners_next_job(
+    store: Store, ca: PlatformCA, tmp_path: Path, temporal_server: EmbeddedTemporal
+) -> None:
+    """One round trip per job: the report is recorded and its answer holds the next lease."""
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        temporal = await connect(temporal_server.address)
+        async with _door(store, ca, tmp_path, AN_HOUR, temporal) as client:
+            await asyncio.to_thread(_queue, store, "j1")
+            first = await client.post("/runner/v1/lease", json={"wait_seconds": 0})
+            assert first.json()["job_id"] == "j1", first.text
+            report = {"job_id": "j1", "fence": 1, "output": "one", "wait_seconds": 60}
+            reporting = asyncio.create_task(client.post("/runner/v1/complete", json=report))
+            await _waiting(wake.job_signal(store))  # recorded; now waiting for the next job
+            await asyncio.to_thread(_queue, store, "j2")
+            wake.job_queued(store)
+            async with asyncio.timeout(GUARD_S):
+                done = await reporting
+            stale = await client.post(
+                "/runner/v1/complete",
+                json={"job_id": "j1", "fence": 2, "output": "late", "wait_seconds": 60},
+            )
+            return done, stale
+
+    done, stale = asyncio.run(scenario())
+    assert done.status_code == httpx.codes.OK, done.text
+    assert done.json()["state"] == "completed"
+    assert (done.json()["lease"]["job_id"], done.json()["lease"]["fence"]) == ("j2", 1)
+    assert stale.status_code == httpx.codes.CONFLICT  # refused before any wait
+    with store.session(read_only=True) as session:
+        assert get_job(session, "j1").result == "one"
+        assert get_job(session, "j2").state == "leased"
+
+
+@pytest.mark.temporal
+def test_a_report_without_a_wait_is_answered_without_a_lease(
+    store: Store, ca: PlatformCA, tmp_path: Path, temporal_server: EmbeddedTemporal
+) -> None:
+    """A stopping runner reports without waiting and is handed nothing, even with work queued."""
+
+    async def scenario() -> httpx.Response:
+        temporal = await connect(temporal_server.address)
+        async with _door(store, ca, tmp_path, AN_HOUR, temporal) as client:
+            await asyncio.to_thread(_queue, store, "j1")
+            await asyncio.to_thread(_queue, store, "j2")
+            await client.post("/runner/v1/lease", json={"wait_seconds": 0})
+            return await client.post(
+                "/runner/v1/complete", json={"job_id": "j1", "fence": 1, "output": "one"}
+            )
+
+    done = asyncio.run(scenario())
+    assert done.status_code == httpx.codes.OK, done.text
+    assert done.json() == {"state": "completed", "lease": None}
+    with store.session(read_only=True) as session:
+        assert get_job(session, "j2").state == "queued"

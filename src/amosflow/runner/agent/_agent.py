@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 HEARTBEAT_EVERY_S = 5.0
 LONG_POLL_S = 20.0
+#: How long a report also waits for the next job. Short, because a report in flight is not
+#: cancelled when the runner stops; after it, the ordinary (cancellable) long-poll waits.
+NEXT_JOB_WAIT_S = 1.0
+#: Connections stay open between requests (the endpoint keeps them longer than this).
+KEEP_ALIVE_S = 60.0
 INLINE_LIMIT = 64 * 1024
 
 
@@ -49,8 +54,13 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; a lost connection is retried, never fatal."""
         redaction.install()
+        # One client, one TLS context and a small pool of kept-alive connections: the
+        # long-poll and the heartbeat each hold one, and a job's requests reuse them.
         async with httpx.AsyncClient(
-            base_url=self.identity.endpoint, verify=self.identity.tls(), timeout=LONG_POLL_S + 15
+            base_url=self.identity.endpoint,
+            verify=self.identity.tls(),
+            timeout=LONG_POLL_S + 15,
+            limits=httpx.Limits(max_keepalive_connections=4, keepalive_expiry=KEEP_ALIVE_S),
         ) as client:
             beats = asyncio.create_task(self._heartbeats(client, stop))
             try:
@@ -100,34 +110,40 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=HEARTBEAT_EVERY_S)
             return
-        await self._perform(client, response.json())
+        lease: dict[str, Any] | None = response.json()
+        while lease is not None:  # a lease in hand is performed and reported, stopping or not
+            lease = await self._perform(client, lease, stop)
 
-    async def _perform(self, client: httpx.AsyncClient, lease: dict[str, Any]) -> None:
+    async def _perform(
+        self, client: httpx.AsyncClient, lease: dict[str, Any], stop: asyncio.Event
+    ) -> dict[str, Any] | None:
+        """Perform and report one leased job; return the next lease if the report got one."""
         job_id, fence = str(lease["job_id"]), int(lease["fence"])
         payload = lease["payload"]
         call = ActionCall(**payload["call"])
-        self.busy += 1
+        self.busy += 1  # until the report is answered: a stop must not cut it off
         try:
-            outcome = misplaced(call.action)
-            if outcome is None:
-                outcome = await self._attempt(client, lease, call, payload)
-        except asyncio.CancelledError:
-            log.warning("job %s abandoned: its lease moved on", job_id)
-            return
+            try:
+                outcome = misplaced(call.action)
+                if outcome is None:
+                    outcome = await self._attempt(client, lease, call, payload)
+            except asyncio.CancelledError:
+                log.warning("job %s abandoned: its lease moved on", job_id)
+                return None
+            report = _report(job_id, fence, outcome)
+            if not stop.is_set():
+                report["wait_seconds"] = NEXT_JOB_WAIT_S  # the report is the next long-poll
+            done = await client.post("/runner/v1/complete", json=report)
+            if done.status_code == httpx.codes.UNPROCESSABLE_ENTITY and "wait_seconds" in report:
+                del report["wait_seconds"]  # an endpoint from before reports could wait
+                done = await client.post("/runner/v1/complete", json=report)
         finally:
             self.busy -= 1
-        report: dict[str, Any] = {"job_id": job_id, "fence": fence}
-        if isinstance(outcome, Failure):
-            report["failure"] = {
-                "message": outcome.message,
-                "type": outcome.type,
-                "retryable": outcome.retryable,
-            }
-        else:
-            report["output"] = outcome
-        done = await client.post("/runner/v1/complete", json=report)
         if done.is_error:
             log.warning("report of %s refused: %s", job_id, done.status_code)
+            return None
+        following = done.json().get("lease")
+        return following if isinstance(following, dict) else None
 
     async def _attempt(
         self,
@@ -197,6 +213,20 @@ class Agent:
             if renewed.status_code == httpx.codes.CONFLICT:
                 work.cancel()
                 return
+
+
+def _report(job_id: str, fence: int, outcome: Any) -> dict[str, Any]:
+    """The body of a job's report: its fence and its output or failure."""
+    report: dict[str, Any] = {"job_id": job_id, "fence": fence}
+    if isinstance(outcome, Failure):
+        report["failure"] = {
+            "message": outcome.message,
+            "type": outcome.type,
+            "retryable": outcome.retryable,
+        }
+    else:
+        report["output"] = outcome
+    return report
 
 
 async def serve(agent: Agent) -> None:

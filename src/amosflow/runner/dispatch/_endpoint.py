@@ -83,10 +83,15 @@ class SecretAsk(Fenced):
 
 
 class Report(Fenced):
-    """A job's outcome: the output, or a failure (message, type, retryable)."""
+    """A job's outcome: the output, or a failure (message, type, retryable).
+
+    ``wait_seconds``, when given, makes the report also the long-poll for the runner's next
+    job, so a busy runner spends one round trip per job instead of two.
+    """
 
     output: Any = None
     failure: dict[str, Any] | None = None
+    wait_seconds: float | None = Field(default=None, ge=0, le=60)
 
 
 def _now() -> datetime:
@@ -170,8 +175,12 @@ def create_endpoint(fleet: Fleet) -> FastAPI:
         return {"expires_at": until.isoformat()}
 
     @app.post("/runner/v1/complete")
-    async def complete(body: Report, runner: RunnerDep) -> dict[str, str]:
-        """Record the outcome (fenced), then complete the waiting activity."""
+    async def complete(body: Report, runner: RunnerDep, request: Request) -> dict[str, Any]:
+        """Record the outcome (fenced), complete the waiting activity, then maybe lease again.
+
+        The outcome is stored and handed to Temporal before the next wait begins, so the
+        wait never delays the run; a stale report is refused (409) before either.
+        """
         row = await asyncio.to_thread(
             leases.complete_or_deny,
             fleet.store,
@@ -183,7 +192,11 @@ def create_endpoint(fleet: Fleet) -> FastAPI:
             error=body.failure,
         )
         await _finish_activity(fleet.client, row.task_token, row.result, row.error, row.attempts)
-        return {"state": row.state}
+        answer: dict[str, Any] = {"state": row.state, "lease": None}
+        if body.wait_seconds is not None:
+            granted = await _wait_for_lease(fleet, runner, request, body.wait_seconds)
+            answer["lease"] = _lease_body(fleet, granted) if granted is not None else None
+        return answer
 
     return app
 

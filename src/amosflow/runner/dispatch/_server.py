@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 SERVER_CERT = "endpoint.crt"
 SERVER_KEY = "endpoint.key"
+KEEP_ALIVE_S = 75
 
 
 def endpoint_url(settings: RunnerSettings) -> str:
@@ -55,6 +56,9 @@ def fleet_server(
         ssl_cert_reqs=ssl.CERT_REQUIRED,
         http=PeerCertProtocol,
         lifespan="off",
+        # Longer than a runner's heartbeat interval, so its connections stay open between
+        # requests: no TLS handshake per heartbeat, report or lease.
+        timeout_keep_alive=KEEP_ALIVE_S,
         log_level="warning",
         proxy_headers=False,  # runners connect directly; no proxy speaks for them
     )
