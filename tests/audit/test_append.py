@@ -6,10 +6,11 @@ import hashlib
 import threading
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Engine, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from amosflow import audit
+from amosflow.audit import _chainer
 from amosflow.audit._canonical import stamp
 from amosflow.dsl import canonical_json
 from amosflow.errors import AuditError
@@ -234,3 +235,44 @@ def test_a_chain_that_cannot_be_linked_keeps_committed_records_pending_until_it_
         audit.append(session, actor="user:a", action="flows.create", resource="flow:next")
     assert [row(pg_store, seq)["resource"] for seq in (1, 2)] == ["run:r1", "flow:next"]
     assert audit.verify(pg_store, sink=None, public_key=None).ok
+
+
+def _pending_count(store: Store) -> int:
+    with store.session(read_only=True) as session:
+        return int(session.scalar(select(func.count()).select_from(AuditPendingRow)) or 0)
+
+
+def test_committers_waiting_on_the_chain_share_one_linking_pass(
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four commits made while the chain is locked are linked by the first pass that runs."""
+    linked: list[int] = []
+    link = _chainer.link_pending
+
+    def counted(engine: Engine) -> int:
+        done = link(engine)
+        linked.append(done)
+        return done
+
+    monkeypatch.setattr(_chainer, "link_pending", counted)
+    writers = [threading.Thread(target=_append_one, args=(pg_store, f"run:{n}")) for n in range(4)]
+    with pg_store.engine.begin() as holder:
+        holder.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": audit.AUDIT_LOCK_KEY})
+        for writer in writers:
+            writer.start()
+        waited = threading.Event()
+        for _ in range(2000):  # the commits are not ours to signal; give them up to 10 s
+            if _pending_count(pg_store) == len(writers):
+                break
+            waited.wait(0.005)
+        assert _pending_count(pg_store) == len(writers)
+    for writer in writers:
+        writer.join()
+    assert linked[0] == len(writers)
+    assert sum(linked) == len(writers)
+    assert audit.verify(pg_store, sink=None, public_key=None).checked == len(writers)
+
+
+def _append_one(store: Store, resource: str) -> None:
+    with store.session() as session:
+        audit.append(session, actor="user:a", action="runs.start", resource=resource)

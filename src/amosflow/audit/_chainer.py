@@ -42,6 +42,7 @@ _OLDEST = select(_PENDING.c.id).order_by(_PENDING.c.id).limit(BATCH).scalar_subq
 _TAKE = delete(_PENDING).where(_PENDING.c.id.in_(_OLDEST)).returning(*_PENDING.c)
 _INSERT = insert(_RECORDS)
 _COUNT = select(func.count()).select_from(_PENDING)
+_FLUSH = text("SELECT pg_current_xact_id()")
 # One round trip for both: the linking commit need not wait for its flush (see link_pending).
 _LOCK_NO_FLUSH_WAIT = text(
     "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock(:key)"
@@ -103,6 +104,20 @@ def link_pending(engine: Engine) -> int:
         total += done
         if done < BATCH:
             return total
+
+
+def flush_links(engine: Engine) -> None:
+    """Make every link this process can see durable before it leaves the database.
+
+    Linking passes commit without waiting for their WAL flush, so a link seen a moment ago
+    could still be lost to a server crash and then be redone in another order. A commit that
+    is given a transaction id waits for the flush of everything before it; the checkpointer
+    calls this before it signs and the SIEM forwarder before it ships, so nothing outside the
+    database ever vouches for a link that a crash could undo.
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(_FLUSH)
 
 
 def count_pending(db: Session | Connection) -> int:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from amosflow.audit._canonical import canonical_value, stamp
-from amosflow.audit._chainer import link_pending
+from amosflow.audit._chainer import flush_links, link_pending
 from amosflow.audit._statements import Statement
 from amosflow.errors import AuditError
 from amosflow.store import AuditCheckpointRow, AuditRow
@@ -217,6 +217,7 @@ class Checkpointer:
                 select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
             ).first()
             last = session.scalar(select(func.max(AuditCheckpointRow.seq)))
+        flush_links(self.store.engine)  # the tail read above is durable before it is signed
         if tail is None:
             return 0, None, int(last or 0)
         return int(tail.seq), str(tail.hash), int(last or 0)

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import amosflow
 from amosflow.audit._canonical import canonical_value, stamp
+from amosflow.audit._chainer import flush_links
 from amosflow.audit._query import export_lines, json_line
 from amosflow.audit._records import AuditRecord
 from amosflow.errors import AuditError
@@ -305,9 +306,12 @@ class SiemForwarder:
         )
         try:
             with self.store.session(read_only=True) as session:
-                return [AuditRecord.model_validate(row) for row in session.scalars(statement)]
+                records = [AuditRecord.model_validate(row) for row in session.scalars(statement)]
+            if records:
+                flush_links(self.store.engine)  # never ship a link a server crash could undo
         except SQLAlchemyError as exc:
             raise AuditError(f"cannot read the audit trail to ship it: {exc}") from exc
+        return records
 
     def _connect(self, destination: SiemDestination) -> socket.socket:
         kind = socket.SOCK_STREAM if destination.transport == "tcp" else socket.SOCK_DGRAM
