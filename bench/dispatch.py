@@ -7,9 +7,13 @@ difference is `"runner": {"zone": "bench"}`, so the difference is the cost of di
 enqueue, lease (long-poll), mTLS round trips, report, async completion.
 
 Prints, for 1 and 4 runners:
-- step latency p50/p99 (run start to workflow result), runner vs in-process, and the ratio;
+- step latency p50/p99 (run start to workflow result), runner vs in-process, the p50 added by
+  dispatch and the ratio. The two flows' samples alternate (in-process, runner, in-process,
+  ...), so a machine busy with other work slows both alike and the difference stays fair;
 - enqueue-to-report latency p50/p99 of the jobs (from the store's timestamps);
 - jobs per second with BENCH_DISPATCH_BURST runs started at once, and the in-process rate.
+
+The target (issue 15): dispatch adds at most 25 ms p50 over the in-process step.
 """
 
 from __future__ import annotations
@@ -104,6 +108,16 @@ async def latencies(client: httpx.AsyncClient, temporal: Any, name: str) -> list
     return [await one_run(client, temporal, name, i) for i in range(SAMPLES)]
 
 
+async def paired(client: httpx.AsyncClient, temporal: Any) -> tuple[list[float], list[float]]:
+    """SAMPLES sequential runs of each flow, alternating: (in-process, runner) latencies."""
+    local: list[float] = []
+    remote: list[float] = []
+    for i in range(SAMPLES):
+        local.append(await one_run(client, temporal, "bench-local", i))
+        remote.append(await one_run(client, temporal, "bench-remote", i))
+    return local, remote
+
+
 async def burst(client: httpx.AsyncClient, temporal: Any, name: str) -> float:
     """Runs per second with BURST runs started at once."""
     t0 = time.perf_counter()
@@ -185,7 +199,6 @@ async def measure(home: Path, settings: EngineSettings, temporal: Any) -> list[l
                 body = {"document": flow(name, remote=remote)}
                 (await client.put(f"/api/v1/flows/{name}", json=body)).raise_for_status()
             await latencies(client, temporal, "bench-local")  # warm-up
-            local = await latencies(client, temporal, "bench-local")
             local_rate = await burst(client, temporal, "bench-local")
             for count in (1, 4):
                 since = datetime.now(UTC)
@@ -193,16 +206,18 @@ async def measure(home: Path, settings: EngineSettings, temporal: Any) -> list[l
                 try:
                     await wait_heartbeats(client, count, since)
                     await one_run(client, temporal, "bench-remote", -1)  # warm-up
-                    remote = await latencies(client, temporal, "bench-remote")
+                    local, remote = await paired(client, temporal)
                     rate = await burst(client, temporal, "bench-remote")
                 finally:
                     await asyncio.to_thread(stop, runners)
                 ratio = statistics.median(remote) / statistics.median(local)
+                added = 1000 * (statistics.median(remote) - statistics.median(local))
                 rows.append(
                     [
                         f"{count} runner(s)",
                         f"{pct(local, 0.5):.1f} / {pct(local, 0.99):.1f}",
                         f"{pct(remote, 0.5):.1f} / {pct(remote, 0.99):.1f}",
+                        f"{added:.1f}",
                         f"{ratio:.2f}",
                         f"{local_rate:.1f}",
                         f"{rate:.1f}",
@@ -210,7 +225,7 @@ async def measure(home: Path, settings: EngineSettings, temporal: Any) -> list[l
                 )
             jobs = job_latencies(home)
             spread = f"{pct(jobs, 0.5):.1f} / {pct(jobs, 0.99):.1f}"
-            rows.append(["jobs, enqueue to report", "", spread, "", "", f"{len(jobs)} jobs"])
+            rows.append(["jobs, enqueue to report", "", spread, "", "", "", f"{len(jobs)} jobs"])
     finally:
         api.terminate()
         api.wait(timeout=30)
@@ -233,8 +248,8 @@ async def main() -> None:
         finally:
             server.stop()
     print(f"samples per latency: {SAMPLES}; burst of {BURST} runs; one core.echo step")
-    header = ["", "in-process p50/p99 ms", "runner p50/p99 ms", "ratio p50", "in-process runs/s"]
-    header.append("runner runs/s")
+    header = ["", "in-process p50/p99 ms", "runner p50/p99 ms", "added p50 ms", "ratio p50"]
+    header += ["in-process runs/s", "runner runs/s"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True)))
