@@ -1,8 +1,9 @@
 """Follow a run as it goes: step events derived from the interpreter's progress query.
 
-The workflow publishes nothing itself (that would be a side effect); instead the control plane
-long-polls the run's history and, after each workflow task, asks the progress query what
-changed. Both the SSE stream and the event bus are fed from here.
+The workflow publishes nothing itself (that would be a side effect). For the SSE stream the
+control plane long-polls the run's history and, after each workflow task, asks the progress
+query what changed; the run's end and its last steps come from the timeline the workflow
+reports with its result, from which the watcher also writes the bus's step events.
 """
 
 from __future__ import annotations
