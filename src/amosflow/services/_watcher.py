@@ -129,8 +129,10 @@ class RunWatcher:
         status = str(result["status"])
         events = [*diff({}, steps, run_id), RunEvent(f"run.{status}", run_id, result)]
         with self._cp.store.session() as session:
-            if run_store.get_run(session, run_id).status in TERMINAL:
-                return  # recorded already (another process, or before a restart)
+            stored = run_store.get_run(session, run_id)
+            if stored.status in TERMINAL:  # recorded already (another process, or a restart)
+                self._settle(stored)
+                return
             ended = record_status(
                 session,
                 run_id,
