@@ -189,3 +189,30 @@ def test_without_a_token_the_cli_says_how_to_get_in(node: Node) -> None:
     assert done.returncode == 4
     assert "AMOS_TOKEN" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_run_remote_follows_the_events_of_a_run_that_outlasts_its_wait(node: Node) -> None:
+    """A run still going when `--wait` is over is followed to its end over the event stream."""
+    slow = {
+        "dsl": "amos.flow/v1",
+        "name": "slow",
+        "outputs": {"said": "${steps.say.output}"},
+        "steps": [
+            {"id": "pause", "type": "wait", "duration": "1s"},
+            {"id": "say", "type": "action", "action": "core.echo", "with": {"value": "late"}},
+        ],
+    }
+    node.client.put("/api/v1/flows/slow", json={"document": slow})
+    done = amos(node, "run", "--remote", "slow", "--wait", "0s")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"said": "late"}
+    assert "say" in done.stderr
+
+
+def test_run_remote_with_a_bad_wait_exits_2_and_starts_nothing(node: Node) -> None:
+    """A `--wait` the API refuses exits 2 naming the problem, and no run is started."""
+    amos(node, "flow", "push", str(EXAMPLES / "hello.json"))
+    done = amos(node, "run", "--remote", "hello", "--wait", "10h", "--json")
+    assert done.returncode == 2
+    assert "/wait" in done.stderr or "duration" in done.stderr
+    assert node.client.get("/api/v1/runs").json()["items"] == []

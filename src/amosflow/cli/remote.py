@@ -31,9 +31,11 @@ TOKEN_ENV = "AMOS_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 TIMEOUT_S = 30.0
 POLL_S = 0.1
 RECORD_WAIT_S = 30.0
-#: How long a start waits for the run's end in the same request (below ``TIMEOUT_S``); a run
-#: that takes longer is followed over its event stream.
+#: How long a start waits for the run's end in the same request by default; a run that takes
+#: longer is followed over its event stream.
 START_WAIT = "25s"
+#: The API holds a waiting start at most this long (``POST /runs?wait=`` refuses more).
+MAX_WAIT_S = 120.0
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
 
 ApiOption = Annotated[
@@ -129,10 +131,11 @@ class Api:
         *,
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
+        timeout: float = TIMEOUT_S,
     ) -> Any:
         """Send one request and return its JSON answer, or raise the problem as an error."""
         try:
-            response = self._client.request(method, path, json=body, params=params)
+            response = self._client.request(method, path, json=body, params=params, timeout=timeout)
         except httpx.TransportError as err:
             raise self._unreachable(err) from None
         if response.is_error:
@@ -173,6 +176,8 @@ class RemoteRun:
     environment: str | None = None
     run_id: str | None = None
     folder: str | None = None
+    #: How long the start waits for the run's end before following its event stream.
+    wait: str = START_WAIT
 
 
 def _result(record: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +193,7 @@ def start_and_follow(
     """Start a run through the API, pass each SSE event on, and return its recorded result.
 
     The start waits for the run's end in the same request; only a run still going after
-    ``START_WAIT`` is followed over its event stream. ``on_start`` gets the run id and the
+    ``request.wait`` is followed over its event stream. ``on_start`` gets the run id and the
     flow document the run pinned, before any event.
     """
     body: dict[str, Any] = {"flow": request.flow, "inputs": inputs}
@@ -204,7 +209,13 @@ def start_and_follow(
     )
     with Api(request.api) as api:
         try:
-            started = api.call("POST", "/api/v1/runs", body=body, params={"wait": START_WAIT})
+            started = api.call(
+                "POST",
+                "/api/v1/runs",
+                body=body,
+                params={"wait": request.wait},
+                timeout=TIMEOUT_S + MAX_WAIT_S,
+            )
         except NotFoundError as err:  # an unknown flow or version is an invalid request
             raise RefusedError(str(err), [Diagnostic("/flow", str(err))]) from None
         run_id = str(started["run_id"])

@@ -17,7 +17,14 @@ from amosflow.cli import exits
 from amosflow.cli._local import fail
 from amosflow.cli.files import read_flow, read_inputs, resolve_library
 from amosflow.cli.progress import STYLE, step_table
-from amosflow.cli.remote import DEFAULT_API_URL, ApiOption, RemoteRun, report, start_and_follow
+from amosflow.cli.remote import (
+    DEFAULT_API_URL,
+    START_WAIT,
+    ApiOption,
+    RemoteRun,
+    report,
+    start_and_follow,
+)
 from amosflow.config import EngineSettings
 from amosflow.dsl import iter_steps, parse_flow, validate_inputs
 from amosflow.engine.client import RunRequest, open_engine, progress, result_of, start_run
@@ -75,6 +82,14 @@ def run(  # noqa: PLR0917 - Typer passes every option as an argument
             "--folder", help="With --remote: the flow's folder, if its name is in several."
         ),
     ] = None,
+    wait: Annotated[
+        str,
+        typer.Option(
+            "--wait",
+            help="With --remote: how long the start waits for the run's end (at most 120s)"
+            " before following its events.",
+        ),
+    ] = START_WAIT,
     api: ApiOption = DEFAULT_API_URL,
 ) -> None:
     """Run a flow to its end. Exit 0 completed, 1 failed, 2 invalid flow or inputs."""
@@ -87,6 +102,7 @@ def run(  # noqa: PLR0917 - Typer passes every option as an argument
                 environment=environment,
                 run_id=run_id,
                 folder=folder,
+                wait=wait,
             ),
             input_json,
             input_file,
