@@ -725,7 +725,9 @@ export interface paths {
         };
         /**
          * Get Run
-         * @description A run with its per-step timeline from the workflow.
+         * @description A run with its per-step timeline: an ended run's from the store, a running one's live.
+         *
+         *     A run's end is recorded with its timeline, so reading an ended run asks Temporal nothing.
          */
         get: operations["get_run_api_v1_runs__run_id__get"];
         put?: never;
