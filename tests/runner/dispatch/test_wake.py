@@ -24,6 +24,7 @@ from amosflow.engine.embedded import EmbeddedTemporal
 from amosflow.runner.agent import generate_runner_key, make_csr
 from amosflow.runner.dispatch import (
     PlatformCA,
+    acquire,
     create_enrollment_token,
     enqueue,
     enroll,
@@ -32,9 +33,10 @@ from amosflow.runner.dispatch import (
 )
 from amosflow.runner.dispatch import _wake as wake
 from amosflow.runner.dispatch._endpoint import Fleet, create_endpoint
+from amosflow.runner.dispatch._leases import any_takeable
 from amosflow.runner.dispatch._tls import PEER_CERT
 from amosflow.store import Store, open_store
-from tests.runner.dispatch.conftest import new_job
+from tests.runner.dispatch.conftest import TTL, add_runner, at, new_job
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -283,3 +285,23 @@ def test_a_report_without_a_wait_is_answered_without_a_lease(
     assert done.json() == {"state": "completed", "lease": None}
     with store.session(read_only=True) as session:
         assert get_job(session, "j2").state == "queued"
+
+
+def test_the_read_before_a_lease_sees_exactly_what_acquire_could_take(store: Store) -> None:
+    """any_takeable: wrong zone or capability no; queued yes; leased no, until the lease ends."""
+    with store.session() as session:
+        add_runner(session, "r1", zone="dc1", capabilities=("core",))
+
+        def takeable(seconds: float) -> bool:
+            return any_takeable(session, capabilities=["core"], zone="dc1", now=at(seconds))
+
+        enqueue(session, new_job("elsewhere", zone="dc2"), now=at(1))
+        enqueue(session, new_job("http", capability="http"), now=at(1))
+        assert not takeable(2)
+        enqueue(session, new_job("mine", zone="dc1"), now=at(3))
+        assert takeable(4)
+        lease = acquire(session, "r1", capabilities=["core"], zone="dc1", now=at(5), ttl=TTL)
+        assert lease is not None
+        assert lease.job_id == "mine"
+        assert not takeable(6)
+        assert takeable(5 + TTL.total_seconds())

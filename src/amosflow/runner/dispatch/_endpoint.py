@@ -51,6 +51,10 @@ class Fleet:
     settings: RunnerSettings
     vault: Vault | None = None
     fallback_poll_s: float = wake.FALLBACK_POLL_S
+    #: SQLite lets one writer in at a time, and a writer that finds the lock taken backs off
+    #: in sleeps of up to 100 ms. Every waiting long-poll is woken by each job, so their
+    #: lease attempts queue here instead (PostgreSQL's SKIP LOCKED needs no such turn).
+    acquiring: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
 
 class Beat(BaseModel):
@@ -253,7 +257,11 @@ async def _wait_for_lease(
         if await request.is_disconnected():
             return None
         seen = signal.generation  # read before looking, so a job queued meanwhile wakes us
-        granted = await asyncio.to_thread(_acquire, fleet, runner)
+        if fleet.store.dialect == "sqlite":
+            async with fleet.acquiring:
+                granted = await asyncio.to_thread(_acquire, fleet, runner)
+        else:
+            granted = await asyncio.to_thread(_acquire, fleet, runner)
         remaining = deadline - loop.time()
         if granted is not None or remaining <= 0:
             return granted
@@ -273,6 +281,12 @@ def _lease_body(fleet: Fleet, granted: leases.Lease) -> dict[str, Any]:
 
 
 def _acquire(fleet: Fleet, runner: RunnerRow) -> leases.Lease | None:
+    """Lease a job to ``runner``; a read first, so a look that finds nothing writes nothing."""
+    with fleet.store.session(read_only=True) as session:
+        if not leases.any_takeable(
+            session, capabilities=runner.capabilities, zone=runner.zone, now=_now()
+        ):
+            return None
     with fleet.store.session() as session:
         return leases.acquire(
             session,

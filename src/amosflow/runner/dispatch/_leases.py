@@ -98,6 +98,30 @@ def _held(session: Session, runner_id: str, at: datetime) -> int:
     return int(session.scalar(query) or 0)
 
 
+def _takeable(at: datetime, offered: Iterable[str], zone: str) -> Any:
+    """The jobs a runner of ``zone`` offering ``offered`` may take at ``at``."""
+    return and_(
+        or_(
+            RunnerJobRow.state == "queued",
+            and_(RunnerJobRow.state == "leased", RunnerJobRow.lease_expires_at <= at),
+        ),
+        RunnerJobRow.capability.in_(list(offered)),
+        or_(RunnerJobRow.zone.is_(None), RunnerJobRow.zone == zone),
+    )
+
+
+def any_takeable(
+    session: Session, *, capabilities: Iterable[str], zone: str, now: datetime
+) -> bool:
+    """Whether some job is takeable by a runner of ``zone`` with ``capabilities`` at ``now``.
+
+    A read, so a long-poll can skip ``acquire``'s write transaction when there is nothing
+    for it (on SQLite, a writer holds the one write lock others must wait for).
+    """
+    query = select(RunnerJobRow.job_id).where(_takeable(aware(now), capabilities, zone)).limit(1)
+    return session.scalars(query).first() is not None
+
+
 def acquire(
     session: Session,
     runner_id: str,
@@ -133,17 +157,9 @@ def acquire(
     offered = sorted(set(capabilities) & set(runner.capabilities))
     if runner.status != "active" or not offered or _held(session, runner_id, at) >= runner.max_jobs:
         return None
-    takeable = or_(
-        RunnerJobRow.state == "queued",
-        and_(RunnerJobRow.state == "leased", RunnerJobRow.lease_expires_at <= at),
-    )
     query = (
         select(RunnerJobRow)
-        .where(
-            takeable,
-            RunnerJobRow.capability.in_(offered),
-            or_(RunnerJobRow.zone.is_(None), RunnerJobRow.zone == runner.zone),
-        )
+        .where(_takeable(at, offered, runner.zone))
         .order_by(RunnerJobRow.created_at, RunnerJobRow.job_id)
         .limit(1)
         .execution_options(populate_existing=True)
