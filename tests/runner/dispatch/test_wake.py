@@ -20,7 +20,7 @@ import pytest
 
 from amosflow.config import RunnerSettings
 from amosflow.engine.client import connect
-from amosflow.engine.embedded import EmbeddedTemporal
+from amosflow.engine.embedded import EmbeddedTemporal, free_port
 from amosflow.runner.agent import generate_runner_key, make_csr
 from amosflow.runner.dispatch import (
     PlatformCA,
@@ -28,6 +28,7 @@ from amosflow.runner.dispatch import (
     create_enrollment_token,
     enqueue,
     enroll,
+    fleet_server,
     get_job,
     heartbeat,
 )
@@ -305,3 +306,26 @@ def test_the_read_before_a_lease_sees_exactly_what_acquire_could_take(store: Sto
         assert lease.job_id == "mine"
         assert not takeable(6)
         assert takeable(5 + TTL.total_seconds())
+
+
+def test_the_endpoint_server_closes_its_listener_when_it_stops(
+    pg_store: Store, tmp_path: Path
+) -> None:
+    """The LISTEN connection lives as long as the runner endpoint serving it, no longer."""
+    settings = RunnerSettings(home=tmp_path, port=free_port())
+    server = fleet_server(pg_store, cast("Client", None), settings)
+
+    async def scenario() -> bool:
+        serving = asyncio.create_task(server.serve())
+        wake.listen(pg_store)  # what the first long-poll does
+        async with asyncio.timeout(GUARD_S):
+            while not (server.started and wake.is_listening(pg_store)):
+                await asyncio.sleep(0.01)  # the server and the listener start on their own
+        listening = wake.is_listening(pg_store)
+        server.should_exit = True
+        async with asyncio.timeout(GUARD_S):
+            await serving
+        return listening
+
+    assert asyncio.run(scenario())
+    assert not wake.is_listening(pg_store)

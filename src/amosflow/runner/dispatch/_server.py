@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import TYPE_CHECKING
 
 import uvicorn
 
 from amosflow.host import write_private
+from amosflow.runner.dispatch import _wake as wake
 from amosflow.runner.dispatch._ca import PlatformCA
 from amosflow.runner.dispatch._endpoint import Fleet, create_endpoint
 from amosflow.runner.dispatch._tls import PeerCertProtocol
 
 if TYPE_CHECKING:
+    import socket
+
     from temporalio.client import Client
 
     from amosflow.config import RunnerSettings
@@ -22,6 +26,21 @@ if TYPE_CHECKING:
 SERVER_CERT = "endpoint.crt"
 SERVER_KEY = "endpoint.key"
 KEEP_ALIVE_S = 75
+
+
+class FleetServer(uvicorn.Server):
+    """The endpoint's uvicorn server; when it stops, so does its store's job listener."""
+
+    def __init__(self, config: uvicorn.Config, store: Store) -> None:
+        super().__init__(config)
+        self.store = store
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve until told to exit, then close the LISTEN connection (PostgreSQL)."""
+        try:
+            await super().serve(sockets)
+        finally:
+            await asyncio.to_thread(wake.stop_listening, self.store)
 
 
 def endpoint_url(settings: RunnerSettings) -> str:
@@ -62,4 +81,4 @@ def fleet_server(
         log_level="warning",
         proxy_headers=False,  # runners connect directly; no proxy speaks for them
     )
-    return uvicorn.Server(config)
+    return FleetServer(config, store)
