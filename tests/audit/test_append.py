@@ -181,6 +181,25 @@ def test_a_postgres_append_takes_no_lock_and_is_linked_once_its_transaction_comm
     assert (report.ok, report.checked, report.unlinked) == (True, 1, 0)
 
 
+def test_a_record_appended_in_a_savepoint_is_linked_when_the_outer_transaction_commits(
+    pg_store: Store,
+) -> None:
+    """A savepoint's release is not the commit: linking waits for the outer transaction.
+
+    Runner enrollment appends inside ``begin_nested``; linking at the savepoint's release ran
+    before the record was visible and left it pending until some later append.
+    """
+    with pg_store.session() as session:
+        with session.begin_nested():
+            audit.append(session, actor="user:a", action="runners.enroll", resource="runner:r")
+        rolled_back = session.begin_nested()
+        audit.append(session, actor="user:a", action="flows.create", resource="flow:gone")
+        rolled_back.rollback()
+    assert row(pg_store, 1)["resource"] == "runner:r"
+    report = audit.verify(pg_store, sink=None, public_key=None)
+    assert (report.ok, report.checked, report.unlinked) == (True, 1, 0)
+
+
 def _commit_unlinked(store: Store, resource: str) -> None:
     """Commit a pending record without its linking pass, as an appender killed after commit."""
     with store.engine.begin() as conn:

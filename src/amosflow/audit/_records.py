@@ -188,7 +188,13 @@ def _link_now(session: Session, fields: dict[str, Any]) -> AuditRecord:
 
 @event.listens_for(Session, "after_commit")
 def _link_after_commit(session: Session) -> None:
-    """Wait for the records this transaction left pending to be linked into the chain."""
+    """Wait for the records this transaction left pending to be linked into the chain.
+
+    A savepoint's release fires this too, while the outer transaction (and the record) is not
+    committed yet: only the outermost commit may start the linking pass it waits for.
+    """
+    if session.in_nested_transaction():
+        return
     engine: Engine | None = session.info.pop(_PENDING_ON, None)
     if engine is not None:
         chain_group(engine).link_committed()
@@ -196,7 +202,13 @@ def _link_after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _forget_pending(session: Session) -> None:
-    """A rolled-back transaction's pending records are gone; there is nothing to link."""
+    """A rolled-back transaction's pending records are gone; there is nothing to link.
+
+    A savepoint rolled back inside a transaction that goes on leaves the outer one's records;
+    they are linked when it commits.
+    """
+    if session.in_nested_transaction():
+        return
     session.info.pop(_PENDING_ON, None)
 
 
