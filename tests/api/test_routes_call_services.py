@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 from amosflow import api
+from tests.support.pysource import parse_module
 
 API = Path(api.__file__).parent
 #: The composition root builds the store; it serves no request itself.
@@ -13,7 +14,7 @@ COMPOSITION_ROOT = API / "app.py"
 
 
 def _session_calls(path: Path) -> list[int]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse_module(path)
     return [
         node.lineno
         for node in ast.walk(tree)
@@ -40,7 +41,7 @@ def test_routes_authorize_through_the_one_policy_function() -> None:
     used = {
         f"{path.relative_to(API)}:{alias.name}"
         for path in API.rglob("*.py")
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for node in ast.walk(parse_module(path))
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("amosflow.identity")
         for alias in node.names
         if alias.name in other_decisions

@@ -56,6 +56,7 @@ from amosflow.dsl.expr._syntax import (
 from amosflow.dsl.expr._templates import _runtime_message
 from amosflow.dsl.expr._values import Meter, build_activation, to_json
 from amosflow.errors import ExpressionBudgetError, ExpressionError
+from tests.support.pysource import parse_text
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = settings(
@@ -328,7 +329,7 @@ def _markdown_strings(text: str) -> list[str]:
 def _python_strings(text: str) -> list[str]:
     return [
         node.value
-        for node in ast.walk(ast.parse(text))
+        for node in ast.walk(parse_text(text))
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and "${" in node.value
     ]
 

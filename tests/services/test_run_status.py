@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import amosflow
+from tests.support.pysource import parse_module
 
 SRC = Path(amosflow.__file__).parent
 #: The SQL of the status (store/_runs.py) and its one caller (services/_runs.py).
@@ -13,7 +14,7 @@ ALLOWED = {SRC / "store" / "_runs.py", SRC / "services" / "_runs.py"}
 
 
 def _calls(path: Path, name: str) -> list[int]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse_module(path)
     return [
         node.lineno
         for node in ast.walk(tree)
