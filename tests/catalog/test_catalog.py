@@ -294,6 +294,36 @@ def test_two_catalog_objects_on_one_path_serialise_their_writes(tmp_path: Path) 
     assert (tmp_path / "c" / ".git" / "amos.lock").exists()
 
 
+def test_the_latest_version_follows_commits_made_through_another_catalog(tmp_path: Path) -> None:
+    """Reads keep up with saves and deletes made elsewhere (another process's catalog object).
+
+    The latest version is remembered per head commit, so this proves a new head is noticed:
+    an update, a deletion and an object that was missing at the first read.
+    """
+    reader, writer = Catalog(tmp_path / "c"), Catalog(tmp_path / "c")
+    writer.save("flows", "one", flow("one"), author=AUTHOR, message="one", folder="default")
+    first = reader.get("flows", "one", folder="default")
+    with pytest.raises(NotFoundError):
+        reader.get("flows", "two", folder="default")
+    changed = {**flow("one"), "description": "changed"}
+    updated = writer.save("flows", "one", changed, author=AUTHOR, message="edit", folder="default")
+    writer.save("flows", "two", flow("two"), author=AUTHOR, message="two", folder="default")
+    again = reader.get("flows", "one", folder="default")
+    assert again.document == changed
+    assert again.version == updated != first.version
+    assert reader.get("flows", "two", folder="default").document == flow("two")
+    writer.delete("flows", "two", folder="default", author=AUTHOR, message="gone")
+    with pytest.raises(NotFoundError):
+        reader.get("flows", "two", folder="default")
+
+
+def test_a_caller_changing_its_document_does_not_change_the_next_read(catalog: Catalog) -> None:
+    """Each read hands out its own copy of the document."""
+    catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="add", folder="default")
+    catalog.get("flows", "hello", folder="default").document["steps"].clear()
+    assert catalog.get("flows", "hello", folder="default").document == flow("hello")
+
+
 def test_the_working_copy_stays_clean_after_saves_and_deletes(catalog: Catalog) -> None:
     """Every commit is mirrored into the working tree and index, so git status is clean."""
     catalog.save("flows", "hello", flow("hello"), author=AUTHOR, message="add", folder="default")

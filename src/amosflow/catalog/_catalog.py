@@ -73,6 +73,20 @@ class Entry:
     folder: str = "default"
 
 
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    """What the latest-version lookups found at one head commit.
+
+    Finding an object's latest version walks the history back to the commit that last changed
+    it, which costs milliseconds and grows with the history. Every run start and webhook
+    delivery asks for it, so the answers are kept until the head moves (a save here, or a
+    commit by another process: the head is read on every call).
+    """
+
+    head: bytes
+    found: dict[bytes, tuple[Version, bytes] | None] = field(default_factory=dict)
+
+
 class Catalog:
     """A Git repository of flows, config bundles and triggers, safe for threads and processes."""
 
@@ -84,6 +98,7 @@ class Catalog:
             self._bare = repo.bare
         self._lock = threading.Lock()
         self._hashes: dict[bytes, str] = {}
+        self._latest = _Latest(b"")
 
     @classmethod
     def clone(cls, source: str, path: Path) -> Catalog:
@@ -151,10 +166,25 @@ class Catalog:
         """Return the latest object, or one of its versions (commit id or prefix, content hash)."""
         path = object_path(kind, folder, name)
         with self._open() as repo:
-            commit, blob = self._locate(repo, kind, name, path.encode(), version)
-            return Entry(
-                kind, name, self._document(repo, blob), self._version(repo, commit, blob), folder
-            )
+            head = self._head(repo)
+            if version is not None:
+                commit, blob = self._locate(repo, head, kind, name, path.encode(), version=version)
+                document = self._document(repo, blob)
+                return Entry(kind, name, document, self._version(repo, commit, blob), folder)
+            latest = self._latest if self._latest.head == head else _Latest(head)
+            self._latest = latest
+            key = path.encode()
+            if key not in latest.found:
+                try:
+                    commit, blob = self._locate(repo, head, kind, name, key, version=None)
+                except NotFoundError:
+                    latest.found[key] = None
+                    raise
+                latest.found[key] = (self._version(repo, commit, blob), _git.read_blob(repo, blob))
+        hit = latest.found[key]
+        if hit is None:
+            raise NotFoundError(f"no {kind} named {name!r}")
+        return Entry(kind, name, json.loads(hit[1]), hit[0], folder)
 
     def exists(self, kind: str, name: str, *, folder: str) -> bool:
         """Whether ``folder`` holds ``name`` at the latest commit."""
@@ -214,7 +244,9 @@ class Catalog:
         texts = []
         with self._open() as repo:
             for version in (from_version, to_version):
-                commit, blob = self._locate(repo, kind, name, path.encode(), version)
+                commit, blob = self._locate(
+                    repo, self._head(repo), kind, name, path.encode(), version=version
+                )
                 label = f"{path}@{commit.id.decode()[:12]}"
                 texts.append((label, _git.read_blob(repo, blob).decode()))
         (old_label, old), (new_label, new) = texts
@@ -419,7 +451,7 @@ class Catalog:
             raise CatalogError(f"the catalog at {self._path} has no remote 'origin'") from None
 
     def _locate(
-        self, repo: Repo, kind: str, name: str, path: bytes, version: str | None
+        self, repo: Repo, head: ObjectID, kind: str, name: str, path: bytes, *, version: str | None
     ) -> tuple[Commit, ObjectID]:
         """Find the commit that made the requested version and the blob it holds.
 
@@ -428,7 +460,7 @@ class Catalog:
         object, a prefix shared with other commits or no such commit all answer alike.
         """
         missing = f"no {kind} named {name!r}" + (f" at version {version}" if version else "")
-        changes = _git.file_changes(repo, self._head(repo), path)
+        changes = _git.file_changes(repo, head, path)
         if version is None:
             latest = next(changes, None)
             if latest is None or latest[1] is None:
