@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from amosflow.store import Store, claim_pending, enqueue, mark_failed, mark_published, record_run
+from amosflow.store import (
+    Store,
+    claim_pending,
+    enqueue,
+    mark_failed,
+    mark_published,
+    outbox,
+    record_run,
+)
 from tests.store.records import run
 
 
@@ -44,6 +52,18 @@ def test_claim_mark_published_cycle(store: Store) -> None:
         mark_published(session, ids[2:])
     with store.session() as session:
         assert claim_pending(session, 10) == []
+
+
+def test_events_queued_together_are_claimed_in_the_order_given(store: Store) -> None:
+    """A batch (a run's end with its step events) keeps its order, after what came before."""
+    with store.session() as session:
+        enqueue(session, "amos.first", _event(0))
+        outbox.enqueue_many(session, [(f"amos.s{n}", _event(n)) for n in range(1, 30)])
+        outbox.enqueue_many(session, [])
+    with store.session() as session:
+        claimed = claim_pending(session, 100)
+    assert [row.subject for row in claimed] == ["amos.first"] + [f"amos.s{n}" for n in range(1, 30)]
+    assert [row.event for row in claimed[1:]] == [_event(n) for n in range(1, 30)]
 
 
 def test_a_failed_publication_is_counted_and_retried(store: Store) -> None:

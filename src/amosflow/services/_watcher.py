@@ -142,9 +142,10 @@ class RunWatcher:
                 ended_at=datetime.now(UTC),
                 steps=steps,
             )
-            for event in events:
-                type_, ce = _cloud_event(event)
-                outbox.enqueue(session, subject_for(type_, run_id), ce)
+            outbox.enqueue_many(
+                session,
+                ((subject_for(type_, run_id), ce) for type_, ce in map(_cloud_event, events)),
+            )
         self._settle(ended)  # only once the end is committed
 
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 
 from amosflow.store._tables import OutboxEntry
 from amosflow.store._types import utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
+    from sqlalchemy import Table
     from sqlalchemy.orm import Session
 
 MAX_ERROR_CHARS = 2000
@@ -33,15 +34,33 @@ class OutboxRow(BaseModel):
     last_error: str | None = None
 
 
+# One compiled statement on the table, parameters bound per call: an ORM object flushed per
+# row (or values baked into each statement) cost ~0.3 ms a row, and a run's end queues an
+# event per step.
+_INSERT = insert(cast("Table", OutboxEntry.__table__))
+
+
+def _row(subject: str, event: Mapping[str, Any]) -> dict[str, Any]:
+    return {"subject": subject, "event": dict(event), "created_at": utcnow(), "attempts": 0}
+
+
 def enqueue(session: Session, subject: str, event: Mapping[str, Any]) -> int:
     """Queue ``event`` for ``subject`` inside the caller's transaction and return its id.
 
     Call it in the same session as the state change it announces: both commit or neither does.
     """
-    entry = OutboxEntry(subject=subject, event=dict(event), created_at=utcnow(), attempts=0)
-    session.add(entry)
-    session.flush()
-    return entry.id
+    inserted = session.execute(_INSERT, _row(subject, event))
+    return int(inserted.inserted_primary_key[0])  # type: ignore[attr-defined]
+
+
+def enqueue_many(session: Session, events: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    """Queue ``(subject, event)`` pairs in order, in one statement, inside the caller's transaction.
+
+    Ids follow the order given, so the relay publishes them in that order.
+    """
+    rows = [_row(subject, event) for subject, event in events]
+    if rows:
+        session.execute(_INSERT, rows)
 
 
 def claim_pending(session: Session, limit: int) -> list[OutboxRow]:
