@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from nats.js.api import StorageType
 
-from amosflow.bus import DEFAULT_STREAM, EmbeddedNats, cloud_event, connect_bus, subject_for
+from amosflow.bus import DEFAULT_STREAM, Ack, EmbeddedNats, cloud_event, connect_bus, subject_for
 from amosflow.bus import events as ev
 from amosflow.errors import BusError
-from tests.bus.streams import stored_count
+from tests.bus.streams import stored_count, stored_events
 
 
 def test_duplicate_publish_of_the_same_event_is_stored_once(
@@ -88,3 +89,44 @@ def test_an_event_without_id_is_refused_as_not_retryable(nats_server: EmbeddedNa
     with pytest.raises(BusError) as caught:
         asyncio.run(publish())
     assert caught.value.retryable is False
+
+
+def test_a_pipelined_batch_is_stored_in_order_and_answered_per_event(
+    nats_server: EmbeddedNats, run_id: str
+) -> None:
+    """`publish_many` stores every event in the order given; a refused one fails alone.
+
+    The batch holds an event without an id and one over the server's message limit between
+    good ones, and a repeat of an earlier event, which JetStream answers as a duplicate.
+    """
+    subject = subject_for(ev.STEP_COMPLETED, run_id)
+    good = [
+        cloud_event(ev.STEP_COMPLETED, source="/t", subject=run_id, data={"n": n})
+        for n in range(50)
+    ]
+    big = cloud_event(ev.STEP_COMPLETED, source="/t", subject=run_id, data={"x": "y" * 2_000_000})
+    batch = [(subject, e) for e in good[:10]]
+    batch += [(subject, {"type": "no-id"}), (subject, big)]
+    batch += [(subject, e) for e in good[10:]] + [(subject, good[0])]
+
+    async def publish() -> list[Ack | BusError]:
+        bus = await connect_bus(nats_server.url)
+        try:
+            return await bus.publish_many(batch)
+        finally:
+            await bus.close()
+
+    answers = asyncio.run(publish())
+    assert len(answers) == len(batch)
+    refused = answers[10:12]
+    assert all(isinstance(a, BusError) and not a.retryable for a in refused)
+    assert "message limit" in str(refused[1])
+    acks = [a for a in answers[:10] + answers[12:-1] if isinstance(a, Ack)]
+    assert len(acks) == len(good)
+    assert [a.seq for a in acks] == sorted(a.seq for a in acks)
+    assert not any(a.duplicate for a in acks)
+    repeat = answers[-1]
+    assert isinstance(repeat, Ack)
+    assert repeat.duplicate
+    stored = asyncio.run(stored_events(nats_server.url, subject))
+    assert [json.loads(payload)["id"] for payload in stored] == [e["id"] for e in good]

@@ -5,6 +5,11 @@ nor fail it. Each claim and each settlement is a short transaction of its own an
 held open while a publish waits (on SQLite that would hold the one write lock); a row
 published but not yet marked (crash, lost connection, a second relay) goes out again and
 JetStream drops the copy by its ``Nats-Msg-Id`` (decision 0012).
+
+A pass publishes its rows pipelined (``Bus.publish_many``): all are written in order before
+any acknowledgement is awaited. They are stored in that order; only when one of them fails
+(a timeout, a lost connection) can later ones of the same pass already be stored, and the
+failed one then follows them when it is retried (decision 0068).
 """
 
 from __future__ import annotations
@@ -61,23 +66,26 @@ class OutboxRelay:
             # Leave the rows untouched: an outage must not use up their attempts.
             return 0
         rows = await asyncio.to_thread(self._claim)
+        due = [row for row in rows if self._due.get(row.id, 0.0) <= now]
+        answers = (
+            await self.bus.publish_many([(row.subject, row.event) for row in due]) if due else []
+        )
         published: list[int] = []
         failed: list[tuple[int, str]] = []
-        for row in rows:
-            if self._due.get(row.id, 0.0) > now:
-                continue
-            try:
-                await self.bus.publish(row.subject, row.event)
-            except BusError as err:
-                failed.append((row.id, str(err)))
-                if err.retryable:
-                    # Stop here so that later events do not overtake this one.
-                    self._paused_until = time.monotonic() + backoff(row.attempts + 1)
-                    break
+        outage = False
+        for row, answer in zip(due, answers, strict=True):
+            if not isinstance(answer, BusError):
+                self._due.pop(row.id, None)
+                published.append(row.id)  # stored, even when an earlier one was not
+            elif not answer.retryable:
+                failed.append((row.id, str(answer)))
                 self._due[row.id] = time.monotonic() + backoff(row.attempts + 1)
-                continue
-            self._due.pop(row.id, None)
-            published.append(row.id)
+            elif not outage:
+                # The first casualty of an outage counts the attempt and pauses the relay;
+                # the rest keep theirs, so an outage cannot use them up.
+                outage = True
+                failed.append((row.id, str(answer)))
+                self._paused_until = time.monotonic() + backoff(row.attempts + 1)
         if published or failed:
             await asyncio.to_thread(self._settle, published, failed)
         return len(published)
