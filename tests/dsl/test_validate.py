@@ -41,6 +41,30 @@ def test_check_example_is_valid() -> None:
     assert validate_flow(single_step({**step, "check": CHECK_EXAMPLE})) == []
 
 
+def test_a_document_parsed_again_is_the_same_flow_until_it_changes() -> None:
+    """A repeated document is answered from memory; any change is parsed and checked anew."""
+    first = parse_flow(dsl_example())
+    assert parse_flow(dsl_example()) is first
+    changed = dsl_example()
+    changed["description"] = "another"
+    assert parse_flow(changed) is not first
+    assert parse_flow(changed).description == "another"
+    broken = dsl_example()
+    broken["steps"] = []
+    for _ in range(2):  # a refusal is never remembered as a flow
+        with pytest.raises(ValidationFailedError):
+            parse_flow(broken)
+
+
+def test_a_document_that_is_not_json_is_refused_with_diagnostics() -> None:
+    """Python values JSON has no text for are a validation error, not a TypeError."""
+    document = dsl_example()
+    document["steps"] = {object()}
+    with pytest.raises(ValidationFailedError) as refused:
+        parse_flow(document)
+    assert [d.pointer for d in refused.value.diagnostics] == ["/steps"]
+
+
 def test_a_document_must_be_an_object() -> None:
     """A JSON array is reported at the root pointer."""
     assert only([1]).pointer == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -18,6 +19,7 @@ __all__ = ["load_flow_text", "parse_flow", "validate_flow", "validate_inputs"]
 
 # Deeper JSON is refused up front: Pydantic and the serialiser give up a little past 200.
 MAX_NESTING = 128
+PARSED_FLOWS = 256  # valid flow documents remembered by parse_flow
 
 
 def _too_deep(document: Any) -> Diagnostic | None:
@@ -53,7 +55,25 @@ def validate_flow(document: Any) -> list[Diagnostic]:
 
 
 def parse_flow(document: Any) -> Flow:
-    """Return the Flow of a valid document or raise ValidationFailedError with every problem."""
+    """Return the Flow of a valid document or raise ValidationFailedError with every problem.
+
+    Every run start parses its flow (and its children) again, and the same few documents come
+    back all day: valid ones are remembered by their JSON text. A Flow is immutable, so the
+    callers can share one.
+    """
+    try:
+        text = json.dumps(document, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return _parse(document)  # not JSON: let validation say what is wrong with it
+    return _parse_text(text)
+
+
+@functools.lru_cache(maxsize=PARSED_FLOWS)
+def _parse_text(text: str) -> Flow:
+    return _parse(json.loads(text))
+
+
+def _parse(document: Any) -> Flow:
     flow, diagnostics = _check(document)
     if diagnostics or flow is None:
         raise ValidationFailedError(diagnostics)
