@@ -313,3 +313,40 @@ def test_progress_query_reports_each_step(settings: EngineSettings) -> None:
     assert steps["a"]["started_at"] <= steps["a"]["ended_at"]
     assert steps["w"]["status"] == "completed"
     assert steps["skip"]["status"] == "skipped"
+
+
+def test_a_run_started_beside_its_worker_begins_eagerly_and_a_delayed_one_does_not(
+    settings: EngineSettings,
+) -> None:
+    """With a worker on the starting client (the single node), a start carries its first task.
+
+    The SDK records whether the server answered the start with the first workflow task; a
+    delayed start cannot, and is started the ordinary way.
+    """
+    import asyncio
+    from datetime import timedelta
+
+    from amosflow.engine.client import RunRequest, connect, result_of, start_run
+    from amosflow.engine.worker import build_worker
+
+    async def go() -> tuple[bool, bool, str]:
+        client = await connect(str(settings.temporal_address))
+        async with build_worker(client, settings):
+            now = await start_run(
+                client,
+                RunRequest(flow=flow(echo("a", 1)), inputs={}, library={}),
+                task_queue=settings.task_queue,
+            )
+            later = await start_run(
+                client,
+                RunRequest(flow=flow(echo("b", 2)), inputs={}, library={}),
+                task_queue=settings.task_queue,
+                start_delay=timedelta(milliseconds=10),
+            )
+            await result_of(later)
+            outcome = await result_of(now)
+        # The SDK's own record of the start's answer (no public accessor in temporalio 1.35).
+        eager = "__temporal_eagerly_started"
+        return getattr(now, eager), getattr(later, eager), outcome["status"]
+
+    assert asyncio.run(go()) == (True, False, "completed")

@@ -103,10 +103,16 @@ async def start_run(
     request: RunRequest,
     *,
     task_queue: str,
-    eager: bool = False,
+    eager: bool = True,
     start_delay: timedelta | None = None,
 ) -> WorkflowHandle[Any, Any]:
-    """Start one run of the interpreter workflow; the run id is its workflow id."""
+    """Start one run of the interpreter workflow; the run id is its workflow id.
+
+    ``eager`` asks the server to hand the run's first workflow task back in the start's answer
+    when a worker of ``client`` polls ``task_queue`` (the single node's API process runs one):
+    the run begins without a round trip through the task queue. With no such worker, or a
+    delayed start, the start is an ordinary one.
+    """
     run_id = request.run_id or new_run_id(str(request.flow["name"]))
     inp = RunInput(
         flow=request.flow,
@@ -122,7 +128,7 @@ async def start_run(
         inp,
         id=run_id,
         task_queue=task_queue,
-        request_eager_start=eager,
+        request_eager_start=eager and start_delay is None,
         execution_timeout=timedelta(days=365),
         # A run id names one run forever: a replayed start joins the running one and a
         # finished id is never reused, so a webhook delivery or a retry starts one run.
