@@ -278,3 +278,27 @@ def test_run_without_json_shows_progress_and_the_output(amos_env: dict[str, str]
     table_rows = [line for line in proc.stderr.splitlines() if "completed" in line]
     for step in ("prepare", "measure", "greet"):
         assert any(step in row for row in table_rows), proc.stderr
+
+
+def test_a_command_loads_only_its_own_module() -> None:
+    """`amos up --help` imports the `up` command, not the other command modules.
+
+    `amos up`'s supervisor lives as long as the node: what it imports, it keeps.
+    """
+    probe = (
+        "import sys\n"
+        "sys.argv = ['amos', 'up', '--help']\n"
+        "from amosflow.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('amosflow.cli.')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = done.stdout.strip().splitlines()[-1]
+    assert "'amosflow.cli.up'" in loaded
+    for other in ("admin", "audit", "model", "runner", "secret", "flow", "events", "run"):
+        assert f"'amosflow.cli.{other}'" not in loaded
