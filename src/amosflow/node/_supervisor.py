@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from amosflow.audit import AuditSettings
 from amosflow.bus.embedded import EmbeddedNats
+from amosflow.config import AuditSettings
 from amosflow.engine.embedded import EmbeddedTemporal
 from amosflow.host import die_with_parent, terminate_group
 from amosflow.node._home import PRIVATE_UMASK, SHARED_FILE_MODE, claim, claim_dir
