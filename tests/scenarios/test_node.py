@@ -358,6 +358,25 @@ def test_the_node_signs_audit_checkpoints_in_a_process_of_its_own(node: RunningN
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+def test_the_supervisor_carries_neither_the_store_nor_the_temporal_sdk(node: RunningNode) -> None:
+    """`amos up` only starts and watches children: its set-up ran in children that exited.
+
+    Their native libraries are what a Python process cannot unload: the supervisor, alive as
+    long as the node, maps neither SQLAlchemy's nor the Temporal SDK's, nor the Rust bridge.
+    The API child (which does need them) shows that the probe can see them.
+    """
+    state = json.loads((node.home / "node.json").read_text())
+
+    def mapped(pid: int) -> str:
+        return Path(f"/proc/{pid}/maps").read_text(encoding="utf-8", errors="replace")
+
+    supervisor = mapped(node.process.pid)
+    assert "temporal_sdk_bridge" not in supervisor
+    assert "/sqlalchemy/" not in supervisor
+    assert "/pydantic_core/" in supervisor  # settings are pydantic: the probe reads .so maps
+    assert "temporal_sdk_bridge" in mapped(int(state["children"]["api"]))
+
+
 def test_the_node_runs_its_own_runner_for_steps_that_ask_for_one(node: RunningNode) -> None:
     """`amos up` enrolls a local runner; a step with `runner` runs on it over mTLS."""
     flow = {

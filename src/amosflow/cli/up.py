@@ -1,4 +1,10 @@
-"""`amos up`: run a whole node (Temporal, NATS, API, worker) until Ctrl-C or SIGTERM."""
+"""`amos up`: run a whole node (Temporal, NATS, API, worker) until Ctrl-C or SIGTERM.
+
+This process supervises the node for as long as it runs, so it stays small: the set-up that
+needs the store, identity, audit and the runner fleet (enrolling the local runner, the node's
+token, the audit key check) runs in a forked child (``call_as``), which takes those imports
+with it when it exits.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +19,17 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import httpx
 import typer
 
-from amosflow import audit, identity
 from amosflow.config import (
     ApiSettings,
+    AuditSettings,
     BusSettings,
     EngineSettings,
+    IdentitySettings,
     NodeSettings,
     RunnerSettings,
     StoreSettings,
 )
 from amosflow.errors import AmosError
-from amosflow.identity import IdentitySettings, node_token
 from amosflow.node import (
     Child,
     Demotion,
@@ -38,8 +44,6 @@ from amosflow.node import (
     secure_home,
     share_home,
 )
-from amosflow.runner.dispatch import endpoint_url, enroll_local
-from amosflow.store import open_store
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,10 +56,13 @@ def _client(api_url: str, token: str) -> httpx.Client:
 
 def node_credentials(home: Path) -> tuple[str, str | None]:
     """The node's own token, and a one-time setup link token while nobody can sign in yet."""
+    from amosflow import identity  # noqa: PLC0415 - lazy: see the module's docstring
+    from amosflow.store import open_store  # noqa: PLC0415 - lazy
+
     settings = IdentitySettings(home=home)
     store = open_store(StoreSettings().url)
     try:
-        token = node_token(store, settings)
+        token = identity.node_token(store, settings)
         with store.session(read_only=True) as session:
             people = [p for p in identity.list_principals(session) if p.kind == "user"]
     finally:
@@ -65,6 +72,9 @@ def node_credentials(home: Path) -> tuple[str, str | None]:
 
 def local_runner(home: Path) -> Path | None:
     """Enroll the node's own runner on first start (zone `local`); None when it is turned off."""
+    from amosflow.runner.dispatch import enroll_local  # noqa: PLC0415 - lazy
+    from amosflow.store import open_store  # noqa: PLC0415 - lazy
+
     settings = RunnerSettings(home=home)
     if not settings.port:
         return None
@@ -124,7 +134,7 @@ def _service_user() -> ServiceUser | None:
     return ensure_service_user(NodeSettings().service_user)
 
 
-def _signs_itself(settings: audit.AuditSettings) -> bool:
+def _signs_itself(settings: AuditSettings) -> bool:
     """Whether this node runs its own checkpointer: not when the key is another user's.
 
     A key this user cannot read belongs to a checkpointer run by someone else, the set-up
@@ -134,8 +144,10 @@ def _signs_itself(settings: audit.AuditSettings) -> bool:
     return not key.exists() or os.access(key, os.R_OK)
 
 
-def _key_warning(settings: audit.AuditSettings, *, signs_itself: bool) -> str | None:
+def _key_warning(settings: AuditSettings, *, signs_itself: bool) -> str | None:
     """What to tell the operator of a node not started as root about the checkpoint key."""
+    from amosflow import audit  # noqa: PLC0415 - lazy: see the module's docstring
+
     me = audit.os_user()
     problems = audit.key_exposure(settings, me)
     if signs_itself:
@@ -151,13 +163,14 @@ def _key_warning(settings: audit.AuditSettings, *, signs_itself: bool) -> str | 
 
 
 def _as_service_user(user: ServiceUser | None, home: Path, work: Callable[[], object]) -> object:
-    """Run ``work`` here, or in a child that is the service user when there is one.
+    """Run ``work`` in a forked child: the service user when there is one, else this user.
 
     A root node never opens the store or writes the service user's files as root: the
     service user could have replaced them with links to files of root's (decision 0049).
+    Either way the child, not the supervisor, carries what ``work`` imports.
     """
     if user is None:
-        return work()
+        return call_as(None, work)
     return call_as(Demotion(user, covers(needed_paths(home), user)), work)
 
 
@@ -167,11 +180,11 @@ def _plan(api_port: int | None, *, split: bool = False) -> NodePlan:
     Raises RuntimeError, OSError or AmosError when the home or the service user cannot be set up.
     """
     engine, api, bus = EngineSettings(), ApiSettings(), BusSettings()
-    audit_settings = audit.AuditSettings(home=engine.home)
+    audit_settings = AuditSettings(home=engine.home)
     user = _service_user()
     secure_home(engine.home)
     if user is not None:
-        share_home(engine.home, user, audit_settings)
+        call_as(None, lambda: share_home(engine.home, user, audit_settings))  # stays root
 
     def enroll() -> str | None:
         directory = local_runner(engine.home)
@@ -193,7 +206,7 @@ def _plan(api_port: int | None, *, split: bool = False) -> NodePlan:
     )
 
 
-def _announce(node: Supervisor, setup_token: str | None) -> None:
+def _announce(node: Supervisor, setup_token: str | None, key_warning: str | None) -> None:
     """Print where everything answers, and who runs it."""
     plan = node.plan
     typer.echo(f"console    {node.api_url}/")
@@ -203,19 +216,18 @@ def _announce(node: Supervisor, setup_token: str | None) -> None:
     typer.echo(f"NATS       {node.nats_url}")
     typer.echo(f"home       {plan.home}")
     if plan.runner_dir is not None:
-        typer.echo(f"runner     {endpoint_url(RunnerSettings(home=plan.home))}  (mTLS; zone local)")
+        runners = RunnerSettings(home=plan.home)
+        typer.echo(f"runner     https://{runners.host}:{runners.port}  (mTLS; zone local)")
     if setup_token is not None:
         typer.echo(f"setup      {node.api_url}/setup?token={setup_token}  (one use: first admin)")
-    settings = audit.AuditSettings(home=plan.home)
+    settings = AuditSettings(home=plan.home)
     if plan.service_user is not None:
         name = plan.service_user.name
         typer.echo(f"user       {name} runs every Python child; only root reads the audit key")
     elif not plan.checkpointer:
         typer.echo(f"audit      checkpoints signed elsewhere ({settings.key_path})")
-    if plan.service_user is None:
-        warning = _key_warning(settings, signs_itself=plan.checkpointer)
-        if warning is not None:
-            typer.echo(warning, err=True)
+    if key_warning is not None:
+        typer.echo(key_warning, err=True)
 
 
 def up(
@@ -271,10 +283,17 @@ def up(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(3) from None
     token, setup_token = cast("tuple[str, str | None]", credentials)
+    key_warning = None
+    if plan.service_user is None:
+        settings = AuditSettings(home=plan.home)
+        key_warning = cast(
+            "str | None",
+            call_as(None, lambda: _key_warning(settings, signs_itself=plan.checkpointer)),
+        )
     if examples is not None:
         names = load_examples(node.api_url, examples, token)
         typer.echo(f"catalog: loaded {len(names)} flows from {examples}")
-    _announce(node, setup_token)
+    _announce(node, setup_token, key_warning)
     if smoke is not None:
         typer.echo(f"smoke run  {smoke_run(node.api_url, smoke, token)}")
     typer.echo("node is up; Ctrl-C stops it", err=True)

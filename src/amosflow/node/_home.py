@@ -21,12 +21,11 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from amosflow import audit
-
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from pathlib import Path
 
+    from amosflow.config import AuditSettings
     from amosflow.node._service_user import ServiceUser
 
 #: The umask of every node process: new files 0600, new directories 0700.
@@ -147,7 +146,7 @@ def claim_dir(path: Path) -> None:
         path.mkdir(mode=0o700)
 
 
-def share_home(home: Path, user: ServiceUser, settings: audit.AuditSettings) -> None:
+def share_home(home: Path, user: ServiceUser, settings: AuditSettings) -> None:
     """Lay AMOS_HOME out for a root node whose API, worker and runner run as ``user``.
 
     Call before any of the service user's processes start. The home becomes root's (mode
@@ -169,6 +168,8 @@ def share_home(home: Path, user: ServiceUser, settings: audit.AuditSettings) -> 
     _share(logs, user.gid, SHARED_DIR_MODE)
     audit_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _share(audit_dir, user.gid, SHARED_DIR_MODE)
+    from amosflow import audit  # noqa: PLC0415 - the supervisor never needs the audit package
+
     audit.CheckpointSigner.from_file(settings.key_path)  # created here, root's, 0600
     if not settings.sink_path.exists():
         os.close(os.open(settings.sink_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -178,7 +179,7 @@ def share_home(home: Path, user: ServiceUser, settings: audit.AuditSettings) -> 
     os.chown(settings.fingerprint_key_path, user.uid, user.gid, follow_symlinks=False)
 
 
-def _move_legacy_cursor(settings: audit.AuditSettings) -> None:
+def _move_legacy_cursor(settings: AuditSettings) -> None:
     """Move the SIEM cursor out of the audit directory, where the shipper may now not write."""
     legacy = settings.directory / "siem.cursor"
     if settings.audit_siem_cursor is None and legacy.exists():

@@ -201,9 +201,11 @@ class Demotion:
             raise
 
 
-def call_as(demotion: Demotion, work: Callable[[], object]) -> object:
+def call_as(demotion: Demotion | None, work: Callable[[], object]) -> object:
     """Run ``work`` in a forked child that ``demotion`` made the service user; return its result.
 
+    With no ``demotion`` the child stays this user: what ``work`` imports and allocates then
+    dies with the child instead of staying in a long-lived caller (the supervisor).
     The result travels back as JSON. Raises RuntimeError with the child's error when it fails.
     Call it while this process runs no other threads (fork copies only the caller's).
     """
@@ -213,7 +215,8 @@ def call_as(demotion: Demotion, work: Callable[[], object]) -> object:
         code = 1
         try:
             os.close(reader)
-            demotion()
+            if demotion is not None:
+                demotion()
             answer = {"result": work()}
             code = 0
         except BaseException as exc:  # everything goes back to the parent
@@ -230,7 +233,8 @@ def call_as(demotion: Demotion, work: Callable[[], object]) -> object:
     except ValueError:
         answer = {"error": f"the child died without an answer: {text[:200]!r}"}
     if "error" in answer:
-        raise RuntimeError(f"as {demotion.user.name}: {answer['error']}")
+        where = "in a child" if demotion is None else f"as {demotion.user.name}"
+        raise RuntimeError(f"{where}: {answer['error']}")
     return answer["result"]
 
 
