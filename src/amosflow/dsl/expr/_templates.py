@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import cel
-
 from amosflow.dsl.expr._analysis import Facts, PruneTree, analyse
+from amosflow.dsl.expr._cel import cel
 from amosflow.dsl.expr._syntax import NestingError, Node, Segment, parse, split_template
 from amosflow.dsl.expr._values import Meter, build_activation, to_json, to_text, type_name
 from amosflow.errors import ExpressionBudgetError, ExpressionError
