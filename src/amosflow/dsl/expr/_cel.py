@@ -12,7 +12,7 @@ import sys
 import types
 
 if "cel" not in sys.modules:
-    sys.modules.setdefault("cel.cli", types.ModuleType("cel.cli", "The CEL shell: not loaded here."))
+    sys.modules.setdefault("cel.cli", types.ModuleType("cel.cli", "The CEL shell: not loaded."))
 
 import cel
 
