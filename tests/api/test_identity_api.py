@@ -1,4 +1,4 @@
-"""Signing in, tokens, service accounts, SCIM and OIDC through a real node."""
+"""Signing in, tokens, service accounts and OIDC through a real node (SCIM: test_scim*.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from tests.support.identity import PASSWORD
 from tests.support.oidc_issuer import AUDIENCE, OidcIssuer, running_oidc_issuer
 
 pytestmark = pytest.mark.temporal
-SCIM = "application/scim+json"
 
 
 def _login(node: Node, username: str, password: str) -> httpx.Response:
@@ -112,61 +111,6 @@ def test_a_service_account_uses_client_credentials(node: Node) -> None:
         assert started.status_code == 201, started.text
         assert started.json()["started_by"] == "service:ci-bot"
         assert bot.put("/api/v1/flows/greet", json={"document": doc()}).status_code == 403
-
-
-def test_scim_provisions_groups_and_deactivation_revokes_every_token(node: Node) -> None:
-    """A SCIM user in a SCIM group gets the group's role; `active: false` kills its tokens."""
-    headers = {"Content-Type": SCIM}
-    user = node.client.post(
-        "/scim/v2/Users",
-        json={
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "userName": "sue@example.test",
-            "externalId": "00u1",
-            "emails": [{"value": "sue@example.test", "primary": True}],
-        },
-        headers=headers,
-    )
-    assert user.status_code == 201, user.text
-    assert user.headers["content-type"].startswith(SCIM)
-    user_id = user.json()["id"]
-    group = node.client.post(
-        "/scim/v2/Groups",
-        json={"displayName": "finance-ops", "members": [{"value": user_id}]},
-        headers=headers,
-    )
-    assert group.status_code == 201, group.text
-    binding = {"subject_kind": "group", "subject": "finance-ops", "role": "operator"}
-    assert node.client.post("/api/v1/role-bindings", json=binding).status_code == 201
-    found = node.client.get("/scim/v2/Users", params={"filter": 'userName eq "sue@example.test"'})
-    assert found.json()["totalResults"] == 1
-
-    token = node.token_for("sue@example.test", None)
-    with node.as_caller(token) as sue:
-        assert sue.get("/api/v1/me").json()["groups"] == ["finance-ops"]
-        assert sue.get("/api/v1/runs").status_code == 200
-        patch = {
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-            "Operations": [{"op": "Replace", "path": "active", "value": False}],
-        }
-        assert node.client.patch(f"/scim/v2/Users/{user_id}", json=patch).json()["active"] is False
-        assert sue.get("/api/v1/runs").status_code == 401
-    missing = node.client.get("/scim/v2/Users/nope")
-    assert missing.status_code == 404
-    assert missing.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
-    remove = {
-        "Operations": [{"op": "remove", "path": f'members[value eq "{user_id}"]'}],
-    }
-    emptied = node.client.patch(f"/scim/v2/Groups/{group.json()['id']}", json=remove)
-    assert emptied.json()["members"] == []
-
-
-def test_scim_needs_an_identity_administrator(node: Node) -> None:
-    """An operator cannot provision: 403 in SCIM's error format."""
-    with node.as_caller(node.token_for("oli", "operator", "*")) as oli:
-        refused = oli.post("/scim/v2/Users", json={"userName": "x"})
-    assert refused.status_code == 403
-    assert refused.json()["status"] == "403"
 
 
 @pytest.fixture

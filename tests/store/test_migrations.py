@@ -16,6 +16,7 @@ TABLES = {
     "catalog_folders",
     "principals",
     "groups",
+    "scim_resources",
     "group_members",
     "role_bindings",
     "api_tokens",

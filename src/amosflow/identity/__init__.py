@@ -107,6 +107,7 @@ from amosflow.identity._users import (
     get_principal,
     list_principals,
     reactivate,
+    rename_user,
     rotate_client_secret,
     set_password,
 )
@@ -195,6 +196,7 @@ __all__ = [
     "reactivate",
     "remove_members",
     "rename_group",
+    "rename_user",
     "revoke_api_token",
     "revoke_binding",
     "rotate_client_secret",

@@ -171,6 +171,26 @@ def find_by_username(session: Session, username: str) -> PrincipalRow | None:
     return session.scalars(select(PrincipalRow).where(PrincipalRow.username == username)).first()
 
 
+def rename_user(session: Session, principal_id: str, username: str) -> PrincipalRow:
+    """Give a user a new username (an IdP may change it); the same rules as creating one.
+
+    ValidationFailedError for a bad username, ConflictError when another principal holds it
+    in any letter case. A change of letter case alone is allowed.
+    """
+    row = get_principal(session, principal_id)
+    if username == row.username:
+        return row
+    problems = _username_problems(username)
+    if problems:
+        raise ValidationFailedError(problems)
+    if username.lower() != row.username.lower():
+        _ensure_username_free(session, username)
+    row.username = username
+    row.updated_at = utc_now(None)
+    session.flush()
+    return row
+
+
 def list_principals(session: Session) -> list[PrincipalRow]:
     """Every principal, by username."""
     return list(session.scalars(select(PrincipalRow).order_by(PrincipalRow.username)))

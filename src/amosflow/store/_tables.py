@@ -523,3 +523,22 @@ class AiUsageRow(Base):
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     outcome: Mapped[str] = mapped_column(String(16), default="pending")
+
+
+class ScimResourceRow(Base):
+    """The whole SCIM document an IdP wrote for a user or group, beside its principal or group.
+
+    ``id`` is the principal's or the group's id. The columns the rest of the node reads
+    (username, email, active, members) stay on ``principals`` and ``groups``; this row keeps
+    every other attribute, so what an IdP writes reads back. ``version`` is the ETag's
+    counter. A deleted user keeps its principal (the audit trail names it) and its row here
+    with ``deleted_at`` set, which is what makes it 404 to SCIM.
+    """
+
+    __tablename__ = "scim_resources"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    resource_type: Mapped[str] = mapped_column(String(16))
+    document: Mapped[Any] = mapped_column(JSONValue)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

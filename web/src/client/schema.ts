@@ -1270,6 +1270,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/scim/v2/Bulk": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Bulk
+         * @description Bulk operations are not supported (declared so in /ServiceProviderConfig).
+         */
+        post: operations["bulk_scim_v2_Bulk_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/scim/v2/Groups": {
         parameters: {
             query?: never;
@@ -1279,7 +1299,7 @@ export interface paths {
         };
         /**
          * List Groups
-         * @description Groups, optionally filtered by `displayName eq "…"`.
+         * @description Groups matching a filter, sorted and paged; `excludedAttributes=members` is honoured.
          */
         get: operations["list_groups_scim_v2_Groups_get"];
         put?: never;
@@ -1306,7 +1326,11 @@ export interface paths {
          * @description One group with its members.
          */
         get: operations["get_group_scim_v2_Groups__group_id__get"];
-        put?: never;
+        /**
+         * Replace Group
+         * @description Replace a group's whole document and its members.
+         */
+        put: operations["replace_group_scim_v2_Groups__group_id__put"];
         post?: never;
         /**
          * Delete Group
@@ -1317,9 +1341,109 @@ export interface paths {
         head?: never;
         /**
          * Patch Group
-         * @description Add or remove members, or rename the group.
+         * @description Add or remove members, rename the group, or change any other attribute.
          */
         patch: operations["patch_group_scim_v2_Groups__group_id__patch"];
+        trace?: never;
+    };
+    "/scim/v2/ResourceTypes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Resource Types
+         * @description The resource types served: User (with the enterprise extension) and Group.
+         */
+        get: operations["resource_types_scim_v2_ResourceTypes_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/scim/v2/ResourceTypes/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Resource Type
+         * @description One resource type.
+         */
+        get: operations["resource_type_scim_v2_ResourceTypes__name__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/scim/v2/Schemas": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Schemas
+         * @description The schemas of the resources served, with every attribute's characteristics.
+         */
+        get: operations["schemas_scim_v2_Schemas_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/scim/v2/Schemas/{urn}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Schema
+         * @description One schema, by its URN.
+         */
+        get: operations["schema_scim_v2_Schemas__urn__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/scim/v2/ServiceProviderConfig": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Scim Service Provider Config
+         * @description What this SCIM service supports: PATCH, filters, sorting and ETags; no bulk.
+         */
+        get: operations["scim_service_provider_config_scim_v2_ServiceProviderConfig_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/scim/v2/Users": {
@@ -1331,7 +1455,7 @@ export interface paths {
         };
         /**
          * List Users
-         * @description Users, optionally filtered by `userName eq "…"` or `externalId eq "…"`.
+         * @description Users matching a filter (the whole RFC 7644 grammar), sorted and paged.
          */
         get: operations["list_users_scim_v2_Users_get"];
         put?: never;
@@ -1360,20 +1484,20 @@ export interface paths {
         get: operations["get_user_scim_v2_Users__user_id__get"];
         /**
          * Replace User
-         * @description Replace a user's attributes (its userName stays).
+         * @description Replace a user's whole document; its userName may change.
          */
         put: operations["replace_user_scim_v2_Users__user_id__put"];
         post?: never;
         /**
          * Delete User
-         * @description Deprovision a user: deactivated and out of every group; kept so the audit trail resolves.
+         * @description Deprovision a user: every token revoked, out of every group, and 404 from now on.
          */
         delete: operations["delete_user_scim_v2_Users__user_id__delete"];
         options?: never;
         head?: never;
         /**
          * Patch User
-         * @description Apply add/replace operations; `active: false` deactivates and revokes every token.
+         * @description Apply add/replace/remove operations; `active: false` deactivates and revokes every token.
          */
         patch: operations["patch_user_scim_v2_Users__user_id__patch"];
         trace?: never;
@@ -1924,26 +2048,6 @@ export interface components {
             version: components["schemas"]["VersionPublic"];
         };
         /**
-         * PatchOperation
-         * @description One PATCH operation.
-         */
-        PatchOperation: {
-            /** Op */
-            op: string;
-            /** Path */
-            path?: string | null;
-            /** Value */
-            value?: unknown;
-        };
-        /**
-         * PatchRequest
-         * @description A SCIM PatchOp message.
-         */
-        PatchRequest: {
-            /** Operations */
-            Operations: components["schemas"]["PatchOperation"][];
-        };
-        /**
          * PrincipalPublic
          * @description A user or service account, without any secret.
          */
@@ -2221,47 +2325,6 @@ export interface components {
             status: string;
             /** Zone */
             zone: string;
-        };
-        /**
-         * ScimGroup
-         * @description A SCIM Group.
-         */
-        ScimGroup: {
-            /** Displayname */
-            displayName: string;
-            /** Externalid */
-            externalId?: string | null;
-            /** Members */
-            members?: components["schemas"]["ScimMember"][];
-        };
-        /**
-         * ScimMember
-         * @description A member reference inside a Group.
-         */
-        ScimMember: {
-            /** Value */
-            value: string;
-        };
-        /**
-         * ScimUser
-         * @description A SCIM User as IdPs send it; unknown attributes are ignored, as RFC 7644 allows.
-         */
-        ScimUser: {
-            /**
-             * Active
-             * @default true
-             */
-            active: boolean;
-            /** Displayname */
-            displayName?: string | null;
-            /** Emails */
-            emails?: {
-                [key: string]: unknown;
-            }[];
-            /** Externalid */
-            externalId?: string | null;
-            /** Username */
-            userName: string;
         };
         /**
          * SecretPublic
@@ -9268,29 +9331,16 @@ export interface operations {
             };
         };
     };
-    list_groups_scim_v2_Groups_get: {
+    bulk_scim_v2_Bulk_post: {
         parameters: {
-            query?: {
-                filter?: string | null;
-                startIndex?: number;
-                count?: number;
-            };
+            query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/scim+json": unknown;
-                };
-            };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9305,7 +9355,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -9326,7 +9376,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9335,7 +9385,125 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Successful Response */
+            501: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": unknown;
+                };
+            };
+            /** @description A dependency is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+        };
+    };
+    list_groups_scim_v2_Groups_get: {
+        parameters: {
+            query?: {
+                filter?: string | null;
+                sortBy?: string | null;
+                sortOrder?: string | null;
+                startIndex?: number | null;
+                count?: number | null;
+                attributes?: string | null;
+                excludedAttributes?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": unknown;
+                };
+            };
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description No valid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The caller may not provision identities */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Conflict: uniqueness */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9364,7 +9532,9 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ScimGroup"];
+                "application/json": {
+                    [key: string]: unknown;
+                };
             };
         };
         responses: {
@@ -9377,7 +9547,7 @@ export interface operations {
                     "application/scim+json": unknown;
                 };
             };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9392,7 +9562,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -9413,7 +9583,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9422,7 +9592,16 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9444,7 +9623,10 @@ export interface operations {
     };
     get_group_scim_v2_Groups__group_id__get: {
         parameters: {
-            query?: never;
+            query?: {
+                attributes?: string | null;
+                excludedAttributes?: string | null;
+            };
             header?: never;
             path: {
                 group_id: string;
@@ -9462,7 +9644,7 @@ export interface operations {
                     "application/scim+json": unknown;
                 };
             };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9477,7 +9659,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -9498,7 +9680,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9507,7 +9689,118 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description A dependency is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+        };
+    };
+    replace_group_scim_v2_Groups__group_id__put: {
+        parameters: {
+            query?: never;
+            header?: {
+                "If-Match"?: string | null;
+            };
+            path: {
+                group_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": unknown;
+                };
+            };
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description No valid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The caller may not provision identities */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Conflict: uniqueness */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9530,7 +9823,9 @@ export interface operations {
     delete_group_scim_v2_Groups__group_id__delete: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                "If-Match"?: string | null;
+            };
             path: {
                 group_id: string;
             };
@@ -9545,7 +9840,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9560,7 +9855,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -9581,7 +9876,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9590,7 +9885,16 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9613,7 +9917,9 @@ export interface operations {
     patch_group_scim_v2_Groups__group_id__patch: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                "If-Match"?: string | null;
+            };
             path: {
                 group_id: string;
             };
@@ -9621,7 +9927,9 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["PatchRequest"];
+                "application/json": {
+                    [key: string]: unknown;
+                };
             };
         };
         responses: {
@@ -9634,7 +9942,7 @@ export interface operations {
                     "application/scim+json": unknown;
                 };
             };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9649,7 +9957,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -9670,7 +9978,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9679,7 +9987,480 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description A dependency is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+        };
+    };
+    resource_types_scim_v2_ResourceTypes_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": unknown;
+                };
+            };
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description No valid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The caller may not provision identities */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Conflict: uniqueness */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description A dependency is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+        };
+    };
+    resource_type_scim_v2_ResourceTypes__name__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": unknown;
+                };
+            };
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description No valid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The caller may not provision identities */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Conflict: uniqueness */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description A dependency is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+        };
+    };
+    schemas_scim_v2_Schemas_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": unknown;
+                };
+            };
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description No valid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The caller may not provision identities */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Conflict: uniqueness */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description A dependency is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+        };
+    };
+    schema_scim_v2_Schemas__urn__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                urn: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": unknown;
+                };
+            };
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description No valid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The caller may not provision identities */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Conflict: uniqueness */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description A dependency is unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+        };
+    };
+    scim_service_provider_config_scim_v2_ServiceProviderConfig_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": unknown;
+                };
+            };
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description No valid credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The caller may not provision identities */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Conflict: uniqueness */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9703,8 +10484,12 @@ export interface operations {
         parameters: {
             query?: {
                 filter?: string | null;
-                startIndex?: number;
-                count?: number;
+                sortBy?: string | null;
+                sortOrder?: string | null;
+                startIndex?: number | null;
+                count?: number | null;
+                attributes?: string | null;
+                excludedAttributes?: string | null;
             };
             header?: never;
             path?: never;
@@ -9721,7 +10506,7 @@ export interface operations {
                     "application/scim+json": unknown;
                 };
             };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9736,7 +10521,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -9757,7 +10542,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9766,7 +10551,16 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9795,7 +10589,9 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ScimUser"];
+                "application/json": {
+                    [key: string]: unknown;
+                };
             };
         };
         responses: {
@@ -9808,7 +10604,7 @@ export interface operations {
                     "application/scim+json": unknown;
                 };
             };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9823,7 +10619,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -9844,7 +10640,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9853,7 +10649,16 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9875,7 +10680,10 @@ export interface operations {
     };
     get_user_scim_v2_Users__user_id__get: {
         parameters: {
-            query?: never;
+            query?: {
+                attributes?: string | null;
+                excludedAttributes?: string | null;
+            };
             header?: never;
             path: {
                 user_id: string;
@@ -9893,7 +10701,7 @@ export interface operations {
                     "application/scim+json": unknown;
                 };
             };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9908,7 +10716,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -9929,7 +10737,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -9938,7 +10746,16 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9961,7 +10778,9 @@ export interface operations {
     replace_user_scim_v2_Users__user_id__put: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                "If-Match"?: string | null;
+            };
             path: {
                 user_id: string;
             };
@@ -9969,7 +10788,9 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ScimUser"];
+                "application/json": {
+                    [key: string]: unknown;
+                };
             };
         };
         responses: {
@@ -9982,7 +10803,7 @@ export interface operations {
                     "application/scim+json": unknown;
                 };
             };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9997,7 +10818,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -10018,7 +10839,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -10027,7 +10848,16 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -10050,7 +10880,9 @@ export interface operations {
     delete_user_scim_v2_Users__user_id__delete: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                "If-Match"?: string | null;
+            };
             path: {
                 user_id: string;
             };
@@ -10065,7 +10897,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10080,7 +10912,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -10101,7 +10933,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -10110,7 +10942,16 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -10133,7 +10974,9 @@ export interface operations {
     patch_user_scim_v2_Users__user_id__patch: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                "If-Match"?: string | null;
+            };
             path: {
                 user_id: string;
             };
@@ -10141,7 +10984,9 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["PatchRequest"];
+                "application/json": {
+                    [key: string]: unknown;
+                };
             };
         };
         responses: {
@@ -10154,7 +10999,7 @@ export interface operations {
                     "application/scim+json": unknown;
                 };
             };
-            /** @description Bad request */
+            /** @description Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, … */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10169,7 +11014,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/problem+json": components["schemas"]["Problem"];
+                    "application/scim+json": Record<string, never>;
                 };
             };
             /** @description The caller may not provision identities */
@@ -10190,7 +11035,7 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Conflict */
+            /** @description Conflict: uniqueness */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -10199,7 +11044,16 @@ export interface operations {
                     "application/scim+json": Record<string, never>;
                 };
             };
-            /** @description Invalid request */
+            /** @description The If-Match version is not the resource's */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/scim+json": Record<string, never>;
+                };
+            };
+            /** @description Not sent: an invalid request is a 400 invalidSyntax */
             422: {
                 headers: {
                     [name: string]: unknown;
