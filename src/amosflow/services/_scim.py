@@ -50,8 +50,10 @@ if TYPE_CHECKING:
     from amosflow.store import Store
 
 #: Attributes the node derives and never keeps in the stored document: its own id and meta,
-#: the memberships it holds in its own tables, and a password (users sign in through the IdP).
-_DERIVED = ("id", "meta", "groups", "members", "password")
+#: a user's groups (held in the node's own tables), and a password (users sign in through
+#: the IdP). A group's members are kept only for the ``display`` the IdP gave each; who is a
+#: member is always read from the node's tables.
+_DERIVED = ("id", "meta", "groups", "password")
 
 __all__ = [
     "MAX_RESULTS",
@@ -138,7 +140,11 @@ def _user(session: Session, row: PrincipalRow, scim: ScimResourceRow | None) -> 
     resource.id = row.id
     resource.user_name = row.username
     resource.external_id = row.external_id
-    resource.active = row.active
+    # An IdP may remove ``active``; the user then keeps its state (active unless it was
+    # switched off), and the attribute reads back absent, except that a user who is switched
+    # off always shows ``active: false``.
+    written = scim is None or "active" in scim.document
+    resource.active = row.active if written or not row.active else None
     groups = identity.groups_of(session, row.id)
     resource.groups = [GroupMembership(value=g.id, display=g.display_name) for g in groups] or None
     resource.meta = Meta(
@@ -165,7 +171,7 @@ def _write_user(session: Session, row: PrincipalRow, resource: UserResource) -> 
     row.external_id = resource.external_id
     if resource.active is False and row.active:
         identity.deactivate(session, row.id)
-    elif resource.active is not False and not row.active:
+    elif resource.active is True and not row.active:
         identity.reactivate(session, row.id)
     row.updated_at = utcnow()
     _save(session, row.id, "User", resource)
@@ -310,8 +316,15 @@ def _group(session: Session, row: GroupRow) -> Group:
     resource.id = row.id
     resource.display_name = row.display_name
     resource.external_id = row.external_id
+    displays = {
+        entry.get("value"): entry.get("display")
+        for entry in (scim.document.get("members") or [] if scim is not None else [])
+        if isinstance(entry, dict)
+    }
     members = identity.group_members(session, row.id)
-    resource.members = [GroupMember(value=m.id, display=m.username) for m in members] or None
+    resource.members = [
+        GroupMember(value=m.id, display=displays.get(m.id) or m.username) for m in members
+    ] or None
     resource.meta = Meta(
         resource_type="Group",
         created=row.created_at,

@@ -29,6 +29,7 @@ from scim2_models import (
     SearchRequest,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from amosflow.api import _problems as problems
 from amosflow.api._deps import ControlPlaneDep, IdentitySettingsDep
@@ -154,8 +155,14 @@ def _dump(
     ctx: Context,
     params: ResponseParameters[Any] | None = None,
 ) -> dict[str, Any]:
+    base = _base(request)
     if resource.meta is not None:
-        resource.meta.location = f"{_base(request)}/{endpoint}/{resource.id}"
+        resource.meta.location = f"{base}/{endpoint}/{resource.id}"
+    # References name where their target is, which only the request knows.
+    for member in getattr(resource, "members", None) or []:
+        member.ref, member.type = f"{base}/Users/{member.value}", "User"
+    for membership in getattr(resource, "groups", None) or []:
+        membership.ref, membership.type = f"{base}/Groups/{membership.value}", "direct"
     dumped: dict[str, Any] = resource.model_dump(
         scim_ctx=ctx, response_parameters=params, scim_policy=scim_service.POLICY
     )
@@ -292,6 +299,13 @@ def schema(urn: str, request: Request, caller: CallerDep) -> ScimResponse:
     return _discovery_one(request, scim_service.schemas(), "Schema", urn)
 
 
+@router.post("/.search", status_code=status.HTTP_501_NOT_IMPLEMENTED)
+def search_everything(caller: CallerDep) -> ScimResponse:
+    """A search across every resource type is not supported; search /Users or /Groups."""
+    authorize(caller, "identity.read")
+    raise NotImplementedException(detail="search /Users/.search or /Groups/.search instead")
+
+
 @router.post("/Bulk", status_code=status.HTTP_501_NOT_IMPLEMENTED)
 def bulk(caller: CallerDep) -> ScimResponse:
     """Bulk operations are not supported (declared so in /ServiceProviderConfig)."""
@@ -328,6 +342,25 @@ def list_users(
         attributes=attributes,
         excluded=excluded,
     )
+    return _listing(request, "Users", search, scim_service.search_users(cp.store, search))
+
+
+SearchBody = Annotated[dict[str, Any], Body(description="A SearchRequest (RFC 7644 §3.4.3)")]
+
+
+def _search_body(model: Any, body: dict[str, Any]) -> SearchRequest[Any]:
+    return SearchRequest[model].model_validate(
+        body, scim_ctx=Context.SEARCH_REQUEST, scim_policy=scim_service.POLICY
+    )
+
+
+@router.post("/Users/.search")
+def search_users(
+    body: SearchBody, request: Request, cp: ControlPlaneDep, caller: CallerDep
+) -> ScimResponse:
+    """The same query as GET /Users, its parameters in the body (RFC 7644 §3.4.3)."""
+    authorize(caller, "identity.read")
+    search = _search_body(UserResource, body)
     return _listing(request, "Users", search, scim_service.search_users(cp.store, search))
 
 
@@ -445,6 +478,16 @@ def list_groups(
     return _listing(request, "Groups", search, scim_service.search_groups(cp.store, search))
 
 
+@router.post("/Groups/.search")
+def search_groups(
+    body: SearchBody, request: Request, cp: ControlPlaneDep, caller: CallerDep
+) -> ScimResponse:
+    """The same query as GET /Groups, its parameters in the body (RFC 7644 §3.4.3)."""
+    authorize(caller, "identity.read")
+    search = _search_body(Group, body)
+    return _listing(request, "Groups", search, scim_service.search_groups(cp.store, search))
+
+
 @router.post("/Groups", status_code=status.HTTP_201_CREATED)
 def create_group(
     body: ResourceBody, request: Request, cp: ControlPlaneDep, caller: CallerDep
@@ -521,3 +564,20 @@ def delete_group(
     authorize(caller, "identity.write")
     scim_service.delete_group(cp.store, caller, group_id, if_match=if_match)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# Declared last, so it only answers what no route above does: a SCIM 404, not problem+json.
+@router.api_route(
+    "/{unknown:path}",
+    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    include_in_schema=False,
+)
+def unknown_endpoint(unknown: str, request: Request) -> ScimResponse:
+    """No such SCIM endpoint (404), or not with this method (405)."""
+    for route in router.routes:
+        if (
+            getattr(route, "name", "") != "unknown_endpoint"
+            and route.matches(request.scope)[0] is Match.PARTIAL
+        ):
+            return _error(status.HTTP_405_METHOD_NOT_ALLOWED, f"{request.method} is not allowed")
+    raise NotFoundException(detail=f"no SCIM endpoint /{unknown[:200]}")
