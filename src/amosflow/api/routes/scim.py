@@ -417,6 +417,27 @@ def replace_user(
     return _one(user, request, "Users", Context.RESOURCE_REPLACEMENT_RESPONSE)
 
 
+_MANAGER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user:manager"
+
+
+def _entra_manager(body: dict[str, Any]) -> dict[str, Any]:
+    """Entra ID sets the enterprise ``manager`` to the manager's bare id; RFC 7643 §4.3 has it a
+    complex attribute whose ``value`` is that id. Wrap it, so the change lands.
+    """
+    operations = body.get("Operations")
+    if not isinstance(operations, list):
+        return body
+    fixed = [
+        {**o, "value": {"value": o["value"]}}
+        if isinstance(o, dict)
+        and str(o.get("path", "")).lower() == _MANAGER
+        and isinstance(o.get("value"), str)
+        else o
+        for o in operations
+    ]
+    return {**body, "Operations": fixed}
+
+
 @router.patch("/Users/{user_id}")
 def patch_user(
     *,
@@ -430,7 +451,9 @@ def patch_user(
     """Apply add/replace/remove operations; `active: false` deactivates and revokes every token."""
     authorize(caller, "identity.write")
     patch = PatchOp[UserResource].model_validate(
-        body, scim_ctx=Context.RESOURCE_PATCH_REQUEST, scim_policy=scim_service.PATCH_POLICY
+        _entra_manager(body),
+        scim_ctx=Context.RESOURCE_PATCH_REQUEST,
+        scim_policy=scim_service.PATCH_POLICY,
     )
     user = scim_service.patch_user(cp.store, caller, user_id, patch, if_match=if_match)
     return _one(user, request, "Users", Context.RESOURCE_PATCH_RESPONSE)
