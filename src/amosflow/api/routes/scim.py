@@ -421,8 +421,10 @@ _MANAGER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user:manager"
 
 
 def _entra_manager(body: dict[str, Any]) -> dict[str, Any]:
-    """Entra ID sets the enterprise ``manager`` to the manager's bare id; RFC 7643 §4.3 has it a
-    complex attribute whose ``value`` is that id. Wrap it, so the change lands.
+    """Entra ID's PATCH with the enterprise ``manager`` wrapped as RFC 7643 §4.3 wants it.
+
+    Entra sets ``manager`` to the manager's bare id, where the RFC has a complex attribute
+    whose ``value`` is that id; wrapped, the change lands instead of being refused.
     """
     operations = body.get("Operations")
     if not isinstance(operations, list):
