@@ -28,7 +28,7 @@ def test_the_exports_are_pinned() -> None:
             "holds_unconditionally", "issue_api_token", "list_api_tokens", "list_bindings",
             "list_folders", "list_groups", "list_principals", "load_private_key", "looks_like_jwt",
             "looks_like_session", "needs_rehash", "node_token", "parse_jwks", "reactivate",
-            "remove_members", "rename_group", "revoke_api_token", "revoke_binding",
+            "remove_members", "rename_group", "rename_user", "revoke_api_token", "revoke_binding",
             "rotate_client_secret", "sees", "set_members", "set_password", "setup_complete",
             "setup_pending", "to_principal", "token_hash", "utc_now", "verify_secret",
         ]
