@@ -4,7 +4,8 @@ They are part of every recorded history, so a change here must keep old historie
 deserialisable (add fields with defaults, never rename).
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: the SDK reads these hints on every payload it
+# converts (typing.get_type_hints), and string annotations are compiled again each time.
 
 from dataclasses import dataclass, field
 from typing import Any
