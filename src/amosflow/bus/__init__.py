@@ -9,8 +9,9 @@ whole life, as importing the publisher and the relay here would make it.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from amosflow._lazy import exports
 
 if TYPE_CHECKING:
     from amosflow.bus import _events as events
@@ -48,15 +49,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name == "events":
-        return importlib.import_module("amosflow.bus._events")
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'amosflow.bus' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"amosflow.bus.{home}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = exports(__name__, _HOMES, globals(), modules={"events": "_events"})
 
 
 __all__ = [

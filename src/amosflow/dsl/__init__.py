@@ -7,8 +7,9 @@ and the CEL runtime.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from amosflow._lazy import exports
 
 if TYPE_CHECKING:
     from amosflow.dsl._canonical import canonical_json, content_hash
@@ -85,13 +86,7 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'amosflow.dsl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"amosflow.dsl.{home}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+__getattr__ = exports(__name__, _HOMES, globals())
 
 
 __all__ = [
