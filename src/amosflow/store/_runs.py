@@ -68,8 +68,9 @@ def record_run(session: Session, record: RunRecord) -> RunRecord:
     """
     values = record.model_dump()
     statement = _insert(session).values(**values).on_conflict_do_nothing(index_elements=["run_id"])
-    session.execute(statement)
-    return get_run(session, record.run_id)
+    inserted = session.execute(statement).rowcount  # type: ignore[attr-defined]
+    # Inserted: the row holds exactly ``record``, no need to read it back (every run start).
+    return record if inserted == 1 else get_run(session, record.run_id)
 
 
 def _row(session: Session, run_id: str, *, lock: bool = False) -> RunRow:
