@@ -118,7 +118,8 @@ router = APIRouter(
     default_response_class=ScimResponse,
     responses={
         400: _scim_error("Bad request: invalidSyntax, invalidFilter, invalidPath, noTarget, …"),
-        401: _scim_error("No valid credentials"),
+        # The node's authentication answers before any route does, in problem+json.
+        401: problems.documented("No valid credentials"),
         403: _scim_error("The caller may not provision identities"),
         404: _scim_error("Not found"),
         409: _scim_error("Conflict: uniqueness"),
@@ -299,14 +300,16 @@ def schema(urn: str, request: Request, caller: CallerDep) -> ScimResponse:
     return _discovery_one(request, scim_service.schemas(), "Schema", urn)
 
 
-@router.post("/.search", status_code=status.HTTP_501_NOT_IMPLEMENTED)
+# The two 501s are left out of the OpenAPI document: they are operations the node does not
+# offer (so /ServiceProviderConfig declares), not ones a client should generate calls for.
+@router.post("/.search", status_code=status.HTTP_501_NOT_IMPLEMENTED, include_in_schema=False)
 def search_everything(caller: CallerDep) -> ScimResponse:
     """A search across every resource type is not supported; search /Users or /Groups."""
     authorize(caller, "identity.read")
     raise NotImplementedException(detail="search /Users/.search or /Groups/.search instead")
 
 
-@router.post("/Bulk", status_code=status.HTTP_501_NOT_IMPLEMENTED)
+@router.post("/Bulk", status_code=status.HTTP_501_NOT_IMPLEMENTED, include_in_schema=False)
 def bulk(caller: CallerDep) -> ScimResponse:
     """Bulk operations are not supported (declared so in /ServiceProviderConfig)."""
     authorize(caller, "identity.write")
