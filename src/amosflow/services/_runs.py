@@ -332,9 +332,7 @@ async def _start(cp: ControlPlane, req: StartRequest) -> RunRecord:
     if stored.status in TERMINAL:
         return stored
     delay = req.start_at - now if req.start_at and req.start_at > now else None
-    await _start_workflow(cp, stored, entry.document, config.to_dict(), library, delay)
-    with cp.store.session() as session:
-        return run_store.get_run(session, run_id)
+    return await _start_workflow(cp, stored, entry.document, config.to_dict(), library, delay)
 
 
 async def _start_workflow(  # noqa: PLR0917 - private, called once
@@ -344,7 +342,8 @@ async def _start_workflow(  # noqa: PLR0917 - private, called once
     config: dict[str, Any],
     library: dict[str, dict[str, Any]],
     delay: timedelta | None,
-) -> None:
+) -> RunRecord:
+    """Start the recorded run in Temporal and return it as recorded after the start."""
     request = RunRequest(
         flow=document,
         inputs=record.inputs,
@@ -356,9 +355,11 @@ async def _start_workflow(  # noqa: PLR0917 - private, called once
     try:
         await start_run(cp.client, request, task_queue=cp.settings.task_queue, start_delay=delay)
     except WorkflowAlreadyStartedError:
-        return  # this run id already ran (or runs): the start was a repeat
+        # This run id already ran (or runs): the start was a repeat.
+        with cp.store.session() as session:
+            return run_store.get_run(session, record.run_id)
     with cp.store.session() as session:
-        record_status(session, record.run_id, "running")
+        return record_status(session, record.run_id, "running")
 
 
 def record_status(
