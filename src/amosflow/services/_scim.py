@@ -140,11 +140,11 @@ def _user(session: Session, row: PrincipalRow, scim: ScimResourceRow | None) -> 
     resource.id = row.id
     resource.user_name = row.username
     resource.external_id = row.external_id
-    # An IdP may remove ``active``; the user then keeps its state (active unless it was
-    # switched off), and the attribute reads back absent, except that a user who is switched
-    # off always shows ``active: false``.
+    # ``active`` reads back as the principal's state once the IdP has written it. An IdP that
+    # never wrote it, or removed it, reads it back absent (RFC 7644 §3.5.2.2), while the
+    # principal keeps its state: a removal never switches a user back on, nor off.
     written = scim is None or "active" in scim.document
-    resource.active = row.active if written or not row.active else None
+    resource.active = row.active if written else None
     groups = identity.groups_of(session, row.id)
     resource.groups = [GroupMembership(value=g.id, display=g.display_name) for g in groups] or None
     resource.meta = Meta(
