@@ -29,6 +29,15 @@ class RunnerSettings(BaseSettings):
     heartbeat_ttl_seconds: float = Field(
         default=30.0, gt=0, description="A runner without a heartbeat this long is not eligible."
     )
+    dispatch_wait_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "How long a runner step waits for an enrolled runner that is not sending "
+            "heartbeats (restarting) before it fails; a step no enrolled runner can take "
+            "fails at once."
+        ),
+    )
     long_poll_seconds: float = Field(default=20.0, gt=0, le=60)
     server_names: list[str] = Field(
         default_factory=lambda: ["localhost", "127.0.0.1"],
@@ -44,6 +53,11 @@ class RunnerSettings(BaseSettings):
     def lease(self) -> timedelta:
         """``lease_seconds`` as a timedelta."""
         return timedelta(seconds=self.lease_seconds)
+
+    @property
+    def dispatch_wait(self) -> timedelta:
+        """``dispatch_wait_seconds`` as a timedelta."""
+        return timedelta(seconds=self.dispatch_wait_seconds)
 
     @property
     def heartbeat_ttl(self) -> timedelta:

@@ -278,8 +278,8 @@ def eligible_runners(
     Eligible: active (not draining, not revoked), a heartbeat within ``heartbeat_ttl``, a
     certificate still valid, ``capability`` among what it offers, and in ``zone`` (any zone
     when None). Load is the reported ``load / max_jobs``, compared exactly; ties go by name.
-    An empty answer is the dispatcher's cue to fail fast with ``no_eligible_runner_message``
-    instead of queueing a job nobody will take.
+    An empty answer with no ``enrolled_runners`` either is the dispatcher's cue to fail
+    fast with ``no_eligible_runner_message`` instead of queueing a job nobody will take.
     """
     at = aware(now)
     fresh_after = at - positive(heartbeat_ttl, "heartbeat_ttl")
@@ -293,6 +293,25 @@ def eligible_runners(
     # Capabilities are a JSON list; the fleet is small, so matching here stays portable.
     found = [row for row in session.scalars(query) if capability in row.capabilities]
     return sorted(found, key=lambda r: (Fraction(r.load, max(r.max_jobs, 1)), r.name, r.id))
+
+
+def enrolled_runners(
+    session: Session, *, capability: str, zone: str | None, now: datetime
+) -> list[RunnerRow]:
+    """The runners enrolled to take such a job, whether or not they send heartbeats now.
+
+    Active, a certificate still valid, ``capability`` among what it offers, in ``zone``
+    (any when None). A runner here but not in ``eligible_runners`` is restarting or cut
+    off: a step waits for it (up to the dispatch wait) instead of failing at once.
+    """
+    at = aware(now)
+    query = select(RunnerRow).where(RunnerRow.status == "active", RunnerRow.cert_not_after > at)
+    if zone is not None:
+        query = query.where(RunnerRow.zone == zone)
+    return sorted(
+        (row for row in session.scalars(query) if capability in row.capabilities),
+        key=lambda r: (r.name, r.id),
+    )
 
 
 def no_eligible_runner_message(capability: str, zone: str | None) -> str:
