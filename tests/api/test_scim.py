@@ -189,7 +189,7 @@ def test_delete_makes_a_user_404_and_revokes_its_tokens(node: Node) -> None:
 
 
 def test_attributes_paging_sorting_and_etags(node: Node) -> None:
-    """Projections, clamped paging, sortBy and If-Match (412 on a stale version) hold."""
+    """Projections, clamped paging, sortBy, /.search and If-Match (412 when stale) hold."""
     users = [_user(node, f"u{n}@example.com", displayName=f"User {n}") for n in (3, 1, 2)]
     group = node.client.post(
         "/scim/v2/Groups",
@@ -221,6 +221,17 @@ def test_attributes_paging_sorting_and_etags(node: Node) -> None:
     ).json()
     assert [u["userName"] for u in second["Resources"]] == ["u2@example.com"]
     assert second["totalResults"] == 3
+
+    across = node.client.post(
+        "/scim/v2/.search",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "filter": 'userName eq "u1@example.com" or displayName eq "g"',
+            "attributes": ["id"],
+        },
+    )
+    assert across.status_code == 200, across.text
+    assert {r["id"] for r in across.json()["Resources"]} == {users[1]["id"], group["id"]}
 
     url = f"/scim/v2/Groups/{group['id']}"
     current = node.client.get(url)

@@ -74,6 +74,7 @@ __all__ = [
     "replace_user",
     "resource_types",
     "schemas",
+    "search_all",
     "search_groups",
     "search_users",
 ]
@@ -177,20 +178,33 @@ def _write_user(session: Session, row: PrincipalRow, resource: UserResource) -> 
     _save(session, row.id, "User", resource)
 
 
+def _users(session: Session) -> list[UserResource]:
+    deleted = set(
+        session.scalars(select(ScimResourceRow.id).where(ScimResourceRow.deleted_at.is_not(None)))
+    )
+    return [
+        _user(session, row, _scim_row(session, row.id))
+        for row in identity.list_principals(session)
+        if row.kind == "user" and row.id not in deleted
+    ]
+
+
 def search_users(store: Store, search: SearchRequest[UserResource]) -> tuple[int, list[Any]]:
     """The users a query matches, sorted, and the page of them it asked for, with the total."""
     with store.session(read_only=True) as session:
-        deleted = set(
-            session.scalars(
-                select(ScimResourceRow.id).where(ScimResourceRow.deleted_at.is_not(None))
-            )
-        )
-        users = [
-            _user(session, row, _scim_row(session, row.id))
-            for row in identity.list_principals(session)
-            if row.kind == "user" and row.id not in deleted
-        ]
+        users = _users(session)
     return _page(users, search)
+
+
+def search_all(store: Store, search: SearchRequest[Any]) -> tuple[int, list[Any]]:
+    """Users and groups a query matches (POST /.search, RFC 7644 §3.4.3), sorted and paged.
+
+    An attribute one resource type lacks evaluates to false for it, as §3.4.2.1 asks.
+    """
+    with store.session(read_only=True) as session:
+        found: list[Any] = [*_users(session)]
+        found.extend(_group(session, row) for row in identity.list_groups(session))
+    return _page(found, search)
 
 
 def _page(resources: list[Any], search: SearchRequest[Any]) -> tuple[int, list[Any]]:

@@ -225,6 +225,12 @@ def _listing(
 ) -> ScimResponse:
     total, page = found
     resources = [_dump(r, request, endpoint, Context.SEARCH_RESPONSE, search) for r in page]
+    return _list_body(resources, total, search)
+
+
+def _list_body(
+    resources: list[dict[str, Any]], total: int, search: SearchRequest[Any]
+) -> ScimResponse:
     return ScimResponse(
         {
             "schemas": [LIST_SCHEMA],
@@ -300,15 +306,8 @@ def schema(urn: str, request: Request, caller: CallerDep) -> ScimResponse:
     return _discovery_one(request, scim_service.schemas(), "Schema", urn)
 
 
-# The two 501s are left out of the OpenAPI document: they are operations the node does not
-# offer (so /ServiceProviderConfig declares), not ones a client should generate calls for.
-@router.post("/.search", status_code=status.HTTP_501_NOT_IMPLEMENTED, include_in_schema=False)
-def search_everything(caller: CallerDep) -> ScimResponse:
-    """A search across every resource type is not supported; search /Users or /Groups."""
-    authorize(caller, "identity.read")
-    raise NotImplementedException(detail="search /Users/.search or /Groups/.search instead")
-
-
+# Bulk is left out of the OpenAPI document: it is an operation the node does not offer (so
+# /ServiceProviderConfig declares), not one a client should generate calls for.
 @router.post("/Bulk", status_code=status.HTTP_501_NOT_IMPLEMENTED, include_in_schema=False)
 def bulk(caller: CallerDep) -> ScimResponse:
     """Bulk operations are not supported (declared so in /ServiceProviderConfig)."""
@@ -355,6 +354,27 @@ def _search_body(model: Any, body: dict[str, Any]) -> SearchRequest[Any]:
     return SearchRequest[model].model_validate(
         body, scim_ctx=Context.SEARCH_REQUEST, scim_policy=scim_service.POLICY
     )
+
+
+@router.post("/.search")
+def search_everything(
+    body: SearchBody, request: Request, cp: ControlPlaneDep, caller: CallerDep
+) -> ScimResponse:
+    """Users and Groups at once, the query in the body (RFC 7644 §3.4.3)."""
+    authorize(caller, "identity.read")
+    search = _search_body(UserResource | Group, body)
+    total, page = scim_service.search_all(cp.store, search)
+    resources = [
+        _dump(
+            r,
+            request,
+            "Groups" if isinstance(r, Group) else "Users",
+            Context.SEARCH_RESPONSE,
+            search,
+        )
+        for r in page
+    ]
+    return _list_body(resources, total, search)
 
 
 @router.post("/Users/.search")
