@@ -5,17 +5,22 @@ endpoint" request examples (the Entra provisioning service), and Okta's "SCIM 2.
 (its SCIM client). Each step's request body is the documented one, with our own names and ids.
 After each sequence the test reads what the node made of it: principals (through SCIM and
 ``/api/v1/me``), groups, role bindings in effect, and the audit records, each attributed to
-the IdP's own token.
+the IdP's own token. Both run on SQLite and on PostgreSQL, where the kept document is JSONB.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.api.conftest import Node
+from amosflow.bus.embedded import EmbeddedNats
+from amosflow.config import EngineSettings, StoreSettings
+from tests.api.conftest import Node, running_node
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.temporal
 SCIM = {"Content-Type": "application/scim+json"}
@@ -23,6 +28,23 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def node(
+    request: pytest.FixtureRequest,
+    settings: EngineSettings,
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Node]:
+    """A running node on SQLite, then on PostgreSQL."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        monkeypatch.setenv("AMOS_DATABASE_URL", server.create_database())
+    store_url = StoreSettings(home=settings.home).url
+    with running_node(settings, tmp_path, nats_server, store_url=store_url) as running:
+        yield running
 
 
 def _ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
