@@ -9,9 +9,13 @@ failing test prints what happened, in order, with the seed of its schedule.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -108,3 +112,87 @@ class Process:
     def output(self) -> str:
         """What it wrote so far, for a failure message."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class TcpProxy:
+    """A loopback TCP proxy the harness can cut: a partition between a client and a server.
+
+    ``cut`` resets every open connection and refuses new ones (the peer sees a reset, as
+    behind a dropped link); ``restore`` lets connections through again. Threads, not an
+    event loop, so it serves a test's in-process node and child processes alike.
+    """
+
+    def __init__(self, upstream: str, faults: Faults) -> None:
+        host, _, port = upstream.rpartition(":")
+        self._upstream = (host or "127.0.0.1", int(port))
+        self._faults = faults
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._cut = False
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        """Partition: reset what is open and refuse what comes."""
+        self._faults.note(f"cut {self.address} -> {self._upstream[1]}")
+        with self._lock:
+            self._cut = True
+            for sock in self._open:
+                _reset(sock)
+            self._open.clear()
+
+    def restore(self) -> None:
+        """Heal the partition."""
+        self._faults.note(f"restore {self.address}")
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        """Stop listening and drop every connection."""
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._lock:
+                refused = self._cut
+            if refused:
+                _reset(client)
+                continue
+            try:
+                server = socket.create_connection(self._upstream, timeout=5)
+            except OSError:
+                _reset(client)
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._open.update((client, server))
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with self._lock:
+                self._open.discard(source)
+                self._open.discard(sink)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST rather than FIN (SO_LINGER 0), as a dropped link looks to the peer."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()

@@ -6,25 +6,35 @@ the watcher records its end, both through it.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from amosflow import audit, vault
 from amosflow.bus import cloud_event, subject_for
 from amosflow.catalog import effective_config, missing_requirements
 from amosflow.dsl import CallStep, iter_steps, parse_flow, validate_inputs
 from amosflow.engine.client import RunRequest, new_run_id, start_run
-from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
+from amosflow.errors import (
+    ConflictError,
+    Diagnostic,
+    EngineError,
+    NotFoundError,
+    ValidationFailedError,
+)
 from amosflow.identity import allows, authorize, folder_scope
 from amosflow.services import _access as access
 from amosflow.store import RunRecord, outbox
 from amosflow.store import runs as run_store
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from sqlalchemy.orm import Session
     from temporalio.client import Client
 
@@ -55,6 +65,9 @@ __all__ = [
 
 EVENT_SOURCE = "urn:amosflow:control-plane"
 TERMINAL = frozenset({"completed", "failed", "cancelled", "timed_out"})
+#: How long a recorded run may stay unknown to Temporal before the watcher fails it: longer
+#: than any start call takes, so a start still on its way is never overtaken.
+START_GRACE = timedelta(minutes=2)
 #: The longest a caller may hold a request open for a run's end; longer runs are followed.
 MAX_WAIT = timedelta(seconds=120)
 _WAIT_PATTERN = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)?")
@@ -197,7 +210,11 @@ async def start(cp: ControlPlane, req: StartRequest) -> RunRecord:
     """Validate everything, record the run with its `run.started` event, start it, follow it.
 
     Nothing is recorded or started when the flow, the inputs or a requirement is wrong. The
-    record comes first so a crash before Temporal accepts the start is repaired by `reconcile`.
+    record comes first; a start Temporal did not take is reconciled (decision 0064): a start
+    that never reached Temporal marks the run failed with the reason and raises EngineError
+    (503); one whose fate is unknown (a timeout) is left to the watcher, which finds the
+    workflow or fails the run once ``START_GRACE`` is over, as it does after a crash between
+    the record and the start.
     Every reference of the run (child flows, config bundles, secrets) is resolved in the
     flow's folder only. The control plane's watcher follows the run (also a repeated start's),
     so no caller has to remember to.
@@ -358,8 +375,62 @@ async def _start_workflow(  # noqa: PLR0917 - private, called once
         # This run id already ran (or runs): the start was a repeat.
         with cp.store.session() as session:
             return run_store.get_run(session, record.run_id)
+    except RPCError as err:
+
+        async def again() -> None:
+            # WorkflowAlreadyStarted: the first attempt did reach Temporal after all.
+            with contextlib.suppress(WorkflowAlreadyStartedError):
+                await start_run(
+                    cp.client, request, task_queue=cp.settings.task_queue, start_delay=delay
+                )
+            with cp.store.session() as session:
+                record_status(session, record.run_id, "running")
+
+        _start_refused(cp, record.run_id, err, again)
     with cp.store.session() as session:
         return record_status(session, record.run_id, "running")
+
+
+def _start_refused(
+    cp: ControlPlane, run_id: str, err: RPCError, again: Callable[[], Awaitable[None]]
+) -> None:
+    """Leave no recorded run behind unstarted and unexplained; raise the 503 EngineError.
+
+    UNAVAILABLE means the start never reached Temporal, so the run is failed now with the
+    reason. Any other error (a broken connection, a deadline) may hide a workflow that did
+    start, so the run stays pending and the watcher finishes the start with ``again`` (the
+    run id is the workflow id, so a second start of a started run changes nothing) once
+    Temporal answers. Without a watcher the run is failed now, as for UNAVAILABLE.
+    """
+    if err.status == RPCStatusCode.UNAVAILABLE or cp.watcher is None:
+        with cp.store.session() as session:
+            fail_unstarted(session, run_id, "Temporal was unreachable when the run was started")
+        told = "the run is recorded as failed; start it again"
+    else:
+        cp.watcher.finish_start(run_id, again)
+        told = "the run is recorded and the node will start it when the engine answers"
+    raise EngineError(f"the workflow engine did not take run {run_id!r}: {told}") from None
+
+
+def fail_unstarted(session: Session, run_id: str, reason: str) -> RunRecord:
+    """Mark a recorded run that never started failed, with ``reason``, its end and event.
+
+    The one way a run with no workflow ends: audited as `runs.end` and announced as
+    `run.failed` (with the id the watcher would give it, so a repeat is dropped).
+    """
+    error = {"type": "RunNotStarted", "message": f"the run never started: {reason}"}
+    ended = record_status(session, run_id, "failed", error=error, ended_at=datetime.now(UTC))
+    if ended.error == error:
+        data = {"run_id": run_id, "status": "failed", "error": error}
+        event = cloud_event(
+            "io.amosflow.run.failed",
+            source=EVENT_SOURCE,
+            subject=run_id,
+            data=data,
+            id=f"{run_id}/run/run.failed",
+        )
+        outbox.enqueue(session, subject_for("io.amosflow.run.failed", run_id), event)
+    return ended
 
 
 def record_status(

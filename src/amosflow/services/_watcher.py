@@ -4,6 +4,12 @@ One task per unfinished run waits for its end (one result long-poll, no query); 
 step timeline the workflow reports with it and every step event go into the store and the
 transactional outbox in one transaction, from which the relay publishes them. After a
 restart every unfinished run in the store is followed again, so no ending is missed.
+
+It is also the reconciler of starts (decision 0064): a run recorded but never started (the
+API died between the record and the start, or the start's fate was unknown) is unknown to
+Temporal; once it is older than ``START_GRACE`` it is failed with the reason, so no run
+stays pending forever. At API start ``resume`` follows every pending run, and each follow
+looks again every second, which makes the reconciliation periodic too.
 """
 
 from __future__ import annotations
@@ -19,11 +25,19 @@ from temporalio.service import RPCError, RPCStatusCode
 from amosflow.bus import cloud_event, subject_for
 from amosflow.engine.client import outcome_of
 from amosflow.services._progress import RunEvent, diff, final_steps
-from amosflow.services._runs import EVENT_SOURCE, TERMINAL, record_status
+from amosflow.services._runs import (
+    EVENT_SOURCE,
+    START_GRACE,
+    TERMINAL,
+    fail_unstarted,
+    record_status,
+)
 from amosflow.store import outbox
 from amosflow.store import runs as run_store
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from amosflow.services._runs import ControlPlane
     from amosflow.store import RunRecord
 
@@ -45,6 +59,14 @@ class RunWatcher:
         # One future per run that someone waits on, resolved where its end is recorded, so
         # every waiter of a run in this process shares the one completion long-poll.
         self._ends: dict[str, asyncio.Future[RunRecord]] = {}
+        # Starts whose fate was unknown (the call broke off): finished here once Temporal
+        # answers, so the recorded run starts without the client's help.
+        self._starts: dict[str, Callable[[], Awaitable[None]]] = {}
+
+    def finish_start(self, run_id: str, start: Callable[[], Awaitable[None]]) -> None:
+        """Follow ``run_id`` and, while Temporal does not know it, call ``start`` until it does."""
+        self._starts[run_id] = start
+        self.watch(run_id)
 
     def watch(self, run_id: str) -> None:
         """Follow ``run_id`` unless it is already followed."""
@@ -115,7 +137,11 @@ class RunWatcher:
                 outcome = await outcome_of(handle)
             except RPCError as err:
                 if err.status == RPCStatusCode.NOT_FOUND:
-                    log.warning("run %s is not known to Temporal yet", run_id)
+                    if await self._start_again(run_id):
+                        continue
+                    if self._fail_if_never_started(run_id):
+                        return
+                    log.info("run %s is not known to Temporal yet", run_id)
                 else:
                     log.warning("following run %s failed: %s", run_id, err)
                 await asyncio.sleep(RETRY_S)
@@ -123,6 +149,36 @@ class RunWatcher:
             steps = await final_steps(handle, outcome.steps)
             self._record_end(run_id, outcome.result, steps)
             return
+
+    async def _start_again(self, run_id: str) -> bool:
+        """Finish a start whose fate was unknown; whether the workflow runs now."""
+        start = self._starts.get(run_id)
+        if start is None:
+            return False
+        try:
+            await start()
+        except RPCError as err:
+            log.warning("starting run %s again failed: %s", run_id, err)
+            return False
+        del self._starts[run_id]
+        return True
+
+    def _fail_if_never_started(self, run_id: str) -> bool:
+        """Fail a pending run Temporal does not know once it is older than START_GRACE."""
+        with self._cp.store.session() as session:
+            stored = run_store.get_run(session, run_id)
+            if stored.status in TERMINAL:
+                self._settle(stored)
+                return True
+            young = datetime.now(UTC) - stored.created_at < START_GRACE
+            if stored.status != "pending" or young or run_id in self._starts:
+                return False
+            log.warning("run %s was recorded but never started; it is failed", run_id)
+            ended = fail_unstarted(
+                session, run_id, "the node stopped between recording it and starting it"
+            )
+        self._settle(ended)
+        return True
 
     def _record_end(self, run_id: str, result: dict[str, Any], steps: dict[str, Any]) -> None:
         """Record the run's end, its timeline and every event of it in one transaction."""
