@@ -120,6 +120,8 @@ def test_user_name_is_mutable_unique_and_case_insensitive(node: Node) -> None:
         "/scim/v2/Users", json={"schemas": [USER], "userName": "BOB@example.com"}
     )
     _error(clash, 409, "uniqueness")
+    spaced = node.client.post("/scim/v2/Users", json={"schemas": [USER], "userName": "a b"})
+    _error(spaced, 400, "invalidValue")
     renamed = node.client.patch(
         f"/scim/v2/Users/{ann['id']}",
         json=_patch({"op": "replace", "path": "userName", "value": "anne@example.com"}),
@@ -186,6 +188,11 @@ def test_delete_makes_a_user_404_and_revokes_its_tokens(node: Node) -> None:
     assert listed.json()["totalResults"] == 0
     again = _user(node, "dan@example.com")
     assert again["id"] != user["id"]
+    gone = node.client.post(
+        "/scim/v2/Groups",
+        json={"schemas": [GROUP], "displayName": "gone", "members": [{"value": user["id"]}]},
+    )
+    _error(gone, 400, "invalidValue")
 
 
 def test_attributes_paging_sorting_and_etags(node: Node) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from scim2_models import Group, GroupMember, Meta, PatchOp, SearchRequest
 
 from amosflow import identity
+from amosflow.errors import Diagnostic, ValidationFailedError
 from amosflow.services import _auditing as auditing
 from amosflow.services import _scim_documents as docs
 from amosflow.services._scim_models import POLICY
@@ -50,11 +51,23 @@ def group(session: Session, row: GroupRow) -> Group:
     return resource
 
 
+def _member_ids(session: Session, resource: Group) -> list[str]:
+    """The principals a group's members name; one SCIM deleted, or unknown, is a 400."""
+    ids = [str(m.value) for m in resource.members or [] if m.value]
+    for index, member_id in enumerate(ids):
+        kept = docs.scim_row(session, member_id)
+        if kept is not None and kept.deleted_at is not None:
+            raise ValidationFailedError(
+                [Diagnostic(f"/members/{index}/value", f"no user {member_id!r}")]
+            )
+    return ids
+
+
 def _write_group(session: Session, row: GroupRow, resource: Group) -> None:
     if resource.display_name and resource.display_name != row.display_name:
         identity.rename_group(session, row.id, resource.display_name)
     row.external_id = resource.external_id
-    identity.set_members(session, row.id, [str(m.value) for m in resource.members or [] if m.value])
+    identity.set_members(session, row.id, _member_ids(session, resource))
     row.updated_at = utcnow()
     docs.save(session, row.id, "Group", resource)
 

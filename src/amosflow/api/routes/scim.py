@@ -68,6 +68,7 @@ def _from_amos(err: AmosError) -> ScimResponse:
     code, _ = problems.status_for(err)
     scim_type = None
     if isinstance(err, ValidationFailedError):
+        code = status.HTTP_400_BAD_REQUEST  # RFC 7644 §3.12 has no 422; problem+json's own
         scim_type = "invalidValue"
         detail = "; ".join(f"{d.pointer}: {d.message}" for d in err.diagnostics) or str(err)
     else:
