@@ -17,16 +17,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
-from temporalio.service import RPCError
 
 from amosflow import audit
-from amosflow.engine.types import ActionCall, ActionResult
+from amosflow.engine.types import ActionCall
 from amosflow.errors import AuthenticationError, PermissionDeniedError, VaultSealedError
 from amosflow.runner.dispatch import _leases as leases
 from amosflow.runner.dispatch import _problems as problems
 from amosflow.runner.dispatch import _registry as registry
 from amosflow.runner.dispatch import _wake as wake
-from amosflow.runner.dispatch._activity import job_failure
+from amosflow.runner.dispatch._deliveries import Deliveries
 from amosflow.runner.dispatch._enrollment import verify_client_cert
 from amosflow.runner.dispatch._tls import PEER_CERT
 
@@ -55,6 +54,11 @@ class Fleet:
     #: in sleeps of up to 100 ms. Every waiting long-poll is woken by each job, so their
     #: lease attempts queue here instead (PostgreSQL's SKIP LOCKED needs no such turn).
     acquiring: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    #: Completions Temporal has not taken yet, retried until it does (decision 0066).
+    deliveries: Deliveries = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deliveries = Deliveries(self.client, self.store)
 
 
 class Beat(BaseModel):
@@ -195,7 +199,7 @@ def create_endpoint(fleet: Fleet) -> FastAPI:
             result=body.output if body.failure is None else None,
             error=body.failure,
         )
-        await _finish_activity(fleet.client, row.task_token, row.result, row.error, row.attempts)
+        await fleet.deliveries.deliver(row)
         answer: dict[str, Any] = {"state": row.state, "lease": None}
         if body.wait_seconds is not None:
             granted = await _wait_for_lease(fleet, runner, request, body.wait_seconds)
@@ -296,17 +300,3 @@ def _acquire(fleet: Fleet, runner: RunnerRow) -> leases.Lease | None:
             now=_now(),
             ttl=fleet.settings.lease,
         )
-
-
-async def _finish_activity(
-    client: Client, token: bytes, result: Any, error: Any, attempt: int
-) -> None:
-    """Complete the dispatch activity; if it gave up meanwhile, its retry finds the job done."""
-    handle = client.get_async_activity_handle(task_token=token)
-    try:
-        if error is not None:
-            await handle.fail(job_failure(error).to_application_error())
-        else:
-            await handle.complete(ActionResult(output=result, attempt=attempt))
-    except RPCError as err:
-        log.info("activity for a finished job is gone (%s); its retry will answer", err.message)

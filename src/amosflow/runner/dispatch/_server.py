@@ -29,17 +29,26 @@ KEEP_ALIVE_S = 75
 
 
 class FleetServer(uvicorn.Server):
-    """The endpoint's uvicorn server; when it stops, so does its store's job listener."""
+    """The endpoint's uvicorn server; when it stops, so does its store's job listener.
 
-    def __init__(self, config: uvicorn.Config, store: Store) -> None:
+    At its start it delivers again the completions of recently finished jobs, which a
+    previous process may have stored without Temporal taking them (decision 0066).
+    """
+
+    def __init__(self, config: uvicorn.Config, fleet: Fleet) -> None:
         super().__init__(config)
-        self.store = store
+        self.fleet = fleet
+        self.store = fleet.store
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         """Serve until told to exit, then close the LISTEN connection (PostgreSQL)."""
+        redeliver = asyncio.create_task(self.fleet.deliveries.redeliver_recent())
         try:
             await super().serve(sockets)
         finally:
+            redeliver.cancel()
+            await asyncio.gather(redeliver, return_exceptions=True)
+            await self.fleet.deliveries.close()
             await asyncio.to_thread(wake.stop_listening, self.store)
 
 
@@ -81,4 +90,4 @@ def fleet_server(
         log_level="warning",
         proxy_headers=False,  # runners connect directly; no proxy speaks for them
     )
-    return FleetServer(config, store)
+    return FleetServer(config, fleet)
