@@ -99,6 +99,7 @@ def test_a_completion_stored_while_temporal_is_away_is_delivered_when_it_returns
     proxied_node: Node,
     link: TcpProxy,
     target: SideEffects,
+    *,
     records: Records,
     faults: Faults,
     tmp_path: Path,
