@@ -11,6 +11,7 @@ the IdP's own token. Both run on SQLite and on PostgreSQL, where the kept docume
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -379,3 +380,42 @@ def test_okta_provisioning_sequence(node: Node) -> None:
         "groups.update",
         "groups.delete",
     ]
+
+
+def test_concurrent_membership_changes_are_not_lost(node: Node) -> None:
+    """Entra sends one group's membership changes in parallel; every one of them lands."""
+    ids = [
+        _ok(
+            node.client.post(
+                "/scim/v2/Users", json={"schemas": [USER], "userName": f"p{n}@example.com"}
+            ),
+            201,
+        )["id"]
+        for n in range(12)
+    ]
+    leaving, staying, joining = ids[:4], ids[4:8], ids[8:]
+    group = _ok(
+        node.client.post(
+            "/scim/v2/Groups",
+            json={
+                "schemas": [GROUP],
+                "displayName": "Parallel",
+                "members": [{"value": i} for i in leaving + staying],
+            },
+        ),
+        201,
+    )
+    url = f"/scim/v2/Groups/{group['id']}"
+    token = node.client.headers["Authorization"].removeprefix("Bearer ")
+
+    def change(step: tuple[str, str]) -> int:
+        op, user_id = step
+        body = _ops({"op": op, "path": "members", "value": [{"value": user_id}]})
+        with node.as_caller(token) as idp:
+            return idp.patch(url, headers=SCIM, json=body).status_code
+
+    steps = [("Remove", i) for i in leaving] + [("Add", i) for i in joining]
+    with ThreadPoolExecutor(max_workers=len(steps)) as pool:
+        assert list(pool.map(change, steps)) == [200] * len(steps)
+    members = _ok(node.client.get(url))["members"]
+    assert sorted(m["value"] for m in members) == sorted(staying + joining)

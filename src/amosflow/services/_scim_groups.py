@@ -15,13 +15,14 @@ from amosflow.errors import Diagnostic, ValidationFailedError
 from amosflow.services import _auditing as auditing
 from amosflow.services import _scim_documents as docs
 from amosflow.services._scim_models import POLICY
+from amosflow.store import GroupRow
 from amosflow.store._types import utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from amosflow.identity import Principal
-    from amosflow.store import GroupRow, Store
+    from amosflow.store import Store
 
 
 def group(session: Session, row: GroupRow) -> Group:
@@ -49,6 +50,17 @@ def group(session: Session, row: GroupRow) -> Group:
         version=docs.etag(scim.version if scim is not None else 0),
     )
     return resource
+
+
+def _locked(session: Session, group_id: str) -> GroupRow:
+    """The group, locked on PostgreSQL until the transaction ends.
+
+    IdPs send membership changes of one group concurrently (Entra does); each PATCH reads the
+    members, applies its operations and writes them back, so without the lock one change
+    would overwrite another. SQLite's IMMEDIATE transactions already serialise writers.
+    """
+    session.get(GroupRow, group_id, with_for_update=True)
+    return identity.get_group(session, group_id)
 
 
 def _member_ids(session: Session, resource: Group) -> list[str]:
@@ -112,7 +124,7 @@ def replace_group(
 ) -> Group:
     """Replace a group's whole document and members (PUT)."""
     with store.session() as session:
-        row = identity.get_group(session, group_id)
+        row = _locked(session, group_id)
         docs.check_version(docs.scim_row(session, group_id), if_match)
         _write_group(session, row, resource)
         _group_audit(session, caller, "groups.update", row)
@@ -129,7 +141,7 @@ def patch_group(
 ) -> Group:
     """Add or remove members, rename the group, or change any other attribute; audited."""
     with store.session() as session:
-        row = identity.get_group(session, group_id)
+        row = _locked(session, group_id)
         docs.check_version(docs.scim_row(session, group_id), if_match)
         resource = group(session, row)
         patch.patch(resource, scim_policy=POLICY)
@@ -144,7 +156,7 @@ def delete_group(
     """Delete a group; its role bindings stop granting anything to its former members."""
     with store.session() as session:
         scim = docs.scim_row(session, group_id)
-        identity.get_group(session, group_id)
+        _locked(session, group_id)
         docs.check_version(scim, if_match)
         identity.delete_group(session, group_id)
         if scim is not None:

@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 def _live_user(session: Session, user_id: str) -> tuple[PrincipalRow, ScimResourceRow | None]:
     """A user SCIM may see: a ``user`` principal that was not deleted; 404 otherwise."""
-    row = session.get(PrincipalRow, user_id)
+    # Locked on PostgreSQL (SQLite's IMMEDIATE transactions already serialise writers), so
+    # two concurrent PATCHes of one user apply one after the other, neither lost.
+    row = session.get(PrincipalRow, user_id, with_for_update=True)
     scim = docs.scim_row(session, user_id)
     if row is None or row.kind != "user" or (scim is not None and scim.deleted_at is not None):
         raise NotFoundError(f"user {user_id!r} not found")
