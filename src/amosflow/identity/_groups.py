@@ -6,6 +6,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from amosflow.errors import ConflictError, Diagnostic, NotFoundError, ValidationFailedError
 from amosflow.store import GroupMemberRow, GroupRow, PrincipalRow
@@ -54,8 +55,11 @@ def create_group(
         created_at=utcnow(),
         updated_at=utcnow(),
     )
-    session.add(row)
-    session.flush()
+    try:
+        with session.begin_nested():  # a lost race for the name is a conflict, not a 500
+            session.add(row)
+    except IntegrityError as exc:
+        raise ConflictError(f"a group named {row.display_name!r} exists already") from exc
     return row
 
 
