@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import struct
@@ -45,6 +46,10 @@ class Faults:
 
     seed: int = 0
     injected: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # The fault schedule's dice: rerunning with the seed replays the same schedule.
+        self.dice = random.Random(self.seed)  # noqa: S311 - a schedule, not a secret
 
     def note(self, what: str) -> None:
         """Record one injected fault."""

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
@@ -173,6 +173,11 @@ class JsonlSink:
         return [entry for entry in self._entries() if isinstance(entry, Statement)]
 
 
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive UTC; PostgreSQL aware. Compare them as aware."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def _insert_checkpoint(dialect: str) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(AuditCheckpointRow)
 
@@ -182,6 +187,11 @@ class Checkpointer:
 
     Call ``maybe_checkpoint()`` after committing appends (and from a timer if you like);
     ``checkpoint()`` forces one. Safe to share between threads.
+
+    The seconds count from the last *signed* checkpoint as the store has it, not from this
+    object's creation: a checkpointer that keeps being restarted (killed before its timer
+    ran out) would otherwise never sign anything (decision 0067). With no checkpoint yet they
+    count from the oldest record still unsigned.
     """
 
     def __init__(
@@ -202,7 +212,8 @@ class Checkpointer:
         self.every_records = every_records
         self.every_seconds = every_seconds
         self._clock = clock
-        self._last_time = clock()
+        #: When the last checkpoint was signed, on ``clock``; read from the store at first use.
+        self._last_time: float | None = None
         self._lock = threading.Lock()
 
     def _state(self) -> tuple[int, str | None, int]:
@@ -221,6 +232,24 @@ class Checkpointer:
         if tail is None:
             return 0, None, int(last or 0)
         return int(tail.seq), str(tail.hash), int(last or 0)
+
+    def _anchor(self, last: int) -> float:
+        """The time of the last signed checkpoint (else of the oldest unsigned record) on ``clock``.
+
+        The store keeps wall-clock times and ``clock`` is monotonic, so the anchor is the
+        checkpoint's age carried over: now on ``clock`` minus how long ago it was signed.
+        """
+        with self.store.session(read_only=True) as session:
+            signed = session.scalar(
+                select(AuditCheckpointRow.at).where(AuditCheckpointRow.seq == last)
+            )
+            if signed is None:
+                signed = session.scalar(select(AuditRow.at).where(AuditRow.seq == last + 1))
+        now = self._clock()
+        if signed is None:
+            return now
+        age = (utcnow() - _aware(signed)).total_seconds()
+        return now - max(age, 0.0)
 
     def _write(self, seq: int, hash_: str) -> Checkpoint:
         unsigned = Checkpoint(seq, hash_, utcnow(), self.signer.key_id, signature="")
@@ -247,6 +276,8 @@ class Checkpointer:
             seq, hash_, last = self._state()
             if hash_ is None or seq <= last:
                 return None
+            if self._last_time is None:
+                self._last_time = self._anchor(last)
             due = seq - last >= self.every_records
             due = due or self._clock() - self._last_time >= self.every_seconds
             return self._write(seq, hash_) if due else None
