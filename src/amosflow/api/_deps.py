@@ -6,12 +6,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from amosflow.errors import EngineError
 from amosflow.identity import Authenticator, IdentitySettings
 from amosflow.services import ControlPlane
 
 
 def _control_plane(request: Request) -> ControlPlane:
-    cp: ControlPlane = request.app.state.control_plane
+    cp: ControlPlane | None = getattr(request.app.state, "control_plane", None)
+    if cp is None:  # the API is up, Temporal not yet (decision 0065)
+        raise EngineError("the workflow engine is not reachable yet; try again shortly")
     return cp
 
 

@@ -74,6 +74,10 @@ from amosflow.vault import open_vault
 
 log = logging.getLogger(__name__)
 OPENAPI_URL = "/api/v1/openapi.json"
+#: How long the API's start waits for Temporal before it serves without it.
+ENGINE_START_WAIT_S = 10.0
+#: The pause between connection attempts while Temporal is away (each attempt itself waits).
+ENGINE_RETRY_S = 1.0
 
 
 @dataclass
@@ -153,73 +157,112 @@ async def _control_plane(node: NodeConfig, store: Store, client: Client) -> Cont
     return cp
 
 
-def create_app(config: NodeConfig | None = None) -> FastAPI:  # noqa: PLR0915 - the one wiring
+async def _connect_until(node: NodeConfig, stop: asyncio.Event) -> Client | None:
+    """Connect to Temporal, trying again until it answers; None when stopped first."""
+    while not stop.is_set():
+        try:
+            # Every payload to and from Temporal is encrypted with the node's codec (0029).
+            return await connect(
+                node.temporal_address(),
+                node.engine.temporal_namespace,
+                codec=payload_codec(node.engine.home, create=True),
+            )
+        except EngineError as err:
+            log.warning("Temporal unavailable, the API serves without it for now: %s", err)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=ENGINE_RETRY_S)
+    return None
+
+
+async def _engine_side(
+    app: FastAPI, node: NodeConfig, store: Store, stop: asyncio.Event, ready: asyncio.Event
+) -> None:
+    """Bring up what needs Temporal once it answers, and run it until ``stop``.
+
+    Until then ``app.state.control_plane`` is unset, and the routes that need it answer 503
+    (engine-unavailable), /readyz among them.
+    """
+    client = await _connect_until(node, stop)
+    if client is None:
+        return
+    runner_settings = app.state.runner_settings
+    cp = await _control_plane(node, store, client)
+    watcher = RunWatcher(cp)
+    cp.watcher = watcher  # every run the control plane starts is followed
+    app.state.watcher = watcher
+    await watcher.resume()
+
+    async def fire(fire: schedules.Fire) -> str:
+        record = await trigger_service.fire_schedule(cp, fire)
+        return record.run_id
+
+    control_worker = Worker(
+        client,
+        task_queue=schedules.control_queue(node.engine.task_queue),
+        workflows=[schedules.TriggerWorkflow],
+        activities=[
+            schedules.fire_activity(fire),
+            dispatch_activity(store, runner_settings),
+            *task_activities(store, tasks=node.tasks, notify=node.notify, smtp=node.smtp),
+        ],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    endpoint = (
+        fleet_server(store, client, runner_settings, app.state.vault)
+        if runner_settings.port
+        else None
+    )
+    serving = asyncio.create_task(endpoint.serve()) if endpoint else None
+    flow_worker = build_worker(client, node.engine) if node.run_worker else None
+    async with control_worker, flow_worker or contextlib.nullcontext():
+        app.state.control_plane = cp
+        relay = (
+            asyncio.create_task(_relay_forever(app, node.nats_url, stop)) if node.nats_url else None
+        )
+        ready.set()
+        try:
+            await stop.wait()
+        finally:
+            if endpoint is not None and serving is not None:
+                endpoint.should_exit = True
+                await serving
+            if relay is not None:
+                await relay
+            await watcher.close()
+
+
+def create_app(config: NodeConfig | None = None) -> FastAPI:
     """The FastAPI application of one control-plane node."""
     node = config or NodeConfig()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Every payload to and from Temporal is encrypted with the node's codec (0029).
-        client = await connect(
-            node.temporal_address(),
-            node.engine.temporal_namespace,
-            codec=payload_codec(node.engine.home, create=True),
-        )
+        # What needs no Temporal comes up at once; the engine side (the control plane, its
+        # workers, the runner endpoint, the relay) comes up when Temporal answers, so the API
+        # serves /healthz and answers /readyz 503 while Temporal is away (decision 0065).
         store = open_store(node.store_url)
         app.state.vault = open_vault(store, node.engine.home)
         app.state.authenticator, jwks = _authenticator(node, store)
         runner_settings = node.runners.model_copy(update={"home": node.engine.home})
         app.state.runner_settings = runner_settings
         app.state.task_settings = node.tasks
-        cp = await _control_plane(node, store, client)
-        watcher = RunWatcher(cp)
-        cp.watcher = watcher  # every run the control plane starts is followed
-        app.state.control_plane = cp
-        app.state.watcher = watcher
         app.state.bus = None
-        await watcher.resume()
-
-        async def fire(fire: schedules.Fire) -> str:
-            record = await trigger_service.fire_schedule(cp, fire)
-            return record.run_id
-
-        control_worker = Worker(
-            client,
-            task_queue=schedules.control_queue(node.engine.task_queue),
-            workflows=[schedules.TriggerWorkflow],
-            activities=[
-                schedules.fire_activity(fire),
-                dispatch_activity(store, runner_settings),
-                *task_activities(store, tasks=node.tasks, notify=node.notify, smtp=node.smtp),
-            ],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-        )
         stop = asyncio.Event()
-        relay = (
-            asyncio.create_task(_relay_forever(app, node.nats_url, stop)) if node.nats_url else None
-        )
+        ready = asyncio.Event()
         refresher = asyncio.create_task(jwks.run_refresh_loop(stop)) if jwks else None
-        endpoint = (
-            fleet_server(store, client, runner_settings, app.state.vault)
-            if runner_settings.port
-            else None
-        )
-        serving = asyncio.create_task(endpoint.serve()) if endpoint else None
-        flow_worker = build_worker(client, node.engine) if node.run_worker else None
-        async with control_worker, flow_worker or contextlib.nullcontext():
-            try:
-                yield
-            finally:
-                stop.set()
-                if endpoint is not None and serving is not None:
-                    endpoint.should_exit = True
-                    await serving
-                if relay is not None:
-                    await relay
-                if refresher is not None:
-                    await refresher
-                await watcher.close()
-        store.dispose()
+        engine = asyncio.create_task(_engine_side(app, node, store, stop, ready))
+        # A Temporal that answers is waited for briefly, so a node starting normally is
+        # ready when it starts serving; one that does not is not waited for.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ready.wait(), timeout=ENGINE_START_WAIT_S)
+        try:
+            yield
+        finally:
+            stop.set()
+            await engine
+            if refresher is not None:
+                await refresher
+            store.dispose()
 
     app = FastAPI(
         title="AMOS FLOW API",

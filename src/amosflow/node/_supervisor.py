@@ -1,7 +1,9 @@
 """`amos up`: start every part of a node, keep them running, stop them cleanly.
 
 Each child is a separate process so that one crash takes nothing else down: the supervisor
-restarts it (with a growing pause) and the others carry on. Temporal and NATS keep their state
+restarts it (with a growing pause, forgotten once it has run healthy for ``HEALTHY_RESET_S``)
+and the others carry on. Each child has a keeper thread of its own, so one child's slow
+health check never holds up another's restart (decision 0065). Temporal and NATS keep their state
 in the home directory, so runs, flows and schedules survive any restart. Under a root node
 the API, the worker and the runner run as the service user; the audit checkpointer and the
 SIEM shipper keep root, and with it the only access to the checkpoint key (decision 0049).
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 60.0
 MAX_BACKOFF_S = 30.0
+#: A child that ran this long since its last start was healthy: its backoff starts over
+#: (a crash loop dies within seconds; a child killed now and then is not in one).
+HEALTHY_RESET_S = 10.0
 
 
 def _browsers(env: dict[str, str]) -> Path:
@@ -59,6 +64,15 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     backoff_until: float = 0.0
+    #: When it was last started and healthy (monotonic); 0 before.
+    started_at: float = 0.0
+    #: The pid of its last start that became healthy: what node.json says (a restart still
+    #: waiting for its health is not announced by another child's restart meanwhile).
+    healthy_pid: int | None = None
+    #: When the supervisor saw it dead since that start (monotonic); 0 while it lives.
+    died_at: float = 0.0
+    #: Whether a restart of it is under way (in its own thread).
+    restarting: bool = False
 
     def alive(self) -> bool:
         """Tell whether the child's process still runs."""
@@ -117,6 +131,9 @@ class Supervisor:
         self._stop = threading.Event()
         self.temporal: EmbeddedTemporal | None = None
         self.nats: EmbeddedNats | None = None
+        self._state_lock = threading.Lock()
+        #: Set once shutdown has stopped the children; the keeper threads wait for it.
+        self._released = threading.Event()
 
     @property
     def api_url(self) -> str:
@@ -316,10 +333,14 @@ class Supervisor:
         return self.plan.home / "node.json"
 
     def _write_state(self) -> None:
+        with self._state_lock:
+            self._write_state_now()
+
+    def _write_state_now(self) -> None:
         state = {
             "api": self.api_url,
             "pid": os.getpid(),
-            "children": {c.name: c.process.pid for c in self.children if c.process is not None},
+            "children": {c.name: c.healthy_pid for c in self.children if c.healthy_pid},
         }
         # A fresh name, created exclusively: never a file (or link) someone put there first.
         partial = self.state_file.with_name(f".node.{os.getpid()}.{secrets.token_hex(4)}")
@@ -351,27 +372,52 @@ class Supervisor:
                 msg = f"{child.name} did not become healthy in {HEALTH_TIMEOUT_S:.0f}s"
                 raise RuntimeError(msg)
             self._stop.wait(0.1)
+        child.started_at, child.died_at = time.monotonic(), 0.0
+        child.healthy_pid = child.process.pid if child.process is not None else None
 
     def watch(self, on_restart: Callable[[Child], None] | None = None) -> None:
-        """Restart children that die, until `shutdown` is called."""
+        """Restart children that die, each from a keeper thread of its own, until stopped.
+
+        One keeper per child, so one child's slow health check never holds up another's
+        restart. The keepers live until ``shutdown`` has stopped the children: a child is
+        started with PR_SET_PDEATHSIG, which follows the *thread* that started it, so a
+        short-lived restart thread would take its child down when it ended.
+        """
+        for child in self.children:
+            threading.Thread(
+                target=self._keep, args=(child, on_restart), name=f"keep-{child.name}", daemon=True
+            ).start()
+        self._stop.wait()
+
+    def _keep(self, child: Child, on_restart: Callable[[Child], None] | None) -> None:
+        """Watch one child and restart it when it dies, with its own backoff."""
         while not self._stop.wait(0.5):
-            for child in self.children:
-                if self._stop.is_set():
-                    return
-                if child.alive() or time.monotonic() < child.backoff_until:
-                    continue
-                child.restarts += 1
-                pause = min(MAX_BACKOFF_S, 0.5 * 2 ** min(child.restarts, 6))
-                child.backoff_until = time.monotonic() + pause
-                log.warning("%s stopped; restarting (restart %d)", child.name, child.restarts)
-                try:
-                    self._start_child(child)
-                except RuntimeError as err:
-                    log.warning("restart of %s failed: %s", child.name, err)
-                    continue
-                self._write_state()
-                if on_restart is not None:
-                    on_restart(child)
+            now = time.monotonic()
+            if child.alive():
+                continue
+            if not child.died_at:
+                child.died_at = now
+                if child.started_at and now - child.started_at >= HEALTHY_RESET_S:
+                    # It ran healthy for a good while: a fresh failure, not a crash loop.
+                    child.restarts, child.backoff_until = 0, 0.0
+            if now < child.backoff_until:
+                continue
+            child.restarts += 1
+            pause = min(MAX_BACKOFF_S, 0.5 * 2 ** min(child.restarts, 6))
+            child.backoff_until = now + pause
+            log.warning("%s stopped; restarting (restart %d)", child.name, child.restarts)
+            child.restarting = True
+            try:
+                self._start_child(child)
+            except RuntimeError as err:
+                log.warning("restart of %s failed: %s", child.name, err)
+                continue
+            finally:
+                child.restarting = False
+            self._write_state()
+            if on_restart is not None:
+                on_restart(child)
+        self._released.wait()  # the children this thread started die with it
 
     def request_stop(self) -> None:
         """Ask `watch` to return; safe to call from a signal handler."""
@@ -383,4 +429,5 @@ class Supervisor:
         for child in reversed(self.children):
             with contextlib.suppress(Exception):
                 child.stop()
+        self._released.set()
         self.state_file.unlink(missing_ok=True)
