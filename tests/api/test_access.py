@@ -23,6 +23,8 @@ CREDENTIAL_ROUTES = {
     "/api/v1/setup",
     "/api/v1/runners/enroll",
 }
+#: SCIM's searches are reads that take their query as a POST body (RFC 7644 §3.4.3).
+SEARCHES = {"/scim/v2/.search", "/scim/v2/Users/.search", "/scim/v2/Groups/.search"}
 #: Liveness and readiness say nothing about any resource; orchestrators probe them unauthenticated.
 PROBES = {"/healthz", "/readyz"}
 
@@ -199,7 +201,8 @@ def test_an_auditor_cannot_mutate_anything(node: Node) -> None:
     """Every POST, PUT, PATCH and DELETE fails for an auditor, and none is audited as done."""
     save(node.client, doc("greet"))
     token = node.token_for("audrey", "auditor", "*")
-    mutations = [(m, p) for m, p in _operations() if m != "GET" and p not in CREDENTIAL_ROUTES]
+    excluded = CREDENTIAL_ROUTES | SEARCHES
+    mutations = [(m, p) for m, p in _operations() if m != "GET" and p not in excluded]
     with node.as_caller(token) as audrey:
         for method, path in mutations:
             concrete = path.replace("/flows/x", "/flows/greet")
@@ -214,6 +217,8 @@ def test_an_auditor_cannot_mutate_anything(node: Node) -> None:
                     concrete,
                     response.text,
                 )
+        for path in SEARCHES:  # reads: an auditor may search, and changes nothing doing so
+            assert audrey.post(path, json={}).status_code == 200, path
         records = audrey.get("/api/v1/audit", params={"actor": "user:audrey"}).json()["items"]
     assert [r for r in records if r["outcome"] == "ok"] == []
     assert "audit.read" in ROLE_PERMISSIONS["auditor"]

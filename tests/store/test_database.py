@@ -47,6 +47,7 @@ def test_the_public_surface_is_pinned() -> None:
         "RunTrigger",
         "RunnerJobRow",
         "RunnerRow",
+        "ScimResourceRow",
         "SecretRow",
         "SecretVersionRow",
         "Store",
