@@ -130,3 +130,48 @@ def test_a_completion_stored_while_temporal_is_away_is_delivered_when_it_returns
         assert target.done[job_id] == 1
     finally:
         runner.stop()
+
+
+def test_a_completion_lost_with_the_api_process_is_delivered_by_the_next_one(
+    settings: EngineSettings,
+    tmp_path: Path,
+    nats_server: EmbeddedNats,
+    link: TcpProxy,
+    target: SideEffects,
+    *,
+    records: Records,
+    faults: Faults,
+) -> None:
+    """The API stops while the completion still waits for Temporal; the next API delivers it."""
+    proxied = settings.model_copy(update={"temporal_address": link.address})
+    runners = RunnerSettings(port=free_port(), lease_seconds=30.0)
+    identity_dir = tmp_path / "runner-a"
+    with running_node(proxied, tmp_path, nats_server, runners=runners) as first:
+        identity = _enroll(first, identity_dir)
+        argv = [AMOS, "runner", "start", "--dir", str(identity.directory)]
+        runner = Process("runner", argv, _env(first), tmp_path / "runner.log", faults).start()
+        try:
+            wait_until(lambda: _runner_alive(first, identity.runner_id), what="runner up")
+            target.hold_first = True
+            flow = _flow(target.url)
+            flow["steps"][0]["timeout"] = f"{STEP_TIMEOUT_S}s"
+            run_id = _save_and_start(first, flow)
+            job_id = f"{run_id}/call/0"
+            assert target.arrived.wait(60), "the runner never called the target"
+            link.cut()
+            target.release.set()
+            wait_until(
+                lambda: any(job_id in m for m in records.messages),
+                timeout=120,
+                what="the completion's delivery to Temporal failed",
+            )
+        finally:
+            runner.stop()
+    # The first API is gone with its retry; Temporal comes back; a new API starts.
+    link.restore()
+    restored = time.monotonic()
+    with running_node(proxied, tmp_path, nats_server, runners=runners) as second:
+        done = wait_for_end(second.client, run_id, timeout=90)
+        assert done["status"] == "completed", (done, str(faults), records.messages)
+        assert time.monotonic() - restored < STEP_TIMEOUT_S / 3
+        assert target.done[job_id] == 1
