@@ -29,6 +29,7 @@ from amosflow.errors import (
 )
 from amosflow.identity import allows, authorize, folder_scope
 from amosflow.services import _access as access
+from amosflow.services._progress import RunEvent
 from amosflow.store import RunRecord, outbox
 from amosflow.store import runs as run_store
 
@@ -422,15 +423,23 @@ def fail_unstarted(session: Session, run_id: str, reason: str) -> RunRecord:
     ended = record_status(session, run_id, "failed", error=error, ended_at=datetime.now(UTC))
     if ended.error == error:
         data = {"run_id": run_id, "status": "failed", "error": error}
-        event = cloud_event(
-            "io.amosflow.run.failed",
-            source=EVENT_SOURCE,
-            subject=run_id,
-            data=data,
-            id=f"{run_id}/run/run.failed",
-        )
-        outbox.enqueue(session, subject_for("io.amosflow.run.failed", run_id), event)
+        type_, event = run_cloud_event(RunEvent("run.failed", run_id, data))
+        outbox.enqueue(session, subject_for(type_, run_id), event)
     return ended
+
+
+def run_cloud_event(event: RunEvent) -> tuple[str, dict[str, Any]]:
+    """The CloudEvent of a step or run event, with an id stable across repeats."""
+    type_ = f"io.amosflow.{event.kind}"
+    if event.kind.startswith("run.") and event.kind != "run.completed":
+        type_ = "io.amosflow.run.failed"
+    # Stable ids let the bus drop the repeats of a run recorded twice.
+    if event.kind.startswith("run."):
+        event_id = f"{event.run_id}/run/{event.kind}"
+    else:
+        event_id = f"{event.run_id}/{event.data.get('step')}/{event.data.get('runs')}/{event.kind}"
+    ce = cloud_event(type_, source=EVENT_SOURCE, subject=event.run_id, data=event.data, id=event_id)
+    return type_, ce
 
 
 def record_status(

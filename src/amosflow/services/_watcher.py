@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio.service import RPCError, RPCStatusCode
 
-from amosflow.bus import cloud_event, subject_for
+from amosflow.bus import subject_for
 from amosflow.engine.client import outcome_of
 from amosflow.services._progress import RunEvent, diff, final_steps
 from amosflow.services._runs import (
-    EVENT_SOURCE,
     START_GRACE,
     TERMINAL,
     fail_unstarted,
     record_status,
+    run_cloud_event,
 )
 from amosflow.store import outbox
 from amosflow.store import runs as run_store
@@ -200,20 +200,6 @@ class RunWatcher:
             )
             outbox.enqueue_many(
                 session,
-                ((subject_for(type_, run_id), ce) for type_, ce in map(_cloud_event, events)),
+                ((subject_for(type_, run_id), ce) for type_, ce in map(run_cloud_event, events)),
             )
         self._settle(ended)  # only once the end is committed
-
-
-def _cloud_event(event: RunEvent) -> tuple[str, dict[str, Any]]:
-    """The CloudEvent of a step or run event, with an id stable across repeats."""
-    type_ = f"io.amosflow.{event.kind}"
-    if event.kind.startswith("run.") and event.kind != "run.completed":
-        type_ = "io.amosflow.run.failed"
-    # Stable ids let the bus drop the repeats of a run recorded twice.
-    if event.kind.startswith("run."):
-        event_id = f"{event.run_id}/run/{event.kind}"
-    else:
-        event_id = f"{event.run_id}/{event.data.get('step')}/{event.data.get('runs')}/{event.kind}"
-    ce = cloud_event(type_, source=EVENT_SOURCE, subject=event.run_id, data=event.data, id=event_id)
-    return type_, ce
