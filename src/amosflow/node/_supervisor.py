@@ -71,8 +71,6 @@ class Child:
     healthy_pid: int | None = None
     #: When the supervisor saw it dead since that start (monotonic); 0 while it lives.
     died_at: float = 0.0
-    #: Whether a restart of it is under way (in its own thread).
-    restarting: bool = False
 
     def alive(self) -> bool:
         """Tell whether the child's process still runs."""
@@ -406,14 +404,11 @@ class Supervisor:
             pause = min(MAX_BACKOFF_S, 0.5 * 2 ** min(child.restarts, 6))
             child.backoff_until = now + pause
             log.warning("%s stopped; restarting (restart %d)", child.name, child.restarts)
-            child.restarting = True
             try:
                 self._start_child(child)
             except RuntimeError as err:
                 log.warning("restart of %s failed: %s", child.name, err)
                 continue
-            finally:
-                child.restarting = False
             self._write_state()
             if on_restart is not None:
                 on_restart(child)
