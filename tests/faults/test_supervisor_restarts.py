@@ -79,6 +79,11 @@ def _restarted(child: Child, old_pid: int) -> bool:
     return child.alive() and child.process is not None and child.process.pid != old_pid
 
 
+def _awaiting_health(child: Child) -> bool:
+    """Started again, and that start not yet healthy (node.json still names the last one)."""
+    return child.process is not None and child.healthy_pid != child.process.pid
+
+
 def test_a_child_that_ran_healthy_restarts_at_once_whatever_its_past_restarts(
     supervisor: Supervisor, tmp_path: Path
 ) -> None:
@@ -105,9 +110,9 @@ def test_one_childs_slow_health_check_does_not_hold_up_anothers_restart(
     _supervise(supervisor, [api, worker])
     api_healthy.clear()  # the API's next start is slow to become healthy
     old_api = _kill(api, faults)
-    wait_until(lambda: api.restarting and _restarted(api, old_api), what="api restarting")
+    wait_until(lambda: _awaiting_health(api) and _restarted(api, old_api), what="api restarting")
     old_worker = _kill(worker, faults)
     wait_until(lambda: _restarted(worker, old_worker), timeout=5, what=f"worker back ({faults})")
-    assert api.restarting  # still waiting for its health meanwhile
+    assert _awaiting_health(api)  # still waiting for its health meanwhile
     api_healthy.set()
-    wait_until(lambda: not api.restarting, what="api healthy")
+    wait_until(lambda: not _awaiting_health(api), what="api healthy")
