@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import func, select
@@ -173,11 +173,6 @@ class JsonlSink:
         return [entry for entry in self._entries() if isinstance(entry, Statement)]
 
 
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive UTC; PostgreSQL aware. Compare them as aware."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _insert_checkpoint(dialect: str) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(AuditCheckpointRow)
 
@@ -248,7 +243,7 @@ class Checkpointer:
         now = self._clock()
         if signed is None:
             return now
-        age = (utcnow() - _aware(signed)).total_seconds()
+        age = (utcnow() - signed).total_seconds()  # the store hands back aware UTC
         return now - max(age, 0.0)
 
     def _write(self, seq: int, hash_: str) -> Checkpoint:
