@@ -17,18 +17,16 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
 from temporalio.service import RPCError, RPCStatusCode
 
 from amosflow.engine.types import ActionResult
+from amosflow.runner.dispatch import _jobs as jobs
 from amosflow.runner.dispatch._activity import job_failure
-from amosflow.runner.dispatch._jobs import FINISHED
-from amosflow.store import RunnerJobRow
 
 if TYPE_CHECKING:
     from temporalio.client import Client
 
-    from amosflow.store import Store
+    from amosflow.store import RunnerJobRow, Store
 
 log = logging.getLogger(__name__)
 #: Finished jobs whose completion is delivered again when the endpoint starts: a step
@@ -83,11 +81,8 @@ class Deliveries:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _finished_since(self, since: datetime) -> list[RunnerJobRow]:
-        query = select(RunnerJobRow).where(
-            RunnerJobRow.state.in_(FINISHED), RunnerJobRow.updated_at >= since
-        )
         with self._store.session(read_only=True) as session:
-            rows = list(session.scalars(query))
+            rows = jobs.finished_since(session, since)
             session.expunge_all()
         return rows
 

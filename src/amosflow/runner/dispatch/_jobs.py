@@ -90,6 +90,14 @@ def get_job(session: Session, job_id: str) -> RunnerJobRow:
     return row
 
 
+def finished_since(session: Session, since: datetime) -> list[RunnerJobRow]:
+    """The jobs that finished (completed or failed) at ``since`` or later."""
+    query = select(RunnerJobRow).where(
+        RunnerJobRow.state.in_(FINISHED), RunnerJobRow.updated_at >= since
+    )
+    return list(session.scalars(query))
+
+
 def enqueue(session: Session, job: NewJob, *, now: datetime | None = None) -> RunnerJobRow:
     """Queue ``job`` unless a job with its id exists; return the stored row either way.
 
