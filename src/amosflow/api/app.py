@@ -16,6 +16,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from amosflow import __version__, audit, console
 from amosflow.api import _problems as problems
+from amosflow.api._outage import OutageMiddleware
 from amosflow.api._security import AuthMiddleware
 from amosflow.api.routes import (
     audit as audit_routes,
@@ -274,6 +275,7 @@ def create_app(config: NodeConfig | None = None) -> FastAPI:
     )
     problems.install(app)
     app.add_middleware(AuthMiddleware)
+    app.add_middleware(OutageMiddleware)  # outermost: the store is read from authentication on
     default_openapi = app.openapi
 
     def openapi_with_problems() -> dict[str, Any]:
