@@ -79,6 +79,7 @@ class PostgresServer:
     _names: itertools.count[int] = field(default_factory=itertools.count)
     #: Off by default: tests need speed, not crash safety. Benchmarks of commit cost turn it on.
     durable: bool = False
+    _options: str = ""
 
     @property
     def data_dir(self) -> Path:
@@ -124,11 +125,25 @@ class PostgresServer:
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
             f"-c unix_socket_directories='{self.root}' {durability} -c max_connections=200"
         )
+        self._options = options
+        self.resume()
+        return self
+
+    def halt(self) -> None:
+        """Stop the server (fast shutdown: open transactions abort, connections drop); keep files."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the created cluster again, on the same port and with the same options."""
         self._run(
             "pg_ctl", "-D", str(self.data_dir), "-l", str(self.root / "postgres.log"),
-            "-o", options, "-w", "-t", "60", "start",
+            "-o", self._options, "-w", "-t", "60", "start",
         )  # fmt: skip
-        return self
+
+    def restart(self) -> None:
+        """Stop and start again, as an operator's restart or a crash-and-recover does."""
+        self.halt()
+        self.resume()
 
     def create_database(self) -> str:
         """Create an empty database and return its SQLAlchemy URL."""
