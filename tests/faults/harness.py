@@ -123,8 +123,9 @@ class TcpProxy:
     """A loopback TCP proxy the harness can cut: a partition between a client and a server.
 
     ``cut`` resets every open connection and refuses new ones (the peer sees a reset, as
-    behind a dropped link); ``restore`` lets connections through again. Threads, not an
-    event loop, so it serves a test's in-process node and child processes alike.
+    behind a dropped link); ``restore`` lets connections through again; ``slow`` holds every
+    chunk for a while, as a congested link does. Threads, not an event loop, so it serves a
+    test's in-process node and child processes alike.
     """
 
     def __init__(self, upstream: str, faults: Faults) -> None:
@@ -134,6 +135,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._cut = False
+        self._delay = 0.0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
         threading.Thread(target=self._accept, daemon=True).start()
@@ -152,6 +154,12 @@ class TcpProxy:
         self._faults.note(f"restore {self.address}")
         with self._lock:
             self._cut = False
+
+    def slow(self, delay: float) -> None:
+        """Hold each chunk ``delay`` seconds each way (0 heals it); open connections too."""
+        if delay:
+            self._faults.note(f"slow {self.address} by {delay:g} s")
+        self._delay = delay
 
     def close(self) -> None:
         """Stop listening and drop every connection."""
@@ -183,6 +191,8 @@ class TcpProxy:
     def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                if self._delay:
+                    time.sleep(self._delay)  # the slowness injected, not a wait for a race
                 sink.sendall(data)
         except OSError:
             pass
