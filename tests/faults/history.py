@@ -214,18 +214,28 @@ def leases(store_url: str) -> list[str]:
     """Check that every accepted completion came from its job's one holder at its fence."""
     store = open_store(store_url)
     try:
-        with store.session(read_only=True) as session:
-            jobs = {row.job_id: (row.runner_id, row.fence) for row in session.query(RunnerJobRow)}
-            accepted: defaultdict[str, list[tuple[str, int]]] = defaultdict(list)
-            for table in (AuditRow, AuditPendingRow):
-                records = session.query(table).filter(
-                    table.action == "runners.complete", table.outcome == "ok"
-                )
-                for record in records:
-                    details = record.details or {}
-                    accepted[str(details.get("job_id"))].append(
-                        (str(details.get("runner_id")), int(details.get("fence", -1)))
+        with store.engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # One snapshot: the chainer moves records from audit_pending to audit_records
+                # meanwhile, and two snapshots could see a record in neither table or both.
+                connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                jobs = {
+                    row.job_id: (row.runner_id, row.fence)
+                    for row in connection.execute(
+                        select(RunnerJobRow.job_id, RunnerJobRow.runner_id, RunnerJobRow.fence)
                     )
+                }
+                accepted: defaultdict[str, list[tuple[str, int]]] = defaultdict(list)
+                for table in (AuditRow, AuditPendingRow):
+                    query = select(table.details).where(
+                        table.action == "runners.complete", table.outcome == "ok"
+                    )
+                    for (recorded,) in connection.execute(query):
+                        details = recorded or {}
+                        accepted[str(details.get("job_id"))].append(
+                            (str(details.get("runner_id")), int(details.get("fence", -1)))
+                        )
     finally:
         store.dispose()
     found: list[str] = []

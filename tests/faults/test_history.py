@@ -40,6 +40,7 @@ from tests.scenarios.test_runners import (
     _save_and_start,
 )
 from tests.support.httpserver import LoopbackServer
+from tests.support.postgres import PostgresServer
 
 pytestmark = [pytest.mark.temporal]
 
@@ -50,6 +51,26 @@ def vault_node(
 ) -> Iterator[Node]:
     """A node whose worker reads the vault and runs the API writes (one store)."""
     store_url = StoreSettings(home=settings.home).url
+    with running_node(settings, tmp_path, nats_server, store_url=store_url) as node:
+        yield node
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(
+    request: pytest.FixtureRequest, settings: EngineSettings, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The store of a node whose worker shares it: SQLite in its home, or a PostgreSQL database."""
+    if request.param == "postgresql":
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        monkeypatch.setenv("AMOS_DATABASE_URL", server.create_database())
+    return StoreSettings(home=settings.home).url
+
+
+@pytest.fixture
+def any_store_node(
+    settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats, store_url: str
+) -> Iterator[Node]:
+    """A vault node on each store, for the readers that read the store's tables."""
     with running_node(settings, tmp_path, nats_server, store_url=store_url) as node:
         yield node
 
@@ -87,7 +108,7 @@ def http_target() -> Iterator[LoopbackServer]:
 def test_temporal_reader_passes_ended_and_timer_waiting_runs_and_names_a_stuck_one(
     vault_node: Node, http_target: LoopbackServer
 ) -> None:
-    """A completed run and one on a timer pass; a workflow nobody runs is named as not ended."""
+    """Runs ended, on a timer or on a person pass; a workflow nobody runs is named as not ended."""
     node, home, store_url = vault_node, vault_node.config.engine.home, vault_node.config.store_url
     save(node.client, _http_flow("effect", http_target.url))
     done = _start(node, "effect", {})
@@ -96,12 +117,17 @@ def test_temporal_reader_passes_ended_and_timer_waiting_runs_and_names_a_stuck_o
     sleeper["steps"].insert(0, {"id": "pause", "type": "wait", "duration": "1h"})
     save(node.client, sleeper)
     waiting = _start(node, "sleeper", {"who": "Bo"})
+    ask = {"id": "ask", "type": "human", "task": "approval", "title": "Go?", "assignees": []}
+    save(node.client, {"dsl": "amos.flow/v1", "name": "asks", "steps": [ask]})
+    asking = _start(node, "asks", {})
     clean = wait_until(
         lambda: (
-            history.temporal_histories(_address(node), home, [done, waiting], store_url=store_url)
+            history.temporal_histories(
+                _address(node), home, [done, waiting, asking], store_url=store_url
+            )
             == []
         ),
-        what="the timer of the waiting run in its history",
+        what="the timer and the human task of the waiting runs",
     )
     assert clean
 
@@ -114,10 +140,18 @@ def test_temporal_reader_passes_ended_and_timer_waiting_runs_and_names_a_stuck_o
         )
         return stuck, dict(counted)
 
+    async def terminate(*run_ids: str) -> None:
+        client = await connect(_address(node))
+        for run_id in run_ids:
+            await client.get_workflow_handle(run_id).terminate(reason="test over")
+
     stuck, counted = asyncio.run(plant_and_count())
     # the codec-encrypted input of the real run was decoded: its key was found, once
     assert counted == {f"{done}/call/0": 1}
-    found = history.temporal_histories(_address(node), home, [done, stuck], store_url=store_url)
+    try:
+        found = history.temporal_histories(_address(node), home, [done, stuck], store_url=store_url)
+    finally:
+        asyncio.run(terminate(stuck, waiting, asking))  # nothing left open on the shared server
     assert len(found) == 1, found
     assert f"run {stuck} did not end" in found[0]
 
@@ -162,10 +196,12 @@ def test_temporal_reader_names_an_activity_completed_twice_for_one_key(
 
 @pytest.fixture
 def fleet_node(
-    settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats
+    settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats, store_url: str
 ) -> Iterator[Node]:
     runners = RunnerSettings(port=free_port(), lease_seconds=2.0)
-    with running_node(settings, tmp_path, nats_server, runners=runners) as node:
+    with running_node(
+        settings, tmp_path, nats_server, runners=runners, store_url=store_url
+    ) as node:
         yield node
 
 
@@ -268,10 +304,10 @@ def test_durable_consumer_reader_passes_a_runs_events_and_names_one_event_under_
 
 
 def test_canary_reader_passes_a_vaulted_secret_and_names_each_place_a_leak_reached(
-    vault_node: Node, http_target: LoopbackServer, nats_server: EmbeddedNats, tmp_path: Path
+    any_store_node: Node, http_target: LoopbackServer, nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     """A vault secret used by a run is nowhere in clear; a value passed as input is found."""
-    node = vault_node
+    node = any_store_node
     vaulted, leaked = f"canary-{uuid.uuid4().hex}", f"canary-{uuid.uuid4().hex}"
     saved = node.client.put("/api/v1/secrets/api.token", json={"value": vaulted})
     assert saved.status_code == 201, saved.text
