@@ -44,6 +44,11 @@ class Facts:
     cost_exponent: int = 0
     largest_literal: int = 0
     secret: str | None = None
+    # map/filter nesting, and the free names a map's transform reads: each element it adds to
+    # its result can hold those whole values, and the library copies its result on every step.
+    accumulating_depth: int = 0
+    accumulated_names: set[str] = field(default_factory=set)
+    transform_nesting: int = 0
 
     def step_refs(self) -> set[str]:
         """Step ids read through `steps.ID` or `steps['ID']`."""
@@ -131,7 +136,7 @@ def _visit(node: Node, bound: frozenset[str], facts: Facts) -> Depth:
         case Member():
             return _visit_member(node, bound, facts)
         case Ident(name=name) if name not in bound:
-            facts.names.add(name)
+            _read_name(name, facts)
             facts.paths.setdefault(name, []).append(())
         case Lit(size=size):
             facts.largest_literal = max(facts.largest_literal, size)
@@ -157,6 +162,13 @@ def _visit(node: Node, bound: frozenset[str], facts: Facts) -> Depth:
     return _visit_all(children, bound, facts)
 
 
+def _read_name(name: str, facts: Facts) -> None:
+    """Record a free name; inside a map's transform, also as copied into the result."""
+    facts.names.add(name)
+    if facts.transform_nesting:
+        facts.accumulated_names.add(name)
+
+
 def _visit_all(nodes: list[Node], bound: frozenset[str], facts: Facts) -> Depth:
     depths = [_visit(n, bound, facts) for n in nodes]
     return max((d for d, _ in depths), default=0), max((e for _, e in depths), default=0)
@@ -166,7 +178,7 @@ def _visit_member(node: Member, bound: frozenset[str], facts: Facts) -> Depth:
     base = node.base
     depth: Depth = (0, 0)
     if isinstance(base, Ident) and base.name not in bound:
-        facts.names.add(base.name)
+        _read_name(base.name, facts)
         _record_path(base.name, node.accessors, facts)
     else:
         depth = _visit(base, bound, facts)
@@ -180,12 +192,30 @@ def _visit_member(node: Member, bound: frozenset[str], facts: Facts) -> Depth:
             if variable is None:
                 depth = _deepest(depth, _visit_all(accessor.args, bound, facts))
             else:
-                inner, exponent = _visit_all(accessor.args[1:], bound | {variable}, facts)
-                # The library builds map/filter results by copying the accumulator on every
-                # element, so those two macros are quadratic in the length of their input.
-                step = 2 if accessor.name in ACCUMULATING_MACROS else 1
-                depth = _deepest(depth, (inner + 1, exponent + step))
+                depth = _deepest(depth, _visit_macro(accessor, variable, bound, facts))
     return depth
+
+
+def _visit_macro(method: Method, variable: str, bound: frozenset[str], facts: Facts) -> Depth:
+    """Walk a comprehension's arguments; for map and filter, also how deep they accumulate."""
+    inner_bound = bound | {variable}
+    if method.name not in ACCUMULATING_MACROS:
+        inner, exponent = _visit_all(method.args[1:], inner_bound, facts)
+        return inner + 1, exponent + 1
+    before = facts.accumulating_depth
+    facts.accumulating_depth = 0
+    inner, exponent = _visit_all(method.args[1:-1], inner_bound, facts)
+    if method.name == "map":
+        # What a map's transform reads ends up in every element of its result.
+        facts.transform_nesting += 1
+        inner, exponent = _deepest((inner, exponent), _visit(method.args[-1], inner_bound, facts))
+        facts.transform_nesting -= 1
+    else:
+        inner, exponent = _deepest((inner, exponent), _visit(method.args[-1], inner_bound, facts))
+    facts.accumulating_depth = max(before, facts.accumulating_depth + 1)
+    # The library builds map/filter results by copying the accumulator on every element, so
+    # those two macros are quadratic in the length of their input.
+    return inner + 1, exponent + 2
 
 
 def _deepest(a: Depth, b: Depth) -> Depth:

@@ -23,13 +23,21 @@ _SCALAR_BYTES: Final = 8
 
 
 class Meter:
-    """Measures values while they are prepared: largest length and largest serialized size."""
+    """Measures values while they are prepared: largest length and largest serialized size.
 
-    __slots__ = ("largest_length", "largest_size")
+    It also counts values (each scalar, list and map is one): how many there are in the largest
+    element of any list or map (what a comprehension variable can hold) and in what is read of
+    each free name (what a map's transform can copy into every element of its result).
+    """
+
+    __slots__ = ("largest_item", "largest_length", "largest_size", "values", "values_read")
 
     def __init__(self) -> None:
         self.largest_length = 0
         self.largest_size = 0
+        self.values = 0
+        self.largest_item = 0
+        self.values_read: dict[str, int] = {}
 
 
 def build_activation(
@@ -41,7 +49,9 @@ def build_activation(
         if name not in scope:
             known = ", ".join(sorted(scope)) or "none"
             raise ExpressionError(f"unknown name {name!r} (names in scope: {known})")
+        before = meter.values
         activation[name] = _prune(scope[name], tree, meter, 0)
+        meter.values_read[name] = meter.values - before
     return activation
 
 
@@ -62,6 +72,7 @@ def _normalise(value: Any, meter: Meter, depth: int) -> tuple[Any, int]:
     """Turn integral floats into ints (JSON has one number type) and measure the value."""
     if depth > MAX_VALUE_DEPTH:
         raise ExpressionError(f"a value nests deeper than {MAX_VALUE_DEPTH} levels")
+    meter.values += 1
     if isinstance(value, Mapping):
         return _normalise_map(value, meter, depth)
     if isinstance(value, (list, tuple)):
@@ -85,7 +96,9 @@ def _normalise_map(value: Mapping[Any, Any], meter: Meter, depth: int) -> tuple[
     items: dict[Any, Any] = {}
     total = 2
     for key, item in value.items():
+        before = meter.values
         new, size = _normalise(item, meter, depth + 1)
+        meter.largest_item = max(meter.largest_item, meter.values - before)
         changed = changed or new is not item
         items[key] = new
         total += size + (len(key) + 4 if isinstance(key, str) else _SCALAR_BYTES)
@@ -100,7 +113,9 @@ def _normalise_list(
     elements: list[Any] = []
     total = 2
     for item in value:
+        before = meter.values
         new, size = _normalise(item, meter, depth + 1)
+        meter.largest_item = max(meter.largest_item, meter.values - before)
         changed = changed or new is not item
         elements.append(new)
         total += size + 1
