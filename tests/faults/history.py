@@ -12,7 +12,8 @@ secret: a canary found is named by its place, not by its value.
   on record: every accepted completion (``runners.complete`` audit records, outcome ok) came
   from the job's current holder at its current fence, and at most one was accepted per job.
 - ``durable_consumer``: a durable consumer of the event stream never gets one event twice
-  under different ids (a repeat under the same id is what the consumer de-duplicates by).
+  under different ids (a repeat under the same id is what the consumer de-duplicates by),
+  nor a run's start or end twice.
 - ``secret_canaries``: a canary value never appears in logs, the store's tables (the vault's
   ciphertext rows aside), Temporal histories (payloads decoded), stream files or artifacts.
 """
@@ -52,6 +53,12 @@ _ENDED = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
 }
 _OPEN_TASK = {"open"}
+#: A run's events that happen once per run: its start, and its end whatever the outcome.
+_RUN_PHASES = {
+    "io.amosflow.run.started": "started",
+    "io.amosflow.run.completed": "ended",
+    "io.amosflow.run.failed": "ended",
+}
 #: A shorter canary could turn up by chance (in a hash, a ciphertext) and prove nothing.
 MIN_CANARY = 8
 
@@ -262,28 +269,33 @@ def durable_consumer(
     """Read ``stream`` as a durable consumer would and find events delivered under two ids.
 
     Two deliveries are one event when their type, subject and data are equal; the same event
-    under different ids is a duplicate no consumer can recognise.
+    under different ids is a duplicate no consumer can recognise. A run starts once and ends
+    once, so its start, and its end (completed or failed), each have one id whatever the data.
     """
     deliveries = stream_events(nats_url, stream=stream, subjects=subjects)
     ids_of: defaultdict[tuple[str, str, str], list[str]] = defaultdict(list)
+    phases: defaultdict[tuple[str, str], list[str]] = defaultdict(list)
     found: list[str] = []
     for msg_id, event in deliveries:
+        type_, subject = str(event.get("type")), str(event.get("subject"))
         if not msg_id:
-            found.append(f"an event on {stream} has no id ({event.get('type')})")
+            found.append(f"an event on {stream} has no id ({type_})")
             continue
-        what = (
-            str(event.get("type")),
-            str(event.get("subject")),
-            json.dumps(event.get("data"), sort_keys=True),
-        )
+        what = (type_, subject, json.dumps(event.get("data"), sort_keys=True))
         if msg_id not in ids_of[what]:
             ids_of[what].append(msg_id)
+        phase = _RUN_PHASES.get(type_)
+        if phase is not None and msg_id not in phases[phase, subject]:
+            phases[phase, subject].append(msg_id)
     for (type_, subject, _), ids in sorted(ids_of.items()):
         if len(ids) > 1:
             found.append(
                 f"event {type_} about {subject} delivered {len(ids)} times under different "
                 f"ids {', '.join(ids)}"
             )
+    for (phase, subject), ids in sorted(phases.items()):
+        if len(ids) > 1:
+            found.append(f"run {subject} {phase} {len(ids)} times, under ids {', '.join(ids)}")
     return found
 
 
@@ -305,7 +317,7 @@ async def _consume(nats_url: str, stream: str, subjects: str) -> list[tuple[str,
         while True:
             try:
                 batch = await subscription.fetch(256, timeout=1.0)
-            except NatsTimeout:
+            except (NatsTimeout, TimeoutError):
                 break  # the stream has nothing more for this consumer
             for message in batch:
                 event = json.loads(message.data)

@@ -256,7 +256,7 @@ def test_lease_reader_passes_a_fenced_history_and_names_a_second_accepted_holder
 def test_durable_consumer_reader_passes_a_runs_events_and_names_one_event_under_two_ids(
     vault_node: Node, nats_server: EmbeddedNats
 ) -> None:
-    """A real run's events pass; one event published again under a new id is named."""
+    """A real run's events pass; an event again under a new id, or a second end, is named."""
     node = vault_node
     save(node.client, doc())
     run_id = _start(node, "greet", {"who": "Ada"})
@@ -283,6 +283,9 @@ def test_durable_consumer_reader_passes_a_runs_events_and_names_one_event_under_
                 await jetstream.publish(f"{stream.lower()}.r1", body, headers=headers)
             other = event | {"id": "id-3", "subject": "r2", "data": {"n": 1}}
             await jetstream.publish(f"{stream.lower()}.r2", json.dumps(other).encode())
+            # r2 ends a second time, with another outcome: a run's end delivered twice
+            failed = other | {"id": "id-4", "type": "io.amosflow.run.failed", "data": {}}
+            await jetstream.publish(f"{stream.lower()}.r2", json.dumps(failed).encode())
         finally:
             await client.close()
 
@@ -299,7 +302,9 @@ def test_durable_consumer_reader_passes_a_runs_events_and_names_one_event_under_
     finally:
         asyncio.run(drop())
     assert found == [
-        "event io.amosflow.run.completed about r1 delivered 2 times under different ids id-1, id-2"
+        "event io.amosflow.run.completed about r1 delivered 2 times under different ids id-1, id-2",
+        "run r1 ended 2 times, under ids id-1, id-2",
+        "run r2 ended 2 times, under ids id-3, id-4",
     ], found
 
 
