@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.errors import BadSubjectError, MaxPayloadError
 from nats.errors import Error as NatsError
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from amosflow.bus._events import ALL_SUBJECTS, CONTENT_TYPE
 from amosflow.errors import BusError
@@ -21,7 +21,7 @@ from amosflow.errors import BusError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from nats.js.api import PubAck
+    from nats.js.api import PubAck, StreamState
     from nats.js.client import JetStreamContext
 
 DEFAULT_STREAM: Final = "AMOS_EVENTS"
@@ -101,8 +101,16 @@ class Bus:
         """Whether the client currently has a live connection to a server."""
         return bool(self.nc.is_connected)
 
-    async def ensure_stream(self, name: str = DEFAULT_STREAM) -> None:
-        """Create the durable, file-backed stream of every `amos.>` event, or update it in place."""
+    @property
+    def reconnects(self) -> int:
+        """How often the client reconnected: each time, the server may have restarted."""
+        return int(self.nc.stats["reconnects"])
+
+    async def ensure_stream(self, name: str = DEFAULT_STREAM) -> bool:
+        """Create the durable, file-backed stream of every `amos.>` event, or update it in place.
+
+        Returns whether it had to be created (it was not there).
+        """
         config = StreamConfig(
             name=name,
             description="AMOS FLOW events (CloudEvents 1.0, structured JSON)",
@@ -115,6 +123,12 @@ class Bus:
         jsm = self.nc.jetstream()
         try:
             try:
+                await jsm.stream_info(name)  # adding a stream that exists is not an error
+            except NotFoundError:
+                existed = False
+            else:
+                existed = True
+            try:
                 await jsm.add_stream(config)
             except BadRequestError as err:
                 if err.err_code != _STREAM_NAME_IN_USE:
@@ -122,6 +136,21 @@ class Bus:
                 await jsm.update_stream(config)
         except (NatsError, OSError, TimeoutError) as err:
             raise BusError(f"cannot create the JetStream stream {name!r}: {err}") from err
+        return not existed
+
+    async def stream_state(self, name: str = DEFAULT_STREAM) -> StreamState:
+        """The stream's message count and first and last sequence, as the server has them."""
+        try:
+            return (await self.nc.jetstream().stream_info(name)).state
+        except (NatsError, OSError, TimeoutError) as err:
+            raise BusError(f"cannot read the JetStream stream {name!r}: {err}") from err
+
+    async def skip_to(self, name: str, seq: int) -> None:
+        """Drop every message before ``seq``; past the last one, the next is stored at ``seq``."""
+        try:
+            await self.nc.jetstream().purge_stream(name, seq=seq)
+        except (NatsError, OSError, TimeoutError) as err:
+            raise BusError(f"cannot move the JetStream stream {name!r} on: {err}") from err
 
     def _jetstream(self) -> JetStreamContext:
         # One context for the connection: pipelined publishes share its reply subscription.

@@ -10,6 +10,9 @@ A pass publishes its rows pipelined (``Bus.publish_many``): all are written in o
 any acknowledgement is awaited. They are stored in that order; only when one of them fails
 (a timeout, a lost connection) can later ones of the same pass already be stored, and the
 failed one then follows them when it is retried (decision 0068).
+
+After every reconnect (NATS may have restarted with a damaged store) the stream is checked
+against the relay's ledger before anything else is published (decision 0072).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final
 
+from amosflow.bus._ledger import StreamLedger, check_stream
 from amosflow.errors import BusError
 from amosflow.store import outbox
 
@@ -48,6 +52,8 @@ class OutboxRelay:
         self.batch = batch
         self._paused_until = 0.0
         self._due: dict[int, float] = {}  # rejected row id -> when it may be tried again
+        self.ledger = StreamLedger()
+        self._checked: int | None = None  # the reconnect count the stream was last checked at
 
     def _claim(self) -> list[OutboxRow]:
         with self.store.session() as session:
@@ -65,6 +71,8 @@ class OutboxRelay:
         if not self.bus.connected or now < self._paused_until:
             # Leave the rows untouched: an outage must not use up their attempts.
             return 0
+        if self._checked != self.bus.reconnects and not await self._check_stream():
+            return 0
         rows = await asyncio.to_thread(self._claim)
         due = [row for row in rows if self._due.get(row.id, 0.0) <= now]
         answers = (
@@ -75,6 +83,7 @@ class OutboxRelay:
         outage = False
         for row, answer in zip(due, answers, strict=True):
             if not isinstance(answer, BusError):
+                self.ledger.stored(answer)
                 self._due.pop(row.id, None)
                 published.append(row.id)  # stored, even when an earlier one was not
             elif not answer.retryable:
@@ -89,6 +98,19 @@ class OutboxRelay:
         if published or failed:
             await asyncio.to_thread(self._settle, published, failed)
         return len(published)
+
+    async def _check_stream(self) -> bool:
+        """Check (and repair) the stream after a (re)connect; say what was lost. False: not now."""
+        reconnects = self.bus.reconnects
+        try:
+            said = await check_stream(self.bus, self.ledger)
+        except BusError as err:
+            _log.warning("event stream not checked yet: %s", err)
+            return False
+        for line in said:
+            _log.warning("event bus: %s", line)
+        self._checked = reconnects
+        return True
 
     async def run_forever(self, stop: asyncio.Event, interval: float = 0.2) -> None:
         """Relay until ``stop`` is set; a failed pass is logged and tried again."""
