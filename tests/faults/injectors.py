@@ -182,15 +182,27 @@ def stream_blocks(nats: EmbeddedNats, stream: str) -> list[Path]:
     return sorted(found, key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
 
 
-def corrupt_stream(nats: EmbeddedNats, stream: str, faults: Faults, *, how: str) -> list[Path]:
+def corrupt_stream(
+    nats: EmbeddedNats,
+    stream: str,
+    faults: Faults,
+    *,
+    how: str,
+    while_down: Callable[[], None] | None = None,
+) -> list[Path]:
     """Stop NATS, damage ``stream``'s block files, start NATS on the same port and store.
 
     ``how`` is ``truncate`` (each block cut to half its length, as a crash mid-write leaves
     it) or ``scribble`` (the middle of each block overwritten with garbage, as a bad disk
-    does). Returns the damaged files.
+    does). ``while_down`` runs while the server is stopped. Returns the damaged files.
     """
+    if how not in {"truncate", "scribble"}:
+        raise ValueError(f"unknown corruption {how!r}: truncate or scribble")
     port = nats.port
+    faults.note(f"stop NATS (port {port})")
     nats.stop()
+    if while_down is not None:
+        while_down()
     blocks = stream_blocks(nats, stream)
     if not blocks:
         raise AssertionError(f"stream {stream} has no block file under {nats.home}")
@@ -198,12 +210,10 @@ def corrupt_stream(nats: EmbeddedNats, stream: str, faults: Faults, *, how: str)
         size = block.stat().st_size
         if how == "truncate":
             os.truncate(block, size // 2)
-        elif how == "scribble":
+        else:
             with block.open("r+b") as out:
                 out.seek(size // 4)
                 out.write(b"\xa5" * max(1, size // 2))
-        else:
-            raise ValueError(f"unknown corruption {how!r}: truncate or scribble")
         faults.note(f"{how} {block.name} of stream {stream} ({size} bytes)")
     nats.port = port
     nats.start()
