@@ -20,6 +20,7 @@ from typing import Any
 
 from amosflow import audit
 from amosflow.store import AuditRow, open_store
+from tests.faults import history
 
 TERMINAL = {"completed", "failed", "cancelled", "timed_out"}
 
@@ -160,3 +161,35 @@ def _check_audit(
                 continue  # still waiting on a person: its end is not due
             if (action, f"runs/{run_id}") not in recorded:
                 findings.add(f"no {action} audit record for run {run_id}")
+
+
+def check_node_stores(  # noqa: PLR0917 - where each store of the node answers
+    findings: Findings,
+    temporal_address: str,
+    nats_url: str,
+    home: Path,
+    run_ids: Iterable[str],
+    store_url: str,
+    canary: str,
+    files: Iterable[Path] = (),
+) -> None:
+    """Add what the readers of ``history`` find in a live node's own stores.
+
+    Temporal histories (every run ended or waits legitimately, no activity completed twice
+    for one key), leases (no job had two holders), and the canary in the store's tables,
+    files and decoded Temporal histories. ``nats_url`` is where the event stream is, for the
+    durable consumer's reader.
+    """
+    run_ids = list(run_ids)
+    for found in (
+        history.temporal_histories(temporal_address, home, run_ids, store_url=store_url),
+        history.leases(store_url),
+        history.secret_canaries(
+            [canary],
+            store_url=store_url,
+            paths=files,
+            temporal=(temporal_address, home, run_ids),
+        ),
+    ):
+        for what in found:
+            findings.add(what)

@@ -218,6 +218,14 @@ class Node:
         for proxy in self.proxies.values():
             proxy.close()
 
+    def announced(self, what: str) -> str:
+        """What `amos up` printed for ``what`` once up (``Temporal``, ``NATS``...)."""
+        for line in self.output().splitlines():
+            if line.startswith(what + " "):
+                return line.split()[1]
+        msg = f"amos up did not announce {what}"
+        raise AssertionError(msg)
+
     def output(self) -> str:
         """What `amos up` printed, for a failure message."""
         return self.log.read_text(errors="replace") if self.log.exists() else ""

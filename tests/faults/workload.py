@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from amosflow.triggers import sign
-from tests.faults.checker import TERMINAL, Findings, check_history
+from tests.faults.checker import TERMINAL, Findings, check_history, check_node_stores
 from tests.faults.harness import wait_until
 from tests.faults.node import Node, inject
 from tests.scenarios.test_runners import SideEffects
@@ -333,8 +333,16 @@ def run_battery(
         expected_keys,
         node.store_url,
         waiting=waiting,
-        canary=CANARY,
-        files=places,
+    )
+    check_node_stores(
+        findings,
+        node.announced("Temporal"),
+        node.announced("NATS"),
+        node.home,
+        [r["run_id"] for r in runs],
+        node.store_url,
+        CANARY,
+        places,
     )
     failed = [
         f"{r['run_id']} ({r['flow']}): {(r.get('error') or {}).get('message')}"
