@@ -14,6 +14,7 @@ import json
 import logging
 import stat
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -420,8 +421,12 @@ class Catalog:
     def _write_lock(self) -> Iterator[None]:
         with self._lock, self._lock_path.open("a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            began = time.time()
             try:
                 yield
+            except OSError:
+                _drop_stale_git_locks(self._lock_path.parent, began)
+                raise
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
@@ -521,3 +526,27 @@ class Catalog:
 
 def _blob_id(data: bytes) -> ObjectID:
     return Blob.from_string(data).id
+
+
+#: File times come from a coarse clock that may lag ``time.time()`` by a tick.
+_LOCK_TIME_SLACK_S = 1.0
+
+
+def _drop_stale_git_locks(control: Path, since: float) -> None:
+    """Remove the ``.lock`` files a write that failed under our lock left behind.
+
+    Dulwich writes each object and ref to ``<name>.lock`` and renames it; when flushing that
+    file fails (a full disk: the bytes only meet the disk at the flush), the lock file stays,
+    and every later write of the same object or ref fails with ``File exists`` long after
+    space was freed. Under the catalog's exclusive lock no other writer of ours is mid-write,
+    and only lock files made since the write began are removed.
+    """
+    for lock in control.rglob("*.lock"):
+        if lock.parent == control and lock.name == "amos.lock":
+            continue
+        try:
+            if lock.stat().st_mtime >= since - _LOCK_TIME_SLACK_S:
+                lock.unlink()
+                _log.warning("removed %s left by a catalog write that failed", lock.name)
+        except OSError:
+            continue  # gone meanwhile, or the disk refuses even this: the next failure retries
