@@ -2,7 +2,7 @@
 
 The node keeps everything it writes on a size-limited tmpfs. While runs are in flight the
 filesystem is filled to its last byte: writes through the API must fail with a clear
-problem+json (507 insufficient-storage, or 503), never a traceback or a reset connection,
+problem+json (507 insufficient-storage), never a traceback or a reset connection,
 and leave nothing half written (a start refused is no run, or a run failed with a reason).
 Once space is freed the node recovers without help: every run ends, each side effect once,
 and the audit chain verifies with every run's start and end.
@@ -70,8 +70,11 @@ def disk_node(
 
 
 def _clear_refusal(answer: httpx.Response) -> bool:
-    return answer.status_code in {503, 507} and answer.headers.get("content-type", "").startswith(
-        "application/problem+json"
+    """A 507 insufficient-storage problem+json: the disk, named, not a bare 500."""
+    return (
+        answer.status_code == 507
+        and answer.headers.get("content-type", "").startswith("application/problem+json")
+        and answer.json()["type"].endswith(":insufficient-storage")
     )
 
 
