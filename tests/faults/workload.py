@@ -119,6 +119,8 @@ class Workload:
     dice: random.Random
     #: What the driver did, by kind (a request lost to a fault counts as ``lost-request``).
     tally: Counter[str] = field(default_factory=Counter)
+    #: Runs the node said it accepted (201, or 202 to a webhook): each must start.
+    acknowledged: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
     _driving: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -193,6 +195,8 @@ class Workload:
     def _start_run(self, flow: str) -> Callable[[httpx.Client], str]:
         def start(client: httpx.Client) -> str:
             started = client.post("/api/v1/runs", json={"flow": flow, "inputs": {}})
+            if started.status_code == httpx.codes.CREATED:
+                self.acknowledged.add(started.json()["run_id"])
             return f"start {flow} {started.status_code}"
 
         return start
@@ -207,6 +211,8 @@ class Workload:
             "X-Amos-Signature": sign(CANARY.encode(), stamp, delivery, body),
         }
         delivered = client.post(f"/api/v1/hooks/{HOOK}", content=body, headers=headers)
+        if delivered.status_code == httpx.codes.ACCEPTED:
+            self.acknowledged.add(delivered.json()["run_id"])
         return f"webhook {delivered.status_code}"
 
     def _bot(self) -> None:
@@ -258,6 +264,8 @@ class Outcome:
     findings: Findings
     tally: Counter[str]
     failed: list[str]
+    #: Runs failed as never started whose caller got no 201 (decision 0064's promise kept).
+    unstarted: int
     seconds: float
 
     def report(self) -> str:
@@ -267,9 +275,21 @@ class Outcome:
         lines += [f"  runs {state}: {n}" for state, n in sorted(self.runs.items())]
         lines.append(f"  side effects performed: {self.performed} (requests {self.requests})")
         lines += [f"  driver {what}: {n}" for what, n in sorted(self.tally.items())]
+        lines.append(f"  runs failed unstarted, their start request lost: {self.unstarted}")
         lines += [f"  failed run: {why}" for why in self.failed]
         lines.append(f"  checker: {self.findings}")
         return "\n".join(lines)
+
+
+def _unacknowledged(run: Mapping[str, Any], workload: Workload) -> bool:
+    """A run the node recorded but never started, failed with that reason, and never promised.
+
+    The API died between recording the run and starting it, so its caller got no 201 (the
+    request was lost); the node failed it with the reason on its own (decision 0064). That
+    is the promise kept, not a run lost. A run the caller was told was created must start.
+    """
+    error = run.get("error") or {}
+    return error.get("type") == "RunNotStarted" and run["run_id"] not in workload.acknowledged
 
 
 def run_battery(
@@ -347,7 +367,9 @@ def run_battery(
     failed = [
         f"{r['run_id']} ({r['flow']}): {(r.get('error') or {}).get('message')}"
         for r in runs
-        if r["status"] != "completed" and r["status"] in TERMINAL
+        if r["status"] != "completed"
+        and r["status"] in TERMINAL
+        and not _unacknowledged(r, workload)
     ]
     return Outcome(
         seed=seed,
@@ -358,5 +380,6 @@ def run_battery(
         findings=findings,
         tally=workload.tally,
         failed=failed,
+        unstarted=sum(_unacknowledged(r, workload) for r in runs),
         seconds=time.monotonic() - began,
     )
