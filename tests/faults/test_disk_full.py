@@ -12,6 +12,7 @@ Mounting needs root; where it is impossible the test fails saying so, it never s
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from tests.api.flows_util import doc
 from tests.faults.checker import TERMINAL, check
 from tests.faults.harness import Faults, wait_until
 from tests.faults.injectors import MountUnavailableError, SmallDisk, fill_disk, free_disk
-from tests.faults.test_database_restart import flow
+from tests.faults.test_database_restart import flow as two_effects
 from tests.scenarios.test_runners import SideEffects
 
 pytestmark = [pytest.mark.temporal]
@@ -35,6 +36,18 @@ SEED = 6
 RUNS = 4
 STEPS = ("first", "second")
 DISK_MB = 64
+#: Step outputs past this many bytes are written to the artifact store under the home.
+INLINE_LIMIT = 1024
+
+
+def flow(url: str) -> dict[str, Any]:
+    """Two side effects, and between them a wait and an output big enough to be an artifact."""
+    document = two_effects(url)
+    first, pause, second = document["steps"]
+    big = {"id": "big", "type": "action", "action": "core.echo"}
+    big["with"] = {"value": "x" * (4 * INLINE_LIMIT)}
+    document["steps"] = [first, pause | {"duration": "2s"}, big, second]
+    return document
 
 
 @pytest.fixture
@@ -64,7 +77,7 @@ def target() -> Iterator[SideEffects]:
 def disk_node(
     settings: EngineSettings, disk: SmallDisk, nats_server: EmbeddedNats
 ) -> Iterator[Node]:
-    on_disk = settings.model_copy(update={"home": disk.path / "home"})
+    on_disk = settings.model_copy(update={"home": disk.path / "home", "inline_limit": INLINE_LIMIT})
     with running_node(on_disk, disk.path, nats_server) as node:
         yield node
 
@@ -78,10 +91,23 @@ def _clear_refusal(answer: httpx.Response) -> bool:
     )
 
 
+def _refused_by_disk(records: list[logging.LogRecord]) -> bool:
+    for record in records:
+        error = record.exc_info[1] if record.exc_info else None
+        if "No space left" in f"{record.getMessage()} {error}":
+            return True
+    return False
+
+
 def test_a_full_disk_refuses_writes_clearly_and_the_node_recovers_once_space_is_freed(
-    disk_node: Node, disk: SmallDisk, target: SideEffects, faults: Faults
+    disk_node: Node,
+    disk: SmallDisk,
+    target: SideEffects,
+    faults: Faults,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     node = disk_node
+    caplog.set_level(logging.WARNING)
     assert str(node.config.store_url).startswith(f"sqlite:///{disk.path}")
     saved = node.client.put("/api/v1/flows/pg-battery", json={"document": flow(target.url)})
     assert saved.status_code == 200, saved.text
@@ -104,6 +130,12 @@ def test_a_full_disk_refuses_writes_clearly_and_the_node_recovers_once_space_is_
             assert "Traceback" not in answer.text
         read = node.client.get(f"/api/v1/runs/{run_ids[0]}")
         assert read.status_code == 200, read.text  # reads go on
+        # The runs go on too, into a step whose output must be written as an artifact.
+        wait_until(
+            lambda: _refused_by_disk(caplog.records),
+            timeout=30,
+            what=f"a step's artifact write refused by the full disk ({faults})",
+        )
     finally:
         free_disk(ballast, faults)
 
