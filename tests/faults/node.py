@@ -146,8 +146,10 @@ class Node:
 
     def pause(self, name: str) -> bool:
         """SIGSTOP the child ``name``: it holds its sockets and leases but does nothing."""
+        pid: int | None
         if name == "remote-runner":
-            pid = self.remote.popen.pid if self.remote and self.remote.alive else None  # type: ignore[union-attr]
+            remote = self.remote.popen if self.remote is not None and self.remote.alive else None
+            pid = remote.pid if remote is not None else None
         else:
             pid = self.children().get(name)
         if pid is None:
