@@ -176,14 +176,15 @@ def check_node_stores(  # noqa: PLR0917 - where each store of the node answers
     """Add what the readers of ``history`` find in a live node's own stores.
 
     Temporal histories (every run ended or waits legitimately, no activity completed twice
-    for one key), leases (no job had two holders), and the canary in the store's tables,
-    files and decoded Temporal histories. ``nats_url`` is where the event stream is, for the
-    durable consumer's reader.
+    for one key), leases (no job had two holders), the event stream read as a durable
+    consumer (no event twice under different ids), and the canary in the store's tables,
+    files and decoded Temporal histories.
     """
     run_ids = list(run_ids)
     for found in (
         history.temporal_histories(temporal_address, home, run_ids, store_url=store_url),
         history.leases(store_url),
+        history.durable_consumer(nats_url),
         history.secret_canaries(
             [canary],
             store_url=store_url,
