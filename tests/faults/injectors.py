@@ -193,11 +193,12 @@ def corrupt_stream(
     """Stop NATS, damage ``stream``'s block files, start NATS on the same port and store.
 
     ``how`` is ``truncate`` (each block cut to half its length, as a crash mid-write leaves
-    it) or ``scribble`` (the middle of each block overwritten with garbage, as a bad disk
-    does). ``while_down`` runs while the server is stopped. Returns the damaged files.
+    it), ``scribble`` (the middle of each block overwritten with garbage, as a bad disk
+    does) or ``remove`` (the stream's whole directory gone, its consumers with it).
+    ``while_down`` runs while the server is stopped. Returns the damaged files.
     """
-    if how not in {"truncate", "scribble"}:
-        raise ValueError(f"unknown corruption {how!r}: truncate or scribble")
+    if how not in {"truncate", "scribble", "remove"}:
+        raise ValueError(f"unknown corruption {how!r}: truncate, scribble or remove")
     port = nats.port
     faults.note(f"stop NATS (port {port})")
     nats.stop()
@@ -206,6 +207,10 @@ def corrupt_stream(
     blocks = stream_blocks(nats, stream)
     if not blocks:
         raise AssertionError(f"stream {stream} has no block file under {nats.home}")
+    if how == "remove":
+        shutil.rmtree(blocks[0].parent.parent)
+        faults.note(f"remove the directory of stream {stream}")
+        blocks = []
     for block in blocks:
         size = block.stat().st_size
         if how == "truncate":
