@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import sqlite3
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -28,17 +29,35 @@ PROBLEM_TYPE = "application/problem+json"
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
 #: SQLite's words for a write that found no space (SQLITE_FULL).
 _SQLITE_FULL = "database or disk is full"
+#: SQLite's words for a database that is busy or cannot be reached right now.
+_SQLITE_AWAY = ("database is locked", "disk I/O error", "unable to open database file")
 
 
 def classify(err: BaseException) -> tuple[int, str, str] | None:
     """The status, slug and detail of an outage error; None for any other error."""
     if _no_space(err):
         return 507, "insufficient-storage", "the node's disk is full; free space and retry"
-    if isinstance(err, OperationalError | InterfaceError | PoolTimeoutError) or (
-        isinstance(err, DBAPIError) and err.connection_invalidated
-    ):
+    if _unavailable(err):
         return 503, "store-unavailable", "the database is unavailable; retry shortly"
     return None
+
+
+def _unavailable(err: BaseException) -> bool:
+    """Whether the database is away or busy, as opposed to refusing this statement."""
+    if isinstance(err, PoolTimeoutError):
+        return True
+    if not isinstance(err, DBAPIError):
+        return False
+    if err.connection_invalidated:
+        return True
+    if isinstance(err.orig, sqlite3.Error):
+        # SQLite also says OperationalError for a bad statement or a missing table: a bug,
+        # which must stay a 500, not pass for an outage.
+        return isinstance(err, OperationalError) and any(
+            words in str(err.orig) for words in _SQLITE_AWAY
+        )
+    # The server driver's: connection refused or lost, the server shutting down.
+    return isinstance(err, OperationalError | InterfaceError)
 
 
 def _no_space(err: BaseException) -> bool:
@@ -80,8 +99,14 @@ class OutageMiddleware:
             if answer is None or started:
                 raise
             status, slug, detail = answer
+            cause = err.orig if isinstance(err, DBAPIError) else err
             log.warning(
-                "%s %s answered %s: %s", scope["method"], scope["path"], status, type(err).__name__
+                "%s %s answered %s: %s: %s",
+                scope["method"],
+                scope["path"],
+                status,
+                type(cause).__name__,
+                str(cause).strip().splitlines()[0][:200] if str(cause).strip() else "",
             )
             await _answer(scope, send, status, slug, detail)
 
