@@ -17,9 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
+from amosflow.api._outage import classify
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.config import EngineSettings
+from amosflow.engine.embedded import free_port
 from tests.api.conftest import Node, running_node
 from tests.faults.checker import TERMINAL, check
 from tests.faults.harness import Faults, wait_until
@@ -169,3 +173,21 @@ def test_runs_survive_a_database_restart_and_the_outage_is_a_clear_503(
         str(faults),
     )
     assert time.monotonic() - began < 90
+
+
+def test_only_an_unreachable_database_is_taken_for_an_outage(
+    own_postgres: PostgresServer,
+) -> None:
+    """A refused connection is a 503; a bad statement on SQLite (also an OperationalError)
+    stays an error of ours, a 500, instead of passing for an outage."""
+    url = own_postgres.admin_url().replace(f":{own_postgres.port}/", f":{free_port()}/")
+    with pytest.raises(OperationalError) as refused:
+        create_engine(url).connect()
+    assert classify(refused.value) == (
+        503,
+        "store-unavailable",
+        "the database is unavailable; retry shortly",
+    )
+    with pytest.raises(OperationalError) as bad, create_engine("sqlite://").connect() as conn:
+        conn.execute(text("SELECT * FROM no_such_table"))
+    assert classify(bad.value) is None
