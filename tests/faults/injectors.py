@@ -8,8 +8,8 @@ battery that mixes kinds from a seeded schedule) prints the faults in order with
   to the last byte and freed again;
 - ``ClockFile`` and ``faketime_env``: a runner process whose wall clock is offset by hours
   (libfaketime reads the offset from a file, so it can jump while the process runs);
-- ``corrupt_stream``: truncate or scribble over a JetStream stream's block files while the
-  NATS server is stopped;
+- ``corrupt_stream``: truncate or scribble over a JetStream stream's block files, or remove
+  the stream's directory, while the NATS server is stopped;
 - ``restart_postgres``: a fast shutdown of PostgreSQL (open transactions are aborted, every
   connection is dropped) and a start again.
 """
