@@ -175,11 +175,43 @@ def faketime_env(env: dict[str, str], clock: ClockFile) -> dict[str, str]:
 # --- A corrupted NATS stream file ----------------------------------------------------------
 
 
-def stream_blocks(nats: EmbeddedNats, stream: str) -> list[Path]:
-    """The message block files of ``stream`` in the server's store, oldest first."""
-    root = nats.home / "nats" / "jetstream"
-    found = sorted(root.glob(f"*/streams/{stream}/msgs/*.blk"))
+STREAM_DAMAGE = ("truncate", "scribble", "remove")
+
+
+def stream_blocks(store_dir: Path, stream: str) -> list[Path]:
+    """The message block files of ``stream`` in a JetStream store directory, oldest first."""
+    found = (store_dir / "jetstream").glob(f"*/streams/{stream}/msgs/*.blk")
     return sorted(found, key=lambda p: int(p.stem) if p.stem.isdigit() else 0)
+
+
+def damage_stream(store_dir: Path, stream: str, faults: Faults, *, how: str) -> list[Path]:
+    """Damage ``stream``'s files in a stopped server's store directory (``--store_dir``).
+
+    ``how`` is ``truncate`` (each block cut to half its length, as a crash mid-write leaves
+    it), ``scribble`` (the middle of each block overwritten with garbage, as a bad disk
+    does) or ``remove`` (the stream's whole directory gone, its consumers with it). Returns
+    the damaged block files. For a server another process supervises (``amos up``), stop
+    it, call this, and let it be started again.
+    """
+    if how not in STREAM_DAMAGE:
+        raise ValueError(f"unknown damage {how!r}: one of {', '.join(STREAM_DAMAGE)}")
+    blocks = stream_blocks(store_dir, stream)
+    if not blocks:
+        raise AssertionError(f"stream {stream} has no block file under {store_dir}")
+    if how == "remove":
+        shutil.rmtree(blocks[0].parent.parent)
+        faults.note(f"remove the directory of stream {stream}")
+        return blocks
+    for block in blocks:
+        size = block.stat().st_size
+        if how == "truncate":
+            os.truncate(block, size // 2)
+        else:
+            with block.open("r+b") as out:
+                out.seek(size // 4)
+                out.write(b"\xa5" * max(1, size // 2))
+        faults.note(f"{how} {block.name} of stream {stream} ({size} bytes)")
+    return blocks
 
 
 def corrupt_stream(
@@ -190,36 +222,18 @@ def corrupt_stream(
     how: str,
     while_down: Callable[[], None] | None = None,
 ) -> list[Path]:
-    """Stop NATS, damage ``stream``'s block files, start NATS on the same port and store.
+    """Stop NATS, ``damage_stream`` its store, start NATS on the same port and store.
 
-    ``how`` is ``truncate`` (each block cut to half its length, as a crash mid-write leaves
-    it), ``scribble`` (the middle of each block overwritten with garbage, as a bad disk
-    does) or ``remove`` (the stream's whole directory gone, its consumers with it).
     ``while_down`` runs while the server is stopped. Returns the damaged files.
     """
-    if how not in {"truncate", "scribble", "remove"}:
-        raise ValueError(f"unknown corruption {how!r}: truncate, scribble or remove")
+    if how not in STREAM_DAMAGE:
+        raise ValueError(f"unknown damage {how!r}: one of {', '.join(STREAM_DAMAGE)}")
     port = nats.port
     faults.note(f"stop NATS (port {port})")
     nats.stop()
     if while_down is not None:
         while_down()
-    blocks = stream_blocks(nats, stream)
-    if not blocks:
-        raise AssertionError(f"stream {stream} has no block file under {nats.home}")
-    if how == "remove":
-        shutil.rmtree(blocks[0].parent.parent)
-        faults.note(f"remove the directory of stream {stream}")
-        blocks = []
-    for block in blocks:
-        size = block.stat().st_size
-        if how == "truncate":
-            os.truncate(block, size // 2)
-        else:
-            with block.open("r+b") as out:
-                out.seek(size // 4)
-                out.write(b"\xa5" * max(1, size // 2))
-        faults.note(f"{how} {block.name} of stream {stream} ({size} bytes)")
+    blocks = damage_stream(nats.home / "nats", stream, faults, how=how)
     nats.port = port
     nats.start()
     faults.note(f"start NATS (port {port})")
