@@ -29,6 +29,7 @@ import httpx
 from amosflow.bus.embedded import EmbeddedNats
 from amosflow.config import AuditSettings
 from amosflow.engine.embedded import EmbeddedTemporal
+from amosflow.errors import AmosError
 from amosflow.host import die_with_parent, terminate_group
 from amosflow.node._home import PRIVATE_UMASK, SHARED_FILE_MODE, claim, claim_dir
 from amosflow.node._service_user import Demotion, covers, needed_paths
@@ -406,7 +407,10 @@ class Supervisor:
             log.warning("%s stopped; restarting (restart %d)", child.name, child.restarts)
             try:
                 self._start_child(child)
-            except RuntimeError as err:
+            except (RuntimeError, AmosError, OSError) as err:
+                # An embedded server killed while starting raises its own error (BusError,
+                # EngineError): the keeper tries again after the backoff instead of ending,
+                # which left that child down for the rest of the node's life.
                 log.warning("restart of %s failed: %s", child.name, err)
                 continue
             self._write_state()
