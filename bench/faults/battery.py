@@ -162,6 +162,11 @@ def main() -> int:
                 tick=soak.tick,
             )
             soak.tick(now_or_never=True)
+        except AssertionError as err:
+            # The node did not come back whole, or runs did not end: that is the finding.
+            print(f"battery stopped: {err}")
+            print(soak.report())
+            return 1
         finally:
             node.stop()
     finally:
