@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api bench-audit bench-dispatch bench-llm bench-peers bench-smoke clean
+.PHONY: install run test lint typecheck deps unit bench bench-engine bench-api bench-audit bench-dispatch bench-llm bench-peers bench-faults bench-smoke clean
 
 .PHONY: console test-web
 
@@ -64,7 +64,7 @@ typecheck: install
 	$(BIN)/mypy
 
 ## deps: system packages the tests need: PostgreSQL server binaries for the store tests,
-## SoftHSM2 for the vault's PKCS#11 tests.
+## SoftHSM2 for the vault's PKCS#11 tests, libfaketime for the runner clock-jump fault.
 deps:
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  if [ "$$(id -u)" = 0 ]; then \
@@ -77,6 +77,13 @@ deps:
 	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends softhsm2; \
 	  else \
 	    echo "SoftHSM2 is missing: run 'sudo apt-get install softhsm2'" >&2; exit 1; \
+	  fi
+	@ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends faketime; \
+	  else \
+	    echo "libfaketime is missing (the runner clock-jump test): run 'sudo apt-get install faketime'" >&2; \
+	    exit 1; \
 	  fi
 	@command -v chromium >/dev/null 2>&1 && command -v runsc >/dev/null 2>&1 && \
 	  command -v bwrap >/dev/null 2>&1 || \
@@ -116,6 +123,14 @@ bench-llm: install $(MODEL_STAMP)
 ## started as a user starts them, and the hand-written Temporal workflow as the durable floor.
 bench-peers: install
 	$(BIN)/python bench/peers/run.py
+
+## bench-faults: the long reliability battery (1,000 faults over about an hour, with a soak that
+## samples RSS, open files and database size each minute), then schemathesis over every
+## operation until 100,000 cases; both print a report (docs/reliability.md has the last ones).
+bench-faults: install deps
+	$(BIN)/python bench/faults/battery.py
+	$(BIN)/python bench/faults/battery.py --store postgresql --faults 200 --minutes 15
+	$(BIN)/python bench/faults/fuzz.py
 
 ## bench-smoke: a short pass of every benchmark (n8n left out: CI has no registry), so none can
 ## rot; it checks that each runs to its end and prints its table, never a number.
