@@ -50,6 +50,7 @@ PROTECTED = (
     "DELETE /scim/v2/Users/{user_id}",
 )
 EVENTS = ("GET /api/v1/runs/{run_id}/events",)
+READY_WAIT_S = 120
 FLOW = {
     "dsl": "amos.flow/v1",
     "name": "fuzz-echo",
@@ -68,6 +69,7 @@ class Tally:
     cases: int = 0
     failures: int = 0
     errors: int = 0
+    not_ready: int = 0
     operations: dict[str, int] = field(default_factory=dict)
     found: list[str] = field(default_factory=list)
 
@@ -237,7 +239,7 @@ def fuzz_rounds(node: AmosNode, args: argparse.Namespace, reports: Path, tally: 
                     **options,
                 )
                 add(tally, found, f"{round_no}/{label}")
-                node_alive(node)
+                node_alive(node, tally, f"{round_no}/{label}")
             round_no += 1
 
 
@@ -256,10 +258,13 @@ def main(args: argparse.Namespace) -> int:
             fuzz_rounds(node, args, reports, tally)
         except KeyboardInterrupt:
             interrupted = True
+        except RuntimeError as exc:  # the node died or stayed unready: a finding, reported
+            tally.not_ready += 1
+            tally.found.append(str(exc))
         finally:
             node.stop()
         print_report(tally, time.monotonic() - started, node.process, interrupted=interrupted)
-        return 1 if tally.failures else 130 if interrupted else 0
+        return 1 if tally.failures or tally.not_ready else 130 if interrupted else 0
 
 
 def add(tally: Tally, report: dict[str, Any], where: str) -> None:
@@ -279,11 +284,36 @@ def add(tally: Tally, report: dict[str, Any], where: str) -> None:
     ]
 
 
-def node_alive(node: AmosNode) -> None:
-    """A crash is a finding too: the node must still run and answer its readiness probe."""
+def node_alive(node: AmosNode, tally: Tally, where: str) -> None:
+    """A crash is a finding too: the node must still run and be ready after every pass.
+
+    A node that is not ready is polled for up to READY_WAIT_S: a dependency that comes back
+    (the supervisor restarts a child) is recorded as a finding with what /readyz said, and the
+    run goes on; one that stays away ends the run with the node's last output.
+    """
     if node.process is None or node.process.poll() is not None:
         raise RuntimeError("the node died under fuzzing:\n" + "".join(node.printed[-40:]))
-    httpx.get(f"{node.url}/readyz", timeout=30).raise_for_status()
+    deadline = time.monotonic() + READY_WAIT_S
+    first: str | None = None
+    while True:
+        try:
+            answer = httpx.get(f"{node.url}/readyz", timeout=30)
+            said = f"{answer.status_code} {answer.text}"
+            ready = answer.status_code == httpx.codes.OK
+        except httpx.HTTPError as exc:
+            said, ready = f"no answer: {exc!r}", False
+        if ready:
+            break
+        first = first or said
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"node not ready after {where}: {said}\n" + "".join(node.printed[-60:])
+            )
+        time.sleep(1)  # polling the node's own readiness, bounded by the deadline above
+    if first is not None:
+        tally.not_ready += 1
+        tally.found.append(f"{where}: node not ready for a while after the pass: {first}")
+        tally.found.append("  node output: " + "  ".join(node.printed[-30:]))
 
 
 def print_report(
@@ -298,6 +328,7 @@ def print_report(
     print(f"operations covered {sum(tally.operations.values())} of {OPERATIONS_IN_SPEC}")
     print(f"server errors      {tally.failures}")
     print(f"fuzzer errors      {tally.errors}")
+    print(f"not ready after    {tally.not_ready} passes")
     print(f"duration           {elapsed / 60:.1f} min")
     print(f"node exit          {node_exit}")
     for line in tally.found:
