@@ -368,6 +368,9 @@ class Supervisor:
                 msg = f"{child.name} exited with {child.process.returncode} while starting"
                 raise RuntimeError(msg)
             if time.monotonic() > deadline:
+                # Stopped, so its keeper starts it again: a process left running unhealthy
+                # looks alive to the keeper, which then never restarts it.
+                child.stop()
                 msg = f"{child.name} did not become healthy in {HEALTH_TIMEOUT_S:.0f}s"
                 raise RuntimeError(msg)
             self._stop.wait(0.1)
