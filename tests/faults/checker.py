@@ -77,12 +77,14 @@ def check_history(  # noqa: PLR0917 - each is one source of the history
     waiting: Iterable[str] = (),
     canary: str | None = None,
     files: Iterable[Path] = (),
+    home: Path | None = None,
 ) -> Findings:
     """Check a mixed workload's history: ``expected(run)`` names a completed run's keys.
 
     ``waiting`` are runs with an open human task (a legitimate place to stay); ``canary`` is
     a secret value that must not appear in any of ``files`` (every file under each given
-    directory is read: logs, the store, Temporal's and NATS's state).
+    directory is read: logs, the store, Temporal's and NATS's state); ``home`` is the node's,
+    whose signed checkpoints the audit chain is verified against.
     """
     findings = Findings()
     runs = list(runs)
@@ -97,7 +99,7 @@ def check_history(  # noqa: PLR0917 - each is one source of the history
     for run in runs:
         _check_end(findings, run, owned[run["run_id"]], performed, waiting)
     ended = [r["run_id"] for r in runs if r["status"] in TERMINAL]
-    _check_audit(findings, [r["run_id"] for r in runs], ended, store_url)
+    _check_audit(findings, [r["run_id"] for r in runs], ended, store_url, home)
     if canary:
         _check_canary(findings, canary, files)
     return findings
@@ -138,11 +140,22 @@ def _check_canary(findings: Findings, canary: str, places: Iterable[Path]) -> No
 
 
 def _check_audit(
-    findings: Findings, run_ids: list[str], ended: list[str] | None, store_url: str
+    findings: Findings,
+    run_ids: list[str],
+    ended: list[str] | None,
+    store_url: str,
+    home: Path | None = None,
 ) -> None:
+    sink, key = None, None
+    if home is not None:
+        # The node's checkpoints and their public key, as `amos audit verify` reads them.
+        settings = audit.AuditSettings(home=home)
+        sink = audit.JsonlSink(settings.sink_path)
+        if settings.public_key_path.exists():
+            key = audit.load_public_key(settings.public_key_path)
     store = open_store(store_url)
     try:
-        report = audit.verify(store, sink=None, public_key=None)
+        report = audit.verify(store, sink=sink, public_key=key)
         if not report.ok:
             findings.add(f"audit chain broken at seq {report.first_bad_seq}: {report.problem}")
         with store.session(read_only=True) as session:

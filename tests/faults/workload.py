@@ -353,6 +353,7 @@ def run_battery(
         expected_keys,
         node.store_url,
         waiting=waiting,
+        home=node.home,
     )
     check_node_stores(
         findings,
