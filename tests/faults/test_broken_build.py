@@ -111,15 +111,6 @@ def test_a_patch_whose_target_text_is_gone_fails_the_case(tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def target() -> Iterator[SideEffects]:
-    service = SideEffects()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture
 def battery_node(
     settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats
 ) -> Iterator[Node]:

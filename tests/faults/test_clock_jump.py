@@ -44,15 +44,6 @@ def faults() -> Faults:
 
 
 @pytest.fixture
-def target() -> Iterator[SideEffects]:
-    service = SideEffects()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture
 def lease_node(
     settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats
 ) -> Iterator[Node]:

@@ -63,15 +63,6 @@ def records() -> Iterator[Records]:
 
 
 @pytest.fixture
-def target() -> Iterator[SideEffects]:
-    service = SideEffects()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture
 def faults() -> Faults:
     return Faults(seed=SEED)
 

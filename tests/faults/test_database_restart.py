@@ -57,15 +57,6 @@ def own_postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def target() -> Iterator[SideEffects]:
-    service = SideEffects()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture
 def pg_node(
     settings: EngineSettings,
     tmp_path: Path,

@@ -65,15 +65,6 @@ def disk() -> Iterator[SmallDisk]:
 
 
 @pytest.fixture
-def target() -> Iterator[SideEffects]:
-    service = SideEffects()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture
 def disk_node(
     settings: EngineSettings, disk: SmallDisk, nats_server: EmbeddedNats
 ) -> Iterator[Node]:

@@ -205,15 +205,6 @@ def fleet_node(
         yield node
 
 
-@pytest.fixture
-def target() -> Iterator[SideEffects]:
-    service = SideEffects()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
 def test_lease_reader_passes_a_fenced_history_and_names_a_second_accepted_holder(
     fleet_node: Node, target: SideEffects, tmp_path: Path
 ) -> None:

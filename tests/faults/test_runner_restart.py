@@ -40,15 +40,6 @@ pytestmark = [pytest.mark.temporal]
 SEED = 1  # the battery seed that showed it first
 
 
-@pytest.fixture
-def target() -> Iterator[SideEffects]:
-    service = SideEffects()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
 def _node(
     settings: EngineSettings, tmp_path: Path, nats: EmbeddedNats, wait: float
 ) -> Iterator[Node]:

@@ -33,15 +33,6 @@ STEPS = ("first", "second")
 
 
 @pytest.fixture
-def target() -> Iterator[SideEffects]:
-    service = SideEffects()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture
 def battery_node(
     settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats
 ) -> Iterator[Node]:

@@ -51,15 +51,6 @@ def own_temporal(tmp_path: Path) -> Iterator[EmbeddedTemporal]:
 
 
 @pytest.fixture
-def target() -> Iterator[SideEffects]:
-    service = SideEffects()
-    try:
-        yield service
-    finally:
-        service.stop()
-
-
-@pytest.fixture
 def own_node(
     settings: EngineSettings,
     tmp_path: Path,
