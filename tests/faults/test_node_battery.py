@@ -11,7 +11,6 @@ the checker reads the history. The seed and every fault are in each failure mess
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,15 +24,6 @@ from tests.support.postgres import PostgresServer
 
 SEED = 1616
 FAULTS = 50
-
-
-@pytest.fixture
-def target() -> Iterator[SideEffects]:
-    service = SideEffects()
-    try:
-        yield service
-    finally:
-        service.stop()
 
 
 @pytest.mark.slow
