@@ -40,6 +40,12 @@ BENCHES = (
     Bench("audit.py", ("--appends", "50", "--verify", "500"), "postgresql"),
     Bench("llm.py", ("--quick",), "ratio of medians"),
     Bench("peers/run.py", ("--quick", "--without-n8n"), "AMOS FLOW / floor"),
+    Bench("faults/battery.py", ("--faults", "3", "--minutes", "1.5"), "soak (every minute)"),
+    Bench(
+        "faults/fuzz.py",
+        ("--cases", "200", "--examples", "2", "--without-coverage"),
+        "server errors      0",
+    ),
 )
 
 
