@@ -184,7 +184,14 @@ class TcpProxy:
                 continue
             server.settimeout(None)
             with self._lock:
-                self._open.update((client, server))
+                if self._cut:  # cut while this connection was being made
+                    refused = True
+                else:
+                    self._open.update((client, server))
+            if refused:
+                _reset(client)
+                _reset(server)
+                continue
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
@@ -206,8 +213,16 @@ class TcpProxy:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST rather than FIN (SO_LINGER 0), as a dropped link looks to the peer."""
+    """End the connection for its peer at once, with RST (SO_LINGER 0) as a dropped link would.
+
+    ``close`` alone is not enough: while a pump thread is blocked in ``recv`` on the socket,
+    the kernel defers the close until that call returns, which on an idle connection is never,
+    so the peer (a PostgreSQL backend, say) kept its end open for good and the node ran out of
+    database connections. ``shutdown`` wakes the blocked ``recv`` and tells the peer now.
+    """
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
