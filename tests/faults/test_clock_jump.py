@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from amosflow.bus.embedded import EmbeddedNats
-from amosflow.config import EngineSettings, RunnerSettings
-from amosflow.engine.embedded import free_port
-from tests.api.conftest import Node, running_node
+from amosflow.config import EngineSettings
+from tests.api.conftest import Node
 from tests.faults.checker import TERMINAL, check
+from tests.faults.flows import leased_node, runner_post
 from tests.faults.harness import Faults, Process, wait_until
 from tests.faults.injectors import ClockFile, faketime_env
 from tests.scenarios.test_runners import AMOS, SideEffects, _enroll, _env, _runner_alive
@@ -47,19 +47,12 @@ def faults() -> Faults:
 def lease_node(
     settings: EngineSettings, tmp_path: Path, nats_server: EmbeddedNats
 ) -> Iterator[Node]:
-    runners = RunnerSettings(port=free_port(), lease_seconds=3.0, dispatch_wait_seconds=60.0)
-    with running_node(settings, tmp_path, nats_server, runners=runners) as node:
+    with leased_node(settings, tmp_path, nats_server, lease_seconds=3.0) as node:
         yield node
 
 
 def _flow(url: str) -> dict[str, Any]:
-    call = {
-        "type": "action",
-        "action": "http.request",
-        "runner": {"zone": "core"},
-        "timeout": "60s",
-        "with": {"method": "POST", "url": url, "json": {}},
-    }
+    call = runner_post(url)
     return {
         "dsl": "amos.flow/v1",
         "name": "clock-battery",
