@@ -26,6 +26,8 @@ from amosflow.config import EngineSettings
 from amosflow.engine.embedded import free_port
 from tests.api.conftest import Node, running_node
 from tests.faults.checker import TERMINAL, check
+from tests.faults.flows import save_and_start
+from tests.faults.flows import two_effects as flow
 from tests.faults.harness import Faults, wait_until
 from tests.faults.injectors import restart_postgres
 from tests.scenarios.test_runners import SideEffects
@@ -68,21 +70,6 @@ def pg_node(
         yield node
 
 
-def flow(url: str) -> dict[str, Any]:
-    """Two side effects on the worker with a wait between them, so runs write across time."""
-    call = {"type": "action", "action": "http.request", "timeout": "60s"}
-    call["with"] = {"method": "POST", "url": url, "json": {}}
-    return {
-        "dsl": "amos.flow/v1",
-        "name": "pg-battery",
-        "steps": [
-            {"id": "first", **call},
-            {"id": "pause", "type": "wait", "duration": "1s"},
-            {"id": "second", **call},
-        ],
-    }
-
-
 def _is_clear_503(answer: httpx.Response) -> bool:
     return answer.status_code == 503 and answer.headers.get("content-type", "").startswith(
         "application/problem+json"
@@ -93,13 +80,7 @@ def test_runs_survive_a_database_restart_and_the_outage_is_a_clear_503(
     pg_node: Node, own_postgres: PostgresServer, target: SideEffects, faults: Faults
 ) -> None:
     node = pg_node
-    saved = node.client.put("/api/v1/flows/pg-battery", json={"document": flow(target.url)})
-    assert saved.status_code == 200, saved.text
-    run_ids = []
-    for _ in range(RUNS):
-        started = node.client.post("/api/v1/runs", json={"flow": "pg-battery", "inputs": {}})
-        assert started.status_code == 201, started.text
-        run_ids.append(started.json()["run_id"])
+    run_ids = save_and_start(node.client, flow(target.url), RUNS)
     wait_until(lambda: target.requests, what="the first side effect")
     # A client keeps starting runs across the restart, so some starts meet it mid-transaction.
     starts: list[httpx.Response] = []

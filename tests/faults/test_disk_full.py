@@ -26,9 +26,9 @@ from amosflow.config import EngineSettings
 from tests.api.conftest import Node, running_node
 from tests.api.flows_util import doc
 from tests.faults.checker import TERMINAL, check
+from tests.faults.flows import save_and_start, two_effects
 from tests.faults.harness import Faults, wait_until
 from tests.faults.injectors import MountUnavailableError, SmallDisk, fill_disk, free_disk
-from tests.faults.test_database_restart import flow as two_effects
 from tests.scenarios.test_runners import SideEffects
 
 pytestmark = [pytest.mark.temporal]
@@ -100,13 +100,7 @@ def test_a_full_disk_refuses_writes_clearly_and_the_node_recovers_once_space_is_
     node = disk_node
     caplog.set_level(logging.WARNING)
     assert str(node.config.store_url).startswith(f"sqlite:///{disk.path}")
-    saved = node.client.put("/api/v1/flows/pg-battery", json={"document": flow(target.url)})
-    assert saved.status_code == 200, saved.text
-    run_ids = []
-    for _ in range(RUNS):
-        started = node.client.post("/api/v1/runs", json={"flow": "pg-battery", "inputs": {}})
-        assert started.status_code == 201, started.text
-        run_ids.append(started.json()["run_id"])
+    run_ids = save_and_start(node.client, flow(target.url), RUNS)
     wait_until(lambda: len(target.requests) >= RUNS, what="every run's first side effect")
 
     ballast = fill_disk(disk, faults)

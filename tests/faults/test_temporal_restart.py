@@ -23,9 +23,10 @@ from amosflow.config import EngineSettings
 from amosflow.engine.embedded import EmbeddedTemporal
 from tests.api.conftest import Node, running_node
 from tests.faults.checker import TERMINAL, check
+from tests.faults.flows import save_and_start
+from tests.faults.flows import two_effects as flow
 from tests.faults.harness import Faults, wait_until
 from tests.faults.injectors import restart_temporal
-from tests.faults.test_database_restart import flow
 from tests.scenarios.test_runners import SideEffects
 
 pytestmark = [pytest.mark.temporal]
@@ -66,13 +67,7 @@ def test_runs_in_flight_survive_a_temporal_restart_with_every_side_effect_once(
     own_node: Node, own_temporal: EmbeddedTemporal, target: SideEffects, faults: Faults
 ) -> None:
     node = own_node
-    saved = node.client.put("/api/v1/flows/pg-battery", json={"document": flow(target.url)})
-    assert saved.status_code == 200, saved.text
-    run_ids = []
-    for _ in range(RUNS):
-        started = node.client.post("/api/v1/runs", json={"flow": "pg-battery", "inputs": {}})
-        assert started.status_code == 201, started.text
-        run_ids.append(started.json()["run_id"])
+    run_ids = save_and_start(node.client, flow(target.url), RUNS)
     wait_until(lambda: len(target.requests) >= RUNS, what="every run's first side effect")
     assert (own_temporal.home / "temporal.db").is_file()
     outage: dict[str, httpx.Response] = {}
